@@ -1,0 +1,1 @@
+"""Bundled YAML configurations (installed as package data)."""

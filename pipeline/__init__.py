@@ -1,0 +1,1 @@
+"""roadnet.pipeline: open scenes, infer on Dask, write Zarr, vectorize, evaluate, CLI."""

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROADNET = [sys.executable, "-m", "roadnet.pipeline.cli"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [*ROADNET, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
+
+
+def test_version_and_help_do_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys; sys.argv = ['roadnet', '--help'];\n"
+        "from roadnet.pipeline import cli\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'dask', 'rasterio', 'xarray') "
+        "if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert "labels" in out.stdout
+
+
+def test_version() -> None:
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.startswith("roadnet 0.")
+
+
+def test_library_error_is_one_line_exit_2(tmp_path: Path) -> None:
+    out = run_cli("preview", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "p.png"))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("roadnet: error:")
+    assert "missing.tif" in lines[0]
+
+
+def test_verbose_shows_traceback(tmp_path: Path) -> None:
+    out = run_cli(
+        "--verbose", "preview", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "p.png")
+    )
+    assert out.returncode == 2
+    assert "Traceback" in out.stderr
+
+
+def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("lane_widht_m: 3.0\n")
+    out = run_cli("labels", "a.tif", "b.gpkg", "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert out.returncode == 2
+    assert "lane_widht_m" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
