@@ -27,9 +27,7 @@ class Demo(StrictModel):
 def test_defaults_file_values_overrides_precedence(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("name: file\nscale: 2.0\ninner: {depth: 3}\n")
-    cfg = load_config(
-        Demo, path, values={"scale": 5.0, "name": None}, overrides=["inner.depth=7"]
-    )
+    cfg = load_config(Demo, path, values={"scale": 5.0, "name": None}, overrides=["inner.depth=7"])
     assert cfg == Demo(name="file", scale=5.0, inner=Inner(depth=7))
 
 

@@ -24,9 +24,11 @@ def test_nonempty_dir_is_not_clobbered_without_overwrite(tmp_path: Path) -> None
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        with staged_output_dir(out, overwrite=False):
-            pass
+    with (
+        pytest.raises(OutputExistsError, match="--overwrite"),
+        staged_output_dir(out, overwrite=False),
+    ):
+        pass
     assert (out / "keep.txt").read_text() == "precious"
     with staged_output_dir(out, overwrite=True) as stage:
         (stage / "new.txt").write_text("new")
