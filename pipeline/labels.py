@@ -1,0 +1,367 @@
+"""Rasterize road vectors onto a scene's grid: surface, edge and centerline labels.
+
+Definitions, in pixels of the scene grid (``S`` is the surface mask; neighbours are the
+4-connected ones):
+
+- ``surface``: pixels whose centre lies inside a road surface polygon (road lines buffered
+  to their width, see :func:`roadnet.pipeline.roads.road_surfaces`, and road polygons).
+- ``edge``: the band straddling the surface boundary, ``edge_width_px`` wide: surface pixels
+  within ``ceil(w / 2)`` 4-connected steps of a non-surface pixel, plus non-surface pixels
+  within ``floor(w / 2)`` steps of a surface pixel. With the default ``w = 2``: every surface
+  pixel with a non-surface neighbour and every non-surface pixel with a surface neighbour.
+- ``centerline``: every pixel a road line passes through (GDAL ``ALL_TOUCHED``), so a line
+  is an unbroken 8-connected chain of 1–2 px across; for road polygons, the skeleton
+  (``skimage.morphology.skeletonize``) of the polygon's surface pixels; then dilated by
+  ``centerline_dilate_px`` px on every side (a square).
+
+Every window is computed with a ``halo_px`` margin, so a window's labels equal the same
+pixels of the whole-grid result (exactly for lines; for polygons wider than the halo the
+skeleton may differ near window borders).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from pydantic import Field, model_validator
+from rasterio.features import rasterize
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+from rasterio.windows import transform as window_transform
+from scipy import ndimage
+from skimage.morphology import skeletonize
+
+from roadnet.errors import InputError
+from roadnet.pipeline.config import StrictModel, write_resolved_config
+from roadnet.pipeline.outputs import staged_output_dir
+from roadnet.pipeline.roads import (
+    LINE_TYPES,
+    POLYGON_TYPES,
+    load_width_table,
+    read_roads,
+    road_surfaces,
+)
+
+__all__ = [
+    "LABEL_NAMES",
+    "TILE",
+    "LabelsConfig",
+    "SceneGrid",
+    "make_labels",
+    "open_raster",
+    "rasterize_labels",
+    "scene_grid",
+    "write_labels",
+]
+
+log = logging.getLogger(__name__)
+
+LABEL_NAMES = ("surface", "edge", "centerline")
+TILE = 512
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+class LabelsConfig(StrictModel):
+    """How road vectors become label rasters (defaults: ``configs/labels.yaml``)."""
+
+    widths: str = Field(
+        default="road-widths", description="Width table: a YAML path or bundled config name."
+    )
+    edge_width_px: int = Field(default=2, ge=1, le=16, description="Width of the edge band.")
+    centerline_dilate_px: int = Field(
+        default=0, ge=0, le=8, description="Grow the centerline by this many px on every side."
+    )
+    polygon_centerlines: bool = Field(
+        default=True, description="Skeletonize road polygons into centerline pixels."
+    )
+    cap_style: Literal["round", "flat", "square"] = Field(
+        default="round", description="Buffer cap of road line ends."
+    )
+    halo_px: int = Field(default=32, ge=2, description="Margin computed around every window.")
+    block_px: int = Field(
+        default=2048, ge=TILE, multiple_of=TILE, description="Window size of the writer."
+    )
+
+    @model_validator(mode="after")
+    def _halo_covers_morphology(self) -> LabelsConfig:
+        need = max(math.ceil(self.edge_width_px / 2), self.centerline_dilate_px) + 1
+        if self.halo_px < need:
+            raise ValueError(f"halo_px must be at least {need} for these edge/centerline widths")
+        return self
+
+
+def _burn(geoms: np.ndarray, *, transform: Affine, shape: tuple[int, int], touched: bool) -> Any:
+    geoms = geoms[~shapely.is_empty(geoms)]
+    if geoms.size == 0:
+        return np.zeros(shape, dtype=np.uint8)
+    return rasterize(
+        ((g, 1) for g in geoms),
+        out_shape=shape,
+        transform=transform,
+        fill=0,
+        all_touched=touched,
+        dtype="uint8",
+    )
+
+
+def _edge(surface: np.ndarray, width_px: int) -> np.ndarray:
+    """Edge band of a boolean ``(y, x)`` surface mask; see the module docstring."""
+    inner, outer = math.ceil(width_px / 2), width_px // 2
+    edge: np.ndarray = surface & ~ndimage.binary_erosion(
+        surface, structure=_CROSS, iterations=inner, border_value=1
+    )
+    if outer:
+        edge |= ndimage.binary_dilation(surface, structure=_CROSS, iterations=outer) & ~surface
+    return edge
+
+
+def rasterize_labels(
+    roads: gpd.GeoDataFrame,
+    *,
+    transform: Affine,
+    shape: tuple[int, int],
+    config: LabelsConfig,
+    surfaces: gpd.GeoSeries | None = None,
+) -> dict[str, np.ndarray]:
+    """Rasterize normalized roads into the labels of one window.
+
+    Args:
+        roads: output of :func:`roadnet.pipeline.roads.normalize_roads`, in the grid's CRS.
+        transform: affine transform of the window's top-left pixel corner.
+        shape: ``(height, width)`` of the window in pixels.
+        config: label options.
+        surfaces: :func:`road_surfaces` of ``roads`` (same order) if already computed.
+
+    Returns:
+        ``{"surface", "edge", "centerline"}``, each a ``(y, x)`` uint8 array in {0, 1},
+        identical to the same pixels of a larger window that contains this one.
+    """
+    halo = config.halo_px
+    height, width = shape
+    big = (height + 2 * halo, width + 2 * halo)
+    big_transform = transform * Affine.translation(-halo, -halo)
+    if surfaces is None:
+        surfaces = road_surfaces(roads, cap_style=config.cap_style)
+    geoms = roads.geometry.to_numpy()
+    kinds = roads.geom_type.to_numpy()
+    surface_geoms = surfaces.to_numpy()
+
+    surface = _burn(surface_geoms, transform=big_transform, shape=big, touched=False).astype(bool)
+    edge = _edge(surface, config.edge_width_px)
+    centerline = _burn(
+        geoms[np.isin(kinds, LINE_TYPES)], transform=big_transform, shape=big, touched=True
+    ).astype(bool)
+    is_polygon = np.isin(kinds, POLYGON_TYPES)
+    if config.polygon_centerlines and is_polygon.any():
+        polygons = _burn(
+            surface_geoms[is_polygon], transform=big_transform, shape=big, touched=False
+        )
+        centerline |= skeletonize(polygons.astype(bool))
+    if config.centerline_dilate_px:
+        size = 2 * config.centerline_dilate_px + 1
+        centerline = ndimage.binary_dilation(centerline, structure=np.ones((size, size), bool))
+
+    core = (slice(halo, halo + height), slice(halo, halo + width))
+    return {
+        "surface": surface[core].astype(np.uint8),
+        "edge": edge[core].astype(np.uint8),
+        "centerline": centerline[core].astype(np.uint8),
+    }
+
+
+def write_labels(
+    roads: gpd.GeoDataFrame,
+    *,
+    crs: Any,
+    transform: Affine,
+    width: int,
+    height: int,
+    out_dir: Path,
+    config: LabelsConfig,
+    block: int = 2048,
+    surfaces: gpd.GeoSeries | None = None,
+) -> dict[str, Path]:
+    """Write the label GeoTIFFs of a whole grid, one ``block`` x ``block`` window at a time.
+
+    Memory is bounded by the block size (plus the road vectors), never by the grid size: each
+    window rasterizes only the roads an STRtree finds within its halo.
+
+    Args:
+        roads: normalized roads in ``crs``.
+        crs: the grid's CRS.
+        transform: the grid's affine transform.
+        width: grid width in pixels.
+        height: grid height in pixels.
+        out_dir: existing directory to write ``surface.tif``, ``edge.tif``, ``centerline.tif``.
+        config: label options.
+        block: window size in pixels, a multiple of 512 (the GeoTIFF tile size).
+        surfaces: :func:`road_surfaces` of ``roads`` if already computed.
+
+    Returns:
+        ``{name: path}`` of the three single-band uint8 GeoTIFFs (tiled 512, deflate).
+    """
+    if block % TILE:
+        raise ValueError(f"block must be a multiple of {TILE}, got {block}")
+    if surfaces is None:
+        surfaces = road_surfaces(roads, cap_style=config.cap_style)
+    tree = shapely.STRtree(surfaces.to_numpy())
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": TILE,
+        "blockysize": TILE,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+    paths = {name: Path(out_dir) / f"{name}.tif" for name in LABEL_NAMES}
+    halo = config.halo_px
+    with contextlib.ExitStack() as stack:
+        dsts = {
+            name: stack.enter_context(rasterio.open(p, "w", **profile)) for name, p in paths.items()
+        }
+        for name, dst in dsts.items():
+            dst.set_band_description(1, name)
+        for row in range(0, height, block):
+            for col in range(0, width, block):
+                window = Window(col, row, min(block, width - col), min(block, height - row))
+                padded = Window(
+                    col - halo, row - halo, window.width + 2 * halo, window.height + 2 * halo
+                )
+                hits = tree.query(
+                    shapely.box(*window_bounds(padded, transform)), predicate="intersects"
+                )
+                if hits.size == 0:
+                    continue  # GDAL fills never-written tiles with zeros on close
+                hits.sort()
+                arrays = rasterize_labels(
+                    roads.iloc[hits],
+                    transform=window_transform(window, transform),
+                    shape=(int(window.height), int(window.width)),
+                    config=config,
+                    surfaces=surfaces.iloc[hits],
+                )
+                for name, dst in dsts.items():
+                    dst.write(arrays[name], 1, window=window)
+    return paths
+
+
+@contextlib.contextmanager
+def open_raster(path: Path) -> Iterator[DatasetReader]:
+    """Open a raster for reading; a missing or unreadable file is an :class:`InputError`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"raster not found: {path}")
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{path}: not a raster GDAL can read") from exc
+    with src:
+        yield src
+
+
+class SceneGrid(StrictModel):
+    """The pixel grid of a scene: CRS (WKT), affine transform, size."""
+
+    crs: str
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    @property
+    def affine(self) -> Affine:
+        """The transform as an :class:`affine.Affine`."""
+        return Affine(*self.transform)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of the grid in its CRS."""
+        return tuple(window_bounds(Window(0, 0, self.width, self.height), self.affine))
+
+
+def scene_grid(path: Path) -> SceneGrid:
+    """Return the grid of a scene raster.
+
+    Raises:
+        InputError: missing file, not a raster, or no CRS.
+    """
+    with open_raster(path) as src:
+        if src.crs is None:
+            raise InputError(f"{path}: raster has no CRS; labels need a georeferenced scene")
+        return SceneGrid(
+            crs=src.crs.to_wkt(),
+            transform=tuple(src.transform)[:6],
+            width=src.width,
+            height=src.height,
+        )
+
+
+def make_labels(
+    scene: Path, roads: Path, out: Path, *, config: LabelsConfig, overwrite: bool
+) -> dict[str, Path]:
+    """Rasterize a road vector file onto a scene's grid; write label GeoTIFFs to ``out``.
+
+    Args:
+        scene: the scene raster whose grid (CRS, transform, size) the labels follow.
+        roads: road vectors (see :func:`roadnet.pipeline.roads.read_roads`), any CRS.
+        out: output directory; gets ``surface.tif``, ``edge.tif``, ``centerline.tif`` and
+            ``roadnet-config.yaml``.
+        config: label options.
+        overwrite: replace a non-empty ``out``.
+
+    Returns:
+        ``{name: path}`` of the three label GeoTIFFs.
+
+    Raises:
+        InputError: bad scene or road vectors, or no road in the scene's extent.
+        OutputExistsError: ``out`` is not empty and ``overwrite`` is false.
+    """
+    grid = scene_grid(scene)
+    widths = load_width_table(config.widths)
+    with staged_output_dir(out, overwrite=overwrite) as staging:
+        gdf = read_roads(roads, crs=grid.crs, widths=widths, bounds=grid.bounds)
+        surfaces = road_surfaces(gdf, cap_style=config.cap_style)
+        inside = np.asarray(surfaces.intersects(shapely.box(*grid.bounds)))
+        if not inside.any():
+            raise InputError(f"no roads of {roads} lie in the extent of {scene}")
+        gdf, surfaces = gdf[inside], surfaces[inside]
+        log.info("rasterizing %d roads onto a %d x %d grid", len(gdf), grid.width, grid.height)
+        write_labels(
+            gdf,
+            crs=grid.crs,
+            transform=grid.affine,
+            width=grid.width,
+            height=grid.height,
+            out_dir=staging,
+            config=config,
+            block=config.block_px,
+            surfaces=surfaces,
+        )
+        write_resolved_config(
+            config,
+            staging,
+            extra={
+                "scene": str(Path(scene).resolve()),
+                "roads": str(Path(roads).resolve()),
+                "roads_in_extent": int(inside.sum()),
+                "width_table": widths.model_dump(mode="json"),
+            },
+        )
+    return {name: Path(out) / f"{name}.tif" for name in LABEL_NAMES}
