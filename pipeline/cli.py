@@ -88,7 +88,7 @@ def labels(
     from roadnet.pipeline.config import load_config
     from roadnet.pipeline.labels import LabelsConfig, make_labels
 
-    cfg = load_config(LabelsConfig, config, overrides=set_ or [])
+    cfg = load_config(LabelsConfig, config or "labels", overrides=set_ or [])
     make_labels(scene, roads, out, config=cfg, overwrite=overwrite)
 
 

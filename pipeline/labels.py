@@ -49,6 +49,7 @@ from roadnet.pipeline.roads import (
     LINE_TYPES,
     POLYGON_TYPES,
     load_width_table,
+    metres_per_unit,
     read_roads,
     road_surfaces,
 )
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 
 LABEL_NAMES = ("surface", "edge", "centerline")
 TILE = 512
+#: Roads are read this far beyond the scene (more than half the widest road).
+READ_MARGIN_M = 50.0
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
@@ -151,7 +154,7 @@ def rasterize_labels(
     halo = config.halo_px
     height, width = shape
     big = (height + 2 * halo, width + 2 * halo)
-    big_transform = transform * Affine.translation(-halo, -halo)
+    big_transform = transform @ Affine.translation(-halo, -halo)
     if surfaces is None:
         surfaces = road_surfaces(roads, cap_style=config.cap_style)
     geoms = roads.geometry.to_numpy()
@@ -336,7 +339,16 @@ def make_labels(
     grid = scene_grid(scene)
     widths = load_width_table(config.widths)
     with staged_output_dir(out, overwrite=overwrite) as staging:
-        gdf = read_roads(roads, crs=grid.crs, widths=widths, bounds=grid.bounds)
+        # read a margin beyond the scene: roads just outside it can reach in with their width
+        gsd = max(abs(grid.transform[0]), abs(grid.transform[4]))
+        pad = config.halo_px * gsd + READ_MARGIN_M / metres_per_unit(grid.crs)
+        minx, miny, maxx, maxy = grid.bounds
+        gdf = read_roads(
+            roads,
+            crs=grid.crs,
+            widths=widths,
+            bounds=(minx - pad, miny - pad, maxx + pad, maxy + pad),
+        )
         surfaces = road_surfaces(gdf, cap_style=config.cap_style)
         inside = np.asarray(surfaces.intersects(shapely.box(*grid.bounds)))
         if not inside.any():

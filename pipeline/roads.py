@@ -26,6 +26,7 @@ __all__ = [
     "HighwayClass",
     "RoadWidths",
     "load_width_table",
+    "metres_per_unit",
     "normalize_roads",
     "read_roads",
     "road_surfaces",
@@ -91,6 +92,23 @@ def load_width_table(source: str | Path | None = None) -> RoadWidths:
         ConfigError: unreadable file or invalid table.
     """
     return load_config(RoadWidths, source if source is not None else "road-widths")
+
+
+def metres_per_unit(crs: Any) -> float:
+    """Return the length of one horizontal unit of a projected CRS in metres.
+
+    Raises:
+        InputError: the CRS is geographic (degrees), so widths in metres cannot be drawn.
+    """
+    from pyproj import CRS
+
+    parsed = CRS.from_user_input(crs)
+    if not parsed.is_projected:
+        raise InputError(
+            f"CRS {parsed.name!r} is not projected; road widths in metres need a projected "
+            "CRS (e.g. the scene's UTM zone)"
+        )
+    return float(parsed.axis_info[0].unit_conversion_factor)
 
 
 def _parse_numbers(values: pd.Series) -> np.ndarray:
@@ -173,6 +191,7 @@ def normalize_roads(roads: gpd.GeoDataFrame, *, crs: Any, widths: RoadWidths) ->
     """
     if roads.crs is None:
         raise InputError("road vectors have no CRS; assign one (e.g. with ogr2ogr -a_srs)")
+    metres_per_unit(crs)
     roads = roads[roads.geometry.notna() & ~roads.geometry.is_empty]
     roads = roads[roads.geom_type.isin(LINE_TYPES + POLYGON_TYPES)]
     if "highway" in roads.columns and widths.exclude:
@@ -253,6 +272,9 @@ def read_roads(
             raise InputError(f"{path}: not a readable vector file ({exc})") from exc
     if not isinstance(roads, gpd.GeoDataFrame) or roads.geometry.name not in roads.columns:
         raise InputError(f"{path}: holds no geometry column")
+    if bounds is not None and roads.empty:
+        box = ", ".join(f"{b:.1f}" for b in bounds)
+        raise InputError(f"no roads of {path} lie in the extent ({box}) of the target grid")
     return normalize_roads(roads, crs=crs, widths=widths)
 
 
@@ -269,7 +291,8 @@ def road_surfaces(
     past its last vertex; ``cap_style="flat"`` stops exactly at it).
 
     Args:
-        roads: output of :func:`normalize_roads` (lines with ``width_m``; polygons).
+        roads: output of :func:`normalize_roads` (lines with ``width_m``; polygons), in a
+            projected CRS (widths are converted from metres to its unit).
         cap_style: buffer cap style for line ends.
         quad_segs: segments per quarter circle of round caps and joins.
 
@@ -280,7 +303,7 @@ def road_surfaces(
     is_line = np.asarray(roads.geom_type.isin(LINE_TYPES))
     out = geoms.copy()
     if is_line.any():
-        half = roads["width_m"].to_numpy(dtype=float)[is_line] / 2.0
+        half = roads["width_m"].to_numpy(dtype=float)[is_line] / 2.0 / metres_per_unit(roads.crs)
         out[is_line] = shapely.buffer(
             geoms[is_line], half, quad_segs=quad_segs, cap_style=cap_style, join_style="round"
         )
