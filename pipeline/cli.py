@@ -138,6 +138,76 @@ def preview(
     make_preview(raster, out, labels_dir=labels_dir, max_size=max_size, overwrite=overwrite)
 
 
+@app.command()
+def run(
+    scene: Annotated[str, typer.Argument(help="Scene raster: local path or fsspec URL.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output Zarr store (RESULT.zarr).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help=".keras model path or URL (default: shipped).")
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local cluster worker processes.")
+    ] = None,
+    threads_per_worker: Annotated[
+        int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
+    ] = None,
+    chunk: Annotated[int | None, typer.Option("--chunk", help="Core chunk size, px.")] = None,
+    overlap: Annotated[
+        int | None, typer.Option("--overlap", help="Blended context per side, px.")
+    ] = None,
+    bands: Annotated[
+        str | None, typer.Option("--bands", help="1-based R,G,B bands, e.g. 3,2,1 or 1,1,1.")
+    ] = None,
+    input_max: Annotated[
+        float | None, typer.Option("--input-max", help="Scene value mapped to 255.")
+    ] = None,
+    nodata: Annotated[
+        float | None, typer.Option("--nodata", help="Nodata value overriding the file's.")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Predict road surface, edge and centerline probabilities into a Zarr store on Dask."""
+    from roadnet.pipeline.config import load_config
+    from roadnet.pipeline.run import RunConfig, run_to_zarr
+
+    band_list = [b.strip() for b in bands.split(",")] if bands else None
+    cfg = load_config(
+        RunConfig,
+        config or "run",
+        overrides=set_ or [],
+        values={
+            "chunk": chunk,
+            "overlap": overlap,
+            "bands": band_list,
+            "input_max": input_max,
+            "nodata": nodata,
+        },
+    )
+    summary = run_to_zarr(
+        scene,
+        out,
+        model=model,
+        config=cfg,
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    typer.echo(summary.line())
+
+
 def main() -> None:
     """Console entry point: run the app, turn roadnet errors into one line and exit code 2."""
     try:

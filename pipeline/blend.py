@@ -1,0 +1,227 @@
+"""Overlap-add blending of per-chunk predictions: pure numpy kernels, no dask.
+
+Each core chunk (``core`` × ``core`` px, smaller at the scene's right and bottom edges) is
+predicted with ``overlap`` px of context on every side. The prediction over the whole padded
+block is kept and weighted by a separable linear ramp. Two neighbouring padded blocks overlap
+by exactly ``2 * overlap`` px; there one block's ramp falls while the other's rises and the
+two always add up to 1, so every pixel ends up as a weighted mean of the predictions that
+cover it: ``p = Σ w·p / Σ w``.
+
+The ramp is 0 on the outermost ``margin`` px of a padded block (default ``overlap // 4``),
+where the model saw its own zero padding, and rises linearly over the next
+``2 * (overlap - margin)`` px. Every pixel of the scene lies at least ``overlap`` px inside
+its own block, so its weight there is above 1/2: pixels near the scene border (covered by
+one block only, with mirrored context) keep their prediction. For a model whose receptive
+field reaches at most ``margin`` px, the blended result equals whole-scene inference.
+
+Probabilities are stored as uint8 codes ``round(p * 254)``; code 255 is reserved for nodata
+(see :data:`FILL_VALUE`, :data:`SCALE_FACTOR`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = [
+    "FILL_VALUE",
+    "SCALE_FACTOR",
+    "TASKS",
+    "default_margin",
+    "encode_probability",
+    "merge_block",
+    "plan_chunks",
+    "predict_block",
+    "ramp",
+    "to_model_input",
+    "valid_mask",
+]
+
+TASKS = ("surface", "edge", "centerline")
+FILL_VALUE = 255
+CODE_MAX = 254
+SCALE_FACTOR = 1.0 / CODE_MAX
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def plan_chunks(size: int, *, core: int, overlap: int) -> tuple[int, ...]:
+    """Split ``size`` px into chunks of ``core`` px, none smaller than ``overlap``.
+
+    A last remainder thinner than ``overlap`` cannot supply its neighbour's context, so it is
+    merged with the chunk before it and the pair is split in two halves (each ≥ ``core / 2``).
+
+    >>> plan_chunks(1100, core=512, overlap=64)
+    (512, 512, 76)
+    >>> plan_chunks(1050, core=512, overlap=64)
+    (512, 269, 269)
+    """
+    full, rest = divmod(size, core)
+    chunks = [core] * full + ([rest] if rest else [])
+    if len(chunks) > 1 and chunks[-1] < overlap:
+        pair = chunks[-2] + chunks.pop()
+        chunks[-1:] = [pair - pair // 2, pair // 2]
+    return tuple(chunks)
+
+
+def default_margin(overlap: int) -> int:
+    """Outer px of a padded block left out of the blend: ``overlap // 4``."""
+    return overlap // 4
+
+
+def ramp(length: int, overlap: int, *, margin: int | None = None) -> np.ndarray:
+    """Blend weights along one axis of a padded block of ``length`` px.
+
+    Args:
+        length: padded block length (core + 2 * overlap).
+        overlap: context per side.
+        margin: outer px with weight 0 (default :func:`default_margin`); below ``overlap``.
+
+    Returns:
+        ``(length,)`` float32 in [0, 1]: 0 on the outer ``margin`` px, then
+        ``(i + 0.5 - margin) / (2 * (overlap - margin))`` rising to 1, mirrored at the far
+        end; all ones when ``overlap`` is 0.
+    """
+    if overlap == 0:
+        return np.ones(length, dtype=np.float32)
+    m = default_margin(overlap) if margin is None else margin
+    i = np.arange(length, dtype=np.float64) + 0.5
+    w = (np.minimum(i, length - i) - m) / (2 * (overlap - m))
+    weights: np.ndarray = np.clip(w, 0.0, 1.0).astype(np.float32)
+    return weights
+
+
+def valid_mask(block: np.ndarray, *, nodata: float | None, alpha: bool = False) -> np.ndarray:
+    """Pixels that hold data.
+
+    Args:
+        block: ``(band, y, x)`` scene values; with ``alpha`` the last band is an alpha mask.
+        nodata: value marking missing pixels; a pixel is nodata when every image band holds
+            it. NaN in any band of a float scene also marks the pixel missing.
+        alpha: the last band is an alpha band (0 = transparent = missing).
+
+    Returns:
+        ``(y, x)`` bool, True where the pixel holds data.
+    """
+    image = block[:-1] if alpha else block
+    valid = np.ones(block.shape[1:], dtype=bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~np.all(image == image.dtype.type(nodata), axis=0)
+    if image.dtype.kind == "f":
+        valid &= ~np.any(np.isnan(image), axis=0)
+    if alpha:
+        valid &= block[-1] > 0
+    return valid
+
+
+def to_model_input(block: np.ndarray, *, scale: float, alpha: bool = False) -> np.ndarray:
+    """Map scene values to the model's input scale.
+
+    Args:
+        block: ``(band, y, x)`` scene values of any numeric dtype.
+        scale: factor to the 0–255 scale (``255 / input_max``).
+        alpha: drop the last band (an alpha mask).
+
+    Returns:
+        ``(y, x, band)`` float32 in [0, 255], NaN replaced by 0.
+    """
+    image = block[:-1] if alpha else block
+    x = np.moveaxis(image, 0, -1).astype(np.float32) * np.float32(scale)
+    clipped: np.ndarray = np.clip(np.nan_to_num(x, nan=0.0), 0.0, 255.0)
+    return clipped
+
+
+def predict_block(
+    block: np.ndarray,
+    *,
+    predict: Predictor,
+    overlap: int,
+    model_shape: tuple[int, int],
+    scale: float,
+    nodata: float | None = None,
+    alpha: bool = False,
+) -> np.ndarray:
+    """Predict one padded block and weight it for overlap-add.
+
+    Args:
+        block: ``(band, y, x)`` scene values of one core chunk plus ``overlap`` px of context
+            on each side (reflected at the scene border).
+        predict: maps ``(1, H, W, 3)`` float32 on the 0–255 scale to ``(H, W, 3)`` float32
+            probabilities for surface, edge, centerline; always called with ``model_shape``.
+        overlap: context width in px.
+        model_shape: the one ``(H, W)`` the model is called with (≥ the block, multiples of
+            16); the block is padded to it by mirroring and the padding cropped afterwards.
+        scale: factor from scene values to the 0–255 scale.
+        nodata: scene nodata value, or None.
+        alpha: the last band is an alpha mask.
+
+    Returns:
+        ``(4, y, x)`` float32: ``w·p`` for surface, edge, centerline, then the weight ``w``.
+        ``w`` is 0 on nodata pixels; a block whose core holds no data skips the model and is
+        all zeros.
+    """
+    _, h, w = block.shape
+    out = np.zeros((len(TASKS) + 1, h, w), dtype=np.float32)
+    valid = valid_mask(block, nodata=nodata, alpha=alpha)
+    if not valid[overlap : h - overlap, overlap : w - overlap].any():
+        return out
+    x = to_model_input(block, scale=scale, alpha=alpha)
+    mh, mw = model_shape
+    x = np.pad(x, ((0, mh - h), (0, mw - w), (0, 0)), mode="symmetric")
+    probs = predict(x[np.newaxis])[:h, :w]
+    weight = np.outer(ramp(h, overlap), ramp(w, overlap)) * valid
+    out[: len(TASKS)] = np.moveaxis(probs, -1, 0) * weight
+    out[-1] = weight
+    return out
+
+
+def _fold(a: np.ndarray, *, axis: int, overlap: int) -> np.ndarray:
+    """Add the neighbours' overhangs into the core along one axis.
+
+    ``a`` holds, along ``axis``: the previous block's last ``overlap`` px (its overhang into
+    this core), this block's padded prediction (``core + 2 * overlap``), the next block's
+    first ``overlap`` px. Returns the ``core`` px with all contributions summed.
+    """
+    d = overlap
+    n = a.shape[axis] - 4 * d
+    a = np.moveaxis(a, axis, 0)
+    core = a[2 * d : 2 * d + n].copy()
+    core[:d] += a[:d]
+    core[n - d :] += a[n + 3 * d :]
+    return np.moveaxis(core, 0, axis)
+
+
+def merge_block(extended: np.ndarray, *, overlap: int) -> np.ndarray:
+    """Sum overlapping weighted predictions into one core chunk and encode it.
+
+    Args:
+        extended: ``(4, y, x)`` float32 — one block of :func:`predict_block` output
+            (``core + 2 * overlap`` px) with ``overlap`` px of each neighbour's block around
+            it (zeros beyond the scene).
+        overlap: context per side in px.
+
+    Returns:
+        ``(3, core_y, core_x)`` uint8 probability codes (see :func:`encode_probability`).
+    """
+    if overlap:
+        extended = _fold(_fold(extended, axis=1, overlap=overlap), axis=2, overlap=overlap)
+    return encode_probability(extended[: len(TASKS)], extended[-1])
+
+
+def encode_probability(weighted: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Normalize summed predictions and encode them as uint8.
+
+    Args:
+        weighted: ``(task, y, x)`` float32 sums of ``w·p``.
+        weight: ``(y, x)`` float32 sums of ``w``; 0 marks nodata.
+
+    Returns:
+        ``(task, y, x)`` uint8: ``round(p * 254)`` in 0–254, :data:`FILL_VALUE` on nodata.
+    """
+    has = weight > 0
+    p = np.divide(weighted, weight, out=np.zeros_like(weighted), where=has)
+    codes = np.rint(np.clip(p, 0.0, 1.0) * CODE_MAX).astype(np.uint8)
+    codes[:, ~has] = FILL_VALUE
+    result: np.ndarray = codes
+    return result

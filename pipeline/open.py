@@ -1,0 +1,157 @@
+"""Open a scene lazily: rioxarray with chunks aligned to the inference cores, no read lock.
+
+Accepts local paths, GDAL paths (``/vsi...``) and fsspec URLs (``file://``, ``s3://``,
+``https://``, ...; read through rasterio's ``opener`` with the fsspec filesystem). The model
+takes three bands R, G, B on a 0–255 scale:
+
+- bands: ``bands`` picks and orders them (1-based, e.g. ``[3, 2, 1]`` for BGR files,
+  ``[1, 1, 1]`` for a grey 1-band scene); by default a 3-band scene is used as is and a
+  scene with more bands uses bands 1–3 (with an alpha band, it masks the pixels).
+- values: divided by ``input_max`` and multiplied by 255, then clipped. ``input_max``
+  defaults to 255 for uint8, 65535 for uint16 (set 4095 for 12-bit imagery), the type's
+  maximum for other integers and 1.0 for floats.
+- nodata: a pixel whose image bands all hold the nodata value (the file's, or ``nodata``),
+  a NaN pixel of a float scene, or a pixel with alpha 0 is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+import rioxarray
+import xarray as xr
+from rasterio.enums import ColorInterp
+
+from roadnet.errors import InputError
+
+__all__ = ["MODEL_BANDS", "Scene", "default_input_max", "open_scene"]
+
+MODEL_BANDS = 3
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A lazily opened scene and how to feed it to the model.
+
+    Attributes:
+        data: ``(band, y, x)`` dask-backed DataArray in the file's dtype, bands in model
+            order (R, G, B), followed by the alpha band when ``alpha``; has ``x``/``y``
+            coordinates and ``spatial_ref``.
+        source: the path or URL it was opened from.
+        scale: factor from file values to the model's 0–255 scale.
+        nodata: the nodata value, or None.
+        alpha: the last band of ``data`` is an alpha mask.
+    """
+
+    data: xr.DataArray
+    source: str
+    scale: float
+    nodata: float | None
+    alpha: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in px."""
+        return int(self.data.sizes["y"]), int(self.data.sizes["x"])
+
+
+def default_input_max(dtype: np.dtype[Any]) -> float:
+    """The value that maps to 255 for a scene dtype (see the module docs)."""
+    if dtype.kind == "f":
+        return 1.0
+    if dtype.kind in "ui":
+        return float(np.iinfo(dtype).max)
+    raise InputError(f"unsupported scene data type {dtype}")
+
+
+def _open_kwargs(source: str) -> tuple[str, dict[str, Any]]:
+    """Path and rasterio open options for a local path, GDAL path or fsspec URL."""
+    if "://" not in source:
+        return source, {}
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(source)
+    return path, {"opener": fs}
+
+
+def _choose_bands(src: Any, bands: list[int] | None) -> tuple[list[int], bool]:
+    count = src.count
+    interp = list(src.colorinterp)
+    alpha_band = next((i + 1 for i, c in enumerate(interp) if c == ColorInterp.alpha), None)
+    if bands is None:
+        image = [b for b in range(1, count + 1) if b != alpha_band]
+        if len(image) < MODEL_BANDS:
+            raise InputError(
+                f"{src.name}: has {len(image)} image band(s), the model needs {MODEL_BANDS} "
+                "(R, G, B); choose them with bands, e.g. [1, 1, 1] for a grey scene"
+            )
+        bands = image[:MODEL_BANDS]
+    elif len(bands) != MODEL_BANDS:
+        raise InputError(f"bands must name {MODEL_BANDS} bands (R, G, B), got {bands}")
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise InputError(f"{src.name}: has bands 1..{count}, cannot select {bad}")
+    if alpha_band is not None and alpha_band not in bands:
+        return [*bands, alpha_band], True
+    return list(bands), False
+
+
+def open_scene(
+    source: str,
+    *,
+    chunk: int,
+    bands: list[int] | None = None,
+    input_max: float | None = None,
+    nodata: float | None = None,
+) -> Scene:
+    """Open a georeferenced scene lazily for inference.
+
+    Args:
+        source: local path, GDAL path or fsspec URL of a raster (GeoTIFF, COG, VRT ...).
+        chunk: core chunk size in px; the dask chunks are ``(all bands, chunk, chunk)``.
+        bands: 1-based bands for R, G, B (default: see the module docs).
+        input_max: file value that maps to 255 (default: by dtype, see the module docs).
+        nodata: nodata value overriding the file's.
+
+    Raises:
+        InputError: the file is missing or unreadable, has no CRS or transform, too few
+            bands, or an unsupported dtype.
+    """
+    path, kwargs = _open_kwargs(str(source))
+    try:
+        with rasterio.open(path, **kwargs) as src:
+            picked, alpha = _choose_bands(src, bands)
+            dtypes = {src.dtypes[b - 1] for b in picked}
+            file_nodata = src.nodata
+            crs = src.crs
+            identity = src.transform.is_identity
+    except rasterio.RasterioIOError as exc:
+        raise InputError(f"cannot open scene {source}: {exc}") from exc
+    if crs is None or identity:
+        raise InputError(f"{source}: no CRS or geotransform; the scene must be georeferenced")
+    if len(dtypes) != 1:
+        raise InputError(f"{source}: selected bands have different data types {sorted(dtypes)}")
+    dtype = np.dtype(dtypes.pop())
+    top = default_input_max(dtype) if input_max is None else float(input_max)
+    if top <= 0:
+        raise InputError(f"input_max must be positive, got {input_max}")
+    data = rioxarray.open_rasterio(
+        path,
+        chunks={"band": -1, "y": chunk, "x": chunk},
+        lock=False,
+        masked=False,
+        cache=False,
+        **kwargs,
+    )
+    assert isinstance(data, xr.DataArray)
+    data = data.isel(band=[b - 1 for b in picked])
+    return Scene(
+        data=data,
+        source=str(source),
+        scale=255.0 / top,
+        nodata=nodata if nodata is not None else file_nodata,
+        alpha=alpha,
+    )

@@ -1,0 +1,285 @@
+"""``roadnet run``: a scene in, blended surface / edge / centerline probabilities out.
+
+:func:`run` returns the lazy Dataset for callers who drive Dask themselves;
+:func:`run_to_zarr` computes it on a Dask cluster into a resumable Zarr store and returns a
+:class:`RunSummary`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.delayed import delayed
+from pydantic import Field, model_validator
+
+from roadnet import __version__
+from roadnet.errors import ModelError
+from roadnet.model.io import default_model_path
+from roadnet.pipeline.blend import FILL_VALUE, SCALE_FACTOR, TASKS
+from roadnet.pipeline.config import StrictModel
+from roadnet.pipeline.infer import model_shape_for, predict_array
+from roadnet.pipeline.open import MODEL_BANDS, Scene, open_scene
+from roadnet.pipeline.worker_model import ModelRunner, validate_model
+from roadnet.pipeline.zarr_store import (
+    JOB_ATTR,
+    create_store,
+    done_chunks,
+    finish_store,
+    prepare_store,
+    write_chunk,
+)
+
+__all__ = ["Prediction", "RunConfig", "RunSummary", "predict_scene", "run", "run_to_zarr"]
+
+log = logging.getLogger(__name__)
+
+
+class RunConfig(StrictModel):
+    """Options of ``roadnet run`` (defaults in ``configs/run.yaml``)."""
+
+    chunk: int = Field(default=512, ge=32, description="core chunk size in px (= Zarr chunks)")
+    overlap: int = Field(default=64, ge=0, description="context per side in px, blended")
+    bands: list[int] | None = Field(default=None, description="1-based bands for R, G, B")
+    input_max: float | None = Field(default=None, gt=0, description="scene value mapped to 255")
+    nodata: float | None = Field(default=None, description="nodata value overriding the file's")
+    mixed_precision: bool = Field(default=False, description="float16 compute on GPUs")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> RunConfig:
+        if self.overlap > self.chunk // 2:
+            raise ValueError(f"overlap ({self.overlap}) must be at most chunk / 2")
+        return self
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A scene's lazy prediction and what describes it.
+
+    Attributes:
+        scene: the opened scene.
+        codes: ``(task, y, x)`` uint8 dask array of probability codes, chunks
+            ``(3, chunk, chunk)``.
+        runner: the model handle in the graph.
+        attrs: provenance attributes for the result.
+    """
+
+    scene: Scene
+    codes: da.Array
+    runner: ModelRunner
+    attrs: dict[str, Any]
+
+    def dataset(self) -> xr.Dataset:
+        """``surface``, ``edge``, ``centerline`` ``(y, x)`` uint8 codes with coords and CRS."""
+        src = self.scene.data
+        coords = {"y": src.coords["y"], "x": src.coords["x"]}
+        variables = {
+            task: xr.DataArray(
+                self.codes[k], dims=("y", "x"), coords=coords, attrs=_var_attrs(task)
+            )
+            for k, task in enumerate(TASKS)
+        }
+        ds = xr.Dataset(variables, attrs=self.attrs)
+        ds = ds.rio.write_crs(src.rio.crs)
+        result: xr.Dataset = ds.rio.write_transform(src.rio.transform())
+        return result
+
+
+def _var_attrs(task: str) -> dict[str, Any]:
+    return {
+        "long_name": f"road {task} probability",
+        "units": "1",
+        "scale_factor": SCALE_FACTOR,
+        "valid_range": [0, FILL_VALUE - 1],
+    }
+
+
+def _resolve_model(model: str | Path | None) -> str:
+    if model is None:
+        path = default_model_path()
+        if not path.is_file():
+            raise ModelError(f"no model at the default path {path}; pass --model PATH")
+        return str(path)
+    text = str(model)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def predict_scene(
+    scene: str | Path, *, model: str | Path | None = None, config: RunConfig | None = None
+) -> Prediction:
+    """Open a scene and build its lazy blended prediction (checks the model on the client)."""
+    config = config or RunConfig()
+    model_ref = _resolve_model(model)
+    digest = validate_model(model_ref, bands=MODEL_BANDS)
+    opened = open_scene(
+        str(scene),
+        chunk=config.chunk,
+        bands=config.bands,
+        input_max=config.input_max,
+        nodata=config.nodata,
+    )
+    _, _, shape = model_shape_for(opened.shape, core=config.chunk, overlap=config.overlap)
+    runner = ModelRunner(
+        model=model_ref, digest=digest, shape=shape, mixed_precision=config.mixed_precision
+    )
+    codes = predict_array(
+        opened.data.data,
+        predict=runner,
+        core=config.chunk,
+        overlap=config.overlap,
+        model_shape=shape,
+        scale=opened.scale,
+        nodata=opened.nodata,
+        alpha=opened.alpha,
+    )
+    attrs = {
+        "title": "roadnet road probabilities",
+        "source": opened.source,
+        "model_name": Path(model_ref).name,
+        "model_sha256": digest,
+        "roadnet_version": __version__,
+        "roadnet_config": json.dumps(config.model_dump(mode="json")),
+        "encoding_note": "probability = code / 254; code 255 = nodata",
+        "created": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs)
+
+
+def run(
+    scene: str | Path, *, model: str | Path | None = None, config: RunConfig | None = None
+) -> xr.Dataset:
+    """Lazy blended prediction of a scene, for callers who drive Dask themselves.
+
+    Returns:
+        Dataset of ``surface``, ``edge``, ``centerline`` ``(y, x)`` float32 probabilities in
+        [0, 1] (NaN on nodata, quantized to 1/254), dask-backed, with CRS and transform;
+        ``ds.to_zarr(...)`` stores them as uint8 again (encoding is set).
+    """
+    ds = predict_scene(scene, model=model, config=config).dataset()
+    for task in TASKS:
+        codes = ds[task]
+        attrs = {k: v for k, v in codes.attrs.items() if k not in ("scale_factor", "valid_range")}
+        probs = xr.where(codes == FILL_VALUE, np.float32(np.nan), codes * np.float32(SCALE_FACTOR))
+        ds[task] = probs.astype(np.float32).assign_attrs(attrs)
+        ds[task].encoding = {
+            "dtype": "uint8",
+            "scale_factor": SCALE_FACTOR,
+            "_FillValue": FILL_VALUE,
+        }
+    return ds
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a :func:`run_to_zarr` call did."""
+
+    out: Path
+    pixels: int
+    chunks: int
+    computed: int
+    seconds: float
+
+    def line(self) -> str:
+        """One line: pixels, chunks (computed / total), seconds, Mpx/s."""
+        mpx = self.pixels / 1e6
+        rate = mpx * self.computed / max(self.chunks, 1) / max(self.seconds, 1e-9)
+        resumed = (
+            ""
+            if self.computed == self.chunks
+            else f" (resumed: {self.chunks - self.computed} already written)"
+        )
+        return (
+            f"{self.out}: {mpx:.1f} Mpx, {self.computed}/{self.chunks} chunks computed{resumed}, "
+            f"{self.seconds:.1f} s, {rate:.2f} Mpx/s"
+        )
+
+
+def _job_fingerprint(prediction: Prediction, source: str) -> str:
+    stat = os.stat(source) if Path(source).is_file() else None
+    parts = {
+        "source": str(Path(source).resolve()) if stat else source,
+        "size": stat.st_size if stat else None,
+        "mtime": stat.st_mtime_ns if stat else None,
+        "shape": prediction.scene.shape,
+        "model": prediction.attrs["model_sha256"],
+        "config": prediction.attrs["roadnet_config"],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def run_to_zarr(
+    scene: str | Path,
+    out: str | Path,
+    *,
+    model: str | Path | None = None,
+    config: RunConfig | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Predict a scene on a Dask cluster into a Zarr store; resume a killed run.
+
+    Args:
+        scene: path or URL of the scene.
+        out: Zarr store directory to create (local or on a filesystem the workers share).
+        model: ``.keras`` path or URL readable by every worker (default: the shipped model).
+        config: run options.
+        scheduler: Dask scheduler address (else ``DASK_SCHEDULER_ADDRESS``, else local).
+        workers: local worker processes.
+        threads_per_worker: threads per local worker.
+        overwrite: replace an existing result.
+        progress: show a progress bar.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        InputError, ModelError, ConfigError: bad scene, model or options.
+    """
+    from roadnet.pipeline.cluster import dask_client
+
+    config = config or RunConfig()
+    out = Path(out).resolve()
+    prediction = predict_scene(scene, model=model, config=config)
+    job = _job_fingerprint(prediction, str(scene))
+    staging, resume = prepare_store(out, job=job, overwrite=overwrite)
+    grid = (prediction.codes.numblocks[1], prediction.codes.numblocks[2])
+    if not resume:
+        attrs = {**prediction.attrs, JOB_ATTR: job}
+        create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
+    todo = np.argwhere(~done_chunks(staging))
+    log.info("%d of %d chunks to compute%s", len(todo), grid[0] * grid[1], " (resuming)" * resume)
+    blocks = prediction.codes.to_delayed()
+    writes = [
+        delayed(write_chunk, pure=False)(
+            blocks[0, r, c], path=str(staging), row=int(r), col=int(c), chunk=config.chunk
+        )
+        for r, c in todo
+    ]
+    start = time.perf_counter()
+    if writes:
+        with dask_client(
+            scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker
+        ) as client:
+            futures = client.compute(writes)
+            if progress:
+                from distributed import progress as show_progress
+
+                show_progress(futures, notebook=False)
+            client.gather(futures)
+    seconds = time.perf_counter() - start
+    finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
+    h, w = prediction.scene.shape
+    return RunSummary(
+        out=out, pixels=h * w, chunks=grid[0] * grid[1], computed=len(todo), seconds=seconds
+    )

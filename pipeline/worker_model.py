@@ -1,0 +1,188 @@
+"""The model inside a worker process: loaded once, called one block at a time, one shape.
+
+The task graph carries only a :class:`ModelRunner` (a path or URL, the file's content hash and
+the input shape — a few hundred bytes). On first use in a process it configures TensorFlow
+(threads matched to the worker's cores, GPU memory growth, optional mixed precision), loads
+the model with :func:`roadnet.model.io.load_model` and traces one ``tf.function`` for the
+fixed input shape. Later calls reuse it. A process-wide lock lets one model call run at a
+time (Keras models are not thread-safe); dask threads keep reading, blending and writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roadnet.errors import ModelError
+from roadnet.model.io import content_hash, load_model
+from roadnet.pipeline.blend import TASKS
+
+__all__ = [
+    "ModelRunner",
+    "configure_tensorflow",
+    "fetch_model",
+    "loaded_model_count",
+    "validate_model",
+]
+
+log = logging.getLogger(__name__)
+
+_LOCK = threading.Lock()
+_CACHE: dict[tuple[str, str, tuple[int, int], int], Any] = {}
+_CONFIGURED: list[bool] = []
+
+
+def fetch_model(model: str) -> Path:
+    """Local path of a model given as a path or an fsspec URL (copied to a local cache)."""
+    if "://" not in model:
+        return Path(model)
+    import fsspec
+
+    cache = Path(os.environ.get("ROADNET_CACHE", Path.home() / ".cache" / "roadnet")) / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(model.encode()).hexdigest()[:16]
+    local = cache / f"{key}-{Path(model.split('?')[0]).name}"
+    if not local.is_file():
+        tmp = local.with_suffix(f".tmp-{os.getpid()}")
+        try:
+            with fsspec.open(model, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot fetch model {model}: {exc}") from exc
+        tmp.replace(local)
+    return local
+
+
+def _worker_threads() -> int | None:
+    """Cores this process may use: the dask worker's thread count, or ROADNET_TF_THREADS."""
+    env = os.environ.get("ROADNET_TF_THREADS")
+    if env:
+        return int(env)
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError):
+        return None
+
+
+def configure_tensorflow(*, threads: int | None, mixed_precision: bool = False) -> None:
+    """Set TensorFlow's threads and GPU memory growth; effective only before TF initializes.
+
+    Args:
+        threads: intra-op threads (None keeps TensorFlow's default: all cores).
+        mixed_precision: compute in float16 on GPUs (``mixed_float16`` policy).
+    """
+    if _CONFIGURED:
+        return
+    _CONFIGURED.append(True)
+    import tensorflow as tf
+
+    try:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        log.debug("TensorFlow already initialized; thread and GPU settings left as they are")
+    if mixed_precision and tf.config.list_physical_devices("GPU"):
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def loaded_model_count() -> int:
+    """How many models this process has loaded (each load is cached for reuse)."""
+    return len(_CACHE)
+
+
+@dataclass(frozen=True)
+class ModelRunner:
+    """A picklable handle to the model; calling it predicts one fixed-shape batch.
+
+    Attributes:
+        model: local path or fsspec URL of the ``.keras`` file, readable by every worker.
+        digest: the file's :func:`roadnet.model.io.content_hash`; checked when loading.
+        shape: the one ``(H, W)`` input shape (multiples of 16).
+        bands: input channels.
+        mixed_precision: use ``mixed_float16`` on GPUs.
+    """
+
+    model: str
+    digest: str
+    shape: tuple[int, int]
+    bands: int = 3
+    mixed_precision: bool = False
+
+    def _function(self) -> Any:
+        key = (self.model, self.digest, self.shape, self.bands)
+        fn = _CACHE.get(key)
+        if fn is not None:
+            return fn
+        configure_tensorflow(threads=_worker_threads(), mixed_precision=self.mixed_precision)
+        import tensorflow as tf
+
+        path = fetch_model(self.model)
+        if content_hash(path) != self.digest:
+            raise ModelError(f"model {self.model} changed since the run started")
+        model = load_model(path)
+        spec = tf.TensorSpec((1, *self.shape, self.bands), tf.float32)
+
+        @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator,misc]
+        def infer(x: Any) -> Any:
+            out = model(x, training=False)
+            logits = tf.concat([tf.cast(out[t], tf.float32) for t in TASKS], axis=-1)
+            return tf.sigmoid(logits)[0]
+
+        _CACHE[key] = infer
+        return infer
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Predict probabilities.
+
+        Args:
+            x: ``(1, H, W, bands)`` float32 on the 0–255 scale, ``(H, W) == shape``.
+
+        Returns:
+            ``(H, W, 3)`` float32 probabilities for surface, edge, centerline.
+        """
+        with _LOCK:
+            fn = self._function()
+            return np.asarray(fn(x))
+
+
+def validate_model(model: str, *, bands: int = 3) -> str:
+    """Check that a model loads and honours the contract; return its content hash.
+
+    The model must map ``(1, H, W, bands)`` float32 to a dict with ``surface``, ``edge`` and
+    ``centerline`` logits of shape ``(1, H, W, 1)``.
+
+    Raises:
+        ModelError: missing, unloadable, or a different input/output layout.
+    """
+    path = fetch_model(model)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {model} (pass --model PATH)")
+    digest = content_hash(path)
+    probe = ModelRunner(model=model, digest=digest, shape=(32, 32), bands=bands)
+    try:
+        out = probe(np.zeros((1, 32, 32, bands), dtype=np.float32))
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"model {model} does not map (1, H, W, {bands}) to dict(surface, edge, centerline) "
+            f"logits: {type(exc).__name__}: {exc}"
+        ) from exc
+    if out.shape != (32, 32, len(TASKS)):
+        raise ModelError(f"model {model} returned shape {out.shape}, expected (32, 32, 3)")
+    return digest

@@ -1,0 +1,206 @@
+"""The Zarr result store: created up front, filled by chunk-aligned writes, completed once.
+
+Layout (zarr format 3): ``surface``, ``edge``, ``centerline`` over ``(y, x)``, uint8 codes with
+``scale_factor`` 1/254 and ``_FillValue`` 255 (decoded by xarray to float probabilities with
+NaN on nodata), chunks equal to the inference cores, zstd-compressed; ``x``/``y``
+coordinates and ``spatial_ref`` (CRS and transform). A ``progress/done`` array holds one
+flag per chunk, set after the chunk's data is written.
+
+A run writes into ``OUT.partial-run``; a rerun with the same job resumes there and computes
+only the chunks whose flag is unset. When every flag is set the store is marked
+``roadnet:complete``, its metadata consolidated, and it is renamed to ``OUT``. So ``OUT``
+only ever holds a complete result, and :func:`open_result` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import ZstdCodec
+
+from roadnet.errors import InputError, OutputExistsError
+from roadnet.pipeline.blend import FILL_VALUE, TASKS
+
+__all__ = [
+    "COMPLETE_ATTR",
+    "JOB_ATTR",
+    "create_store",
+    "done_chunks",
+    "finish_store",
+    "open_result",
+    "prepare_store",
+    "staging_path",
+    "write_chunk",
+]
+
+COMPLETE_ATTR = "roadnet:complete"
+JOB_ATTR = "roadnet:job"
+PROGRESS = "progress/done"
+ZARR_FORMAT = 3
+
+
+def staging_path(out: Path) -> Path:
+    """Where the store is built (and resumed) before it becomes ``out``."""
+    return out.with_name(f"{out.name}.partial-run")
+
+
+def _group_attrs(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        return None
+
+
+def prepare_store(out: Path, *, job: str, overwrite: bool) -> tuple[Path, bool]:
+    """Decide where to write: a fresh staging store or the one a killed run left.
+
+    Args:
+        out: final store path.
+        job: fingerprint of scene, model and config; a leftover store resumes only if equal.
+        overwrite: allow replacing a complete ``out`` and discarding another job's leftover.
+
+    Returns:
+        ``(staging path, resume)``: ``resume`` is True when the leftover store is reused.
+
+    Raises:
+        OutputExistsError: ``out`` exists (or a leftover of another job does) without
+            ``overwrite``.
+    """
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+    staging = staging_path(out)
+    if staging.exists():
+        attrs = _group_attrs(staging)
+        if attrs is not None and attrs.get(JOB_ATTR) == job:
+            return staging, True
+        if not overwrite:
+            raise OutputExistsError(
+                f"{staging} holds an unfinished run of another scene, model or config "
+                "(use --overwrite to discard it)"
+            )
+        shutil.rmtree(staging)
+    return staging, False
+
+
+def create_store(
+    path: Path, template: xr.Dataset, *, chunk: int, grid: tuple[int, int], attrs: dict[str, Any]
+) -> None:
+    """Write the store's metadata and coordinates; no chunk data yet.
+
+    Args:
+        path: store directory (must not exist).
+        template: Dataset of lazy uint8 ``(y, x)`` code arrays with coordinates and
+            ``spatial_ref``; only its metadata is written (``compute=False``).
+        chunk: core chunk size.
+        grid: ``(rows, cols)`` of chunks.
+        attrs: dataset attributes (provenance); must include :data:`JOB_ATTR`.
+    """
+    ds = template.copy()
+    ds.attrs = {**attrs, COMPLETE_ATTR: False}
+    encoding = {
+        name: {
+            "_FillValue": FILL_VALUE,
+            "grid_mapping": "spatial_ref",
+            "chunks": (chunk, chunk),
+            "compressors": (ZstdCodec(level=3),),
+        }
+        for name in TASKS
+    }
+    ds.to_zarr(
+        str(path),
+        mode="w-",
+        compute=False,
+        zarr_format=ZARR_FORMAT,
+        consolidated=False,
+        encoding=encoding,
+    )
+    group = zarr.open_group(str(path), mode="r+")
+    group.create_array(
+        PROGRESS, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None
+    )
+
+
+def write_chunk(codes: np.ndarray, *, path: str, row: int, col: int, chunk: int) -> None:
+    """Write one core chunk, then flag it done.
+
+    Args:
+        codes: ``(task, y, x)`` uint8 codes of chunk ``(row, col)``.
+        path: store directory.
+        row: chunk row.
+        col: chunk column.
+        chunk: core chunk size.
+    """
+    group = zarr.open_group(path, mode="r+")
+    y0, x0 = row * chunk, col * chunk
+    region = (slice(y0, y0 + codes.shape[1]), slice(x0, x0 + codes.shape[2]))
+    for name, plane in zip(TASKS, codes, strict=True):
+        group[name][region] = plane  # type: ignore[index]
+    group[PROGRESS][row, col] = 1  # type: ignore[index]
+
+
+def done_chunks(path: Path) -> np.ndarray:
+    """``(rows, cols)`` bool: which chunks a store already holds."""
+    done = zarr.open_array(str(path), path=PROGRESS, mode="r")
+    return np.asarray(done[...], dtype=bool)
+
+
+def finish_store(staging: Path, out: Path, *, attrs: dict[str, Any]) -> None:
+    """Mark a fully written store complete and move it to ``out``.
+
+    Raises:
+        RuntimeError: some chunk is not flagged done (a bug: callers check first).
+    """
+    if not done_chunks(staging).all():
+        raise RuntimeError(f"{staging}: not every chunk is written")
+    group = zarr.open_group(str(staging), mode="r+")
+    group.attrs.update(
+        {**attrs, COMPLETE_ATTR: True, "roadnet:completed": dt.datetime.now(dt.UTC).isoformat()}
+    )
+    with warnings.catch_warnings():
+        # Consolidated metadata is a zarr-python extension for format 3; xarray reads it and
+        # it saves readers one request per array, so the warning is expected here.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(staging))
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+
+
+def open_result(path: str | Path, **kwargs: Any) -> xr.Dataset:
+    """Open a complete ``roadnet run`` result lazily, with its CRS and transform.
+
+    Args:
+        path: the store written by ``roadnet run``.
+        **kwargs: passed to :func:`xarray.open_zarr`.
+
+    Returns:
+        Dataset with ``surface``, ``edge``, ``centerline`` ``(y, x)`` float probabilities
+        (NaN on nodata) and ``spatial_ref``; ``.rio.crs`` / ``.rio.transform()`` work.
+
+    Raises:
+        InputError: no store there, or the run that writes it has not finished.
+    """
+    path = Path(path)
+    if not path.exists():
+        if staging_path(path).exists():
+            raise InputError(
+                f"{path} is not finished: a run is still writing or was interrupted "
+                f"({staging_path(path).name}); rerun roadnet run to resume it"
+            )
+        raise InputError(f"no roadnet result at {path}")
+    attrs = _group_attrs(path)
+    if attrs is None:
+        raise InputError(f"{path} is not a Zarr store")
+    if attrs.get(COMPLETE_ATTR) is not True:
+        raise InputError(f"{path} is an incomplete roadnet result; rerun roadnet run to finish")
+    kwargs.setdefault("decode_coords", "all")
+    kwargs.setdefault("consolidated", True)
+    ds: xr.Dataset = xr.open_zarr(str(path), **kwargs)
+    return ds

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _models import mean_predictor
+
+from roadnet.pipeline.blend import (
+    FILL_VALUE,
+    encode_probability,
+    merge_block,
+    plan_chunks,
+    predict_block,
+    ramp,
+    to_model_input,
+    valid_mask,
+)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (1500, (512, 512, 476)),
+        (1100, (512, 512, 76)),
+        (1024, (512, 512)),
+        (300, (300,)),
+        (1050, (512, 269, 269)),
+        (540, (270, 270)),
+    ],
+)
+def test_plan_chunks(size: int, expected: tuple[int, ...]) -> None:
+    chunks = plan_chunks(size, core=512, overlap=64)
+    assert chunks == expected
+    assert sum(chunks) == size
+
+
+def test_ramp_is_positive_and_neighbours_sum_to_one() -> None:
+    core, d = 128, 32
+    for margin in (0, 8):
+        w = ramp(core + 2 * d, d, margin=margin)
+        assert (w[:margin] == 0).all() and (w[margin : core + 2 * d - margin] > 0).all()
+        assert w.max() == 1.0 and np.allclose(w, w[::-1])
+        # Neighbouring padded blocks overlap by 2d px: their ramps add up to exactly 1 there.
+        assert np.allclose(w[-2 * d :] + w[: 2 * d], 1.0)
+        # Scene pixels lie at least d px inside their own block: weight above 1/2.
+        assert w[d] > 0.5
+    assert np.array_equal(ramp(10, 0), np.ones(10, np.float32))
+
+
+def test_valid_mask_nodata_nan_and_alpha() -> None:
+    block = np.full((3, 2, 3), 7, dtype=np.uint16)
+    block[:, 0, 0] = 0  # all bands nodata
+    block[0, 0, 1] = 0  # one band only: still data
+    assert valid_mask(block, nodata=0).tolist() == [[False, True, True], [True, True, True]]
+    assert valid_mask(block, nodata=None).all()
+    floats = block.astype(np.float32)
+    floats[1, 1, 2] = np.nan
+    assert not valid_mask(floats, nodata=None)[1, 2]
+    rgba = np.concatenate([block, np.array([[[255, 255, 0], [255, 255, 255]]], np.uint16)])
+    assert valid_mask(rgba, nodata=None, alpha=True).tolist() == [
+        [True, True, False],
+        [True, True, True],
+    ]
+
+
+def test_to_model_input_scales_clips_and_drops_alpha() -> None:
+    block = np.array([[[0, 65535]], [[32768, 70000 % 65536]], [[1, 2]], [[9, 9]]], np.uint16)
+    x = to_model_input(block, scale=255 / 65535, alpha=True)
+    assert x.shape == (1, 2, 3) and x.dtype == np.float32
+    assert x[0, 1, 0] == pytest.approx(255.0)
+    assert x[0, 0, 1] == pytest.approx(127.5, abs=0.01)
+    assert to_model_input(np.array([[[2.0]], [[np.nan]], [[0.5]]]), scale=255).tolist() == [
+        [[255.0, 0.0, 127.5]]
+    ]
+
+
+def test_encode_probability_rounds_and_fills() -> None:
+    weighted = np.array([[[0.5, 0.0], [2.0, 0.3]]], np.float32)
+    weight = np.array([[1.0, 0.0], [2.0, 0.6]], np.float32)
+    codes = encode_probability(weighted, weight)
+    assert codes.dtype == np.uint8
+    assert codes.tolist() == [[[127, FILL_VALUE], [254, 127]]]
+
+
+def test_predict_block_skips_model_on_nodata_core_and_pads_to_model_shape() -> None:
+    calls: list[tuple[int, ...]] = []
+
+    def predictor(x: np.ndarray) -> np.ndarray:
+        calls.append(x.shape)
+        return mean_predictor(x)
+
+    d = 8
+    block = np.zeros((3, 40, 50), np.uint8)
+    block[:, :d, :] = 200  # data only in the overlap
+    out = predict_block(
+        block, predict=predictor, overlap=d, model_shape=(48, 64), scale=1.0, nodata=0
+    )
+    assert calls == [] and not out.any()
+    block[:, 20, 20] = 100
+    out = predict_block(
+        block, predict=predictor, overlap=d, model_shape=(48, 64), scale=1.0, nodata=0
+    )
+    assert calls == [(1, 48, 64, 3)]
+    assert out.shape == (4, 40, 50)
+    weight = out[-1]
+    assert weight[20, 20] == 1.0 and weight[30, 30] == 0.0  # nodata pixel: no weight
+
+
+def test_merge_block_sums_overhangs_into_the_core() -> None:
+    # One padded block (core 4, overlap 2) surrounded by neighbours' overhangs of ones.
+    d, core = 2, 4
+    ext = np.ones((4, core + 4 * d, core + 4 * d), np.float32)
+    codes = merge_block(ext, overlap=d)
+    assert codes.shape == (3, core, core)
+    assert (codes == 254).all()  # weighted 1 / weight 1 everywhere
+    ext[:3] *= 0.5
+    assert (merge_block(ext, overlap=d) == 127).all()
