@@ -1,22 +1,24 @@
 """Quicklook PNGs: a downsampled RGB view of a scene, optionally with its labels overlaid.
 
-The scene is read decimated (GDAL uses overviews when the file has them), so a preview of a
-scene far larger than memory costs memory in proportion to the preview only. Label rasters
-are downsampled with a maximum, so one-pixel centerlines stay visible at any scale.
+The scene is shrunk by a whole factor, read in strips of rows with GDAL's averaging (which
+uses overviews when the file has them), so a preview of a scene far larger than memory costs
+the preview plus one strip. Label rasters are shrunk with a maximum, so one-pixel
+centerlines stay visible at any scale.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from affine import Affine
+import rasterio
 from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
-from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from roadnet.errors import InputError
 from roadnet.pipeline.labels import LABEL_NAMES, open_raster
@@ -30,6 +32,11 @@ OVERLAY_COLORS: dict[str, tuple[tuple[int, int, int], float]] = {
     "edge": ((255, 40, 40), 1.0),
     "centerline": ((0, 230, 255), 1.0),
 }
+
+#: Rows of the source are read in strips of about this many bytes.
+STRIP_BYTES = 64 * 2**20
+#: GDAL block cache while previewing, MiB (unless GDAL_CACHEMAX is set).
+CACHE_MB = 64
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
@@ -80,16 +87,35 @@ def overlay_labels(rgb: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray
     return np.round(out).astype(np.uint8)
 
 
-def _preview_shape(src: DatasetReader, max_size: int) -> tuple[int, int]:
-    factor = max(1.0, max(src.width, src.height) / max_size)
-    return max(1, math.ceil(src.height / factor)), max(1, math.ceil(src.width / factor))
+def _strips(height: int, factor: int, row_bytes: int) -> Iterator[tuple[Window, slice]]:
+    """Split a raster's rows into strips of whole preview rows, about STRIP_BYTES each.
+
+    Yields:
+        (source window, preview row slice); the window's width is left 0 for the caller.
+    """
+    out_height = math.ceil(height / factor)
+    step = max(1, STRIP_BYTES // max(1, factor * row_bytes))
+    for out0 in range(0, out_height, step):
+        out1 = min(out0 + step, out_height)
+        row0, row1 = out0 * factor, min(out1 * factor, height)
+        yield Window(0, row0, 0, row1 - row0), slice(out0, out1)
 
 
-def _read_image(src: DatasetReader, shape: tuple[int, int]) -> np.ndarray:
-    """Read the first three bands (or the first, as grey) decimated to ``shape``: (y, x, 3)."""
+def _read_image(src: DatasetReader, factor: int) -> np.ndarray:
+    """Read bands 1-3 (or band 1 as grey) averaged ``factor`` times down: (y, x, 3) uint8."""
     bands = [1, 2, 3] if src.count >= 3 else [1]
-    data = src.read(bands, out_shape=(len(bands), *shape), resampling=Resampling.average)
-    valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+    out_width = math.ceil(src.width / factor)
+    out_height = math.ceil(src.height / factor)
+    data = np.zeros((len(bands), out_height, out_width), dtype=src.dtypes[0])
+    valid = np.zeros((out_height, out_width), dtype=bool)
+    row_bytes = src.width * len(bands) * np.dtype(src.dtypes[0]).itemsize
+    for strip, rows in _strips(src.height, factor, row_bytes):
+        window = Window(0, strip.row_off, src.width, strip.height)  # all columns
+        shape = (rows.stop - rows.start, out_width)
+        data[:, rows] = src.read(
+            bands, window=window, out_shape=(len(bands), *shape), resampling=Resampling.average
+        )
+        valid[rows] = src.dataset_mask(window=window, out_shape=shape) > 0
     rgb = stretch_to_uint8(data, valid=valid)
     rgb[:, ~valid] = 0
     if len(bands) == 1:
@@ -97,27 +123,23 @@ def _read_image(src: DatasetReader, shape: tuple[int, int]) -> np.ndarray:
     return np.moveaxis(rgb, 0, -1)
 
 
-def _read_label(path: Path, src: DatasetReader, shape: tuple[int, int]) -> np.ndarray:
-    """Read a label raster onto the preview grid with a max filter: (y, x) uint8."""
+def _read_label(path: Path, src: DatasetReader, factor: int) -> np.ndarray:
+    """Read a label raster ``factor`` times down with a maximum: (y, x) uint8."""
     with open_raster(path) as lab:
         if (lab.width, lab.height) != (src.width, src.height):
             raise InputError(
                 f"{path}: label grid {lab.width}x{lab.height} differs from the scene's "
                 f"{src.width}x{src.height}"
             )
-        transform = lab.transform @ Affine.scale(lab.width / shape[1], lab.height / shape[0])
-        crs = lab.crs or src.crs or "EPSG:3857"
-        with WarpedVRT(
-            lab,
-            src_crs=crs,
-            crs=crs,
-            transform=transform,
-            width=shape[1],
-            height=shape[0],
-            resampling=Resampling.max,
-        ) as vrt:
-            label: np.ndarray = vrt.read(1)
-    return label
+        out_width = math.ceil(lab.width / factor)
+        out = np.zeros((math.ceil(lab.height / factor), out_width), dtype=np.uint8)
+        for strip, rows in _strips(lab.height, factor, lab.width):
+            block = lab.read(1, window=Window(0, strip.row_off, lab.width, strip.height))
+            n = rows.stop - rows.start
+            padded = np.zeros((n * factor, out_width * factor), dtype=np.uint8)
+            padded[: block.shape[0], : block.shape[1]] = block
+            out[rows] = padded.reshape(n, factor, out_width, factor).max(axis=(1, 3))
+    return out
 
 
 def make_preview(
@@ -136,7 +158,8 @@ def make_preview(
         out: output image (PNG; JPEG, TIFF and WebP by suffix too).
         labels_dir: directory with ``surface.tif`` / ``edge.tif`` / ``centerline.tif`` on the
             raster's grid (e.g. from ``roadnet labels``); those present are overlaid.
-        max_size: longest side of the preview in pixels (never upsampled).
+        max_size: the preview's longest side is at most this many pixels; the scene is
+            shrunk by the smallest whole factor that fits (never enlarged).
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -151,9 +174,12 @@ def make_preview(
         raise InputError(f"max size must be a positive number of pixels, got {max_size}")
     if not out.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{out}: preview must end in one of {', '.join(IMAGE_SUFFIXES)}")
-    with open_raster(raster) as src:
-        shape = _preview_shape(src, max_size)
-        rgb = _read_image(src, shape)
+    # every block is read once: a large GDAL block cache (5 % of RAM by default) only costs
+    # memory here, so cap it unless the user has set one
+    cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": CACHE_MB}
+    with rasterio.Env(**cache), open_raster(raster) as src:
+        factor = max(1, math.ceil(max(src.width, src.height) / max_size))
+        rgb = _read_image(src, factor)
         if labels_dir is not None:
             labels_dir = Path(labels_dir)
             if not labels_dir.is_dir():
@@ -162,7 +188,7 @@ def make_preview(
             present = {n: p for n, p in paths.items() if p.exists()}
             if not present:
                 raise InputError(f"{labels_dir}: holds none of {', '.join(LABEL_NAMES)} (.tif)")
-            rgb = overlay_labels(rgb, {n: _read_label(p, src, shape) for n, p in present.items()})
+            rgb = overlay_labels(rgb, {n: _read_label(p, src, factor) for n, p in present.items()})
     check_output_file(out, overwrite=overwrite)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}{out.suffix}")
     try:
