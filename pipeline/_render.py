@@ -1,0 +1,467 @@
+"""Draw one padded window of a synthetic orthophoto: rasters in, RGB ``(y, x, 3)`` uint8 out.
+
+Pure numpy/scipy. Every random choice is hashed from absolute pixel or feature positions
+with the seed, and every neighbourhood operation (cast shadows, tree crowns, blur) reaches
+less far than the halo, so a pixel's value does not depend on the window it was drawn in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from roadnet.pipeline._textures import (
+    coarse_fbm,
+    fbm,
+    hash_u32,
+    hash_uniform,
+    upsampled,
+    value_noise,
+    white_noise,
+)
+
+__all__ = ["RenderParams", "WindowLayers", "halo_px", "render_window"]
+
+F32 = np.float32
+
+# Land cover (order of osm.COVER_CLASSES): two colours mixed by a large-scale noise field,
+# the mix offset, and the amplitudes of medium-scale and per-pixel texture.
+_COVER_A = np.array(
+    [
+        [0.36, 0.40, 0.25],  # ground: grass
+        [0.27, 0.38, 0.18],  # grass
+        [0.11, 0.17, 0.09],  # forest floor
+        [0.33, 0.37, 0.20],  # farmland: crop
+        [0.09, 0.14, 0.16],  # water
+        [0.56, 0.55, 0.52],  # paved: concrete
+        [0.45, 0.38, 0.29],  # soil
+        [0.30, 0.38, 0.21],  # residential: lawn
+        [0.33, 0.33, 0.34],  # parking: asphalt
+    ],
+    F32,
+)
+_COVER_B = np.array(
+    [
+        [0.47, 0.42, 0.33],  # ground: bare soil / gravel
+        [0.45, 0.45, 0.30],  # grass: dry
+        [0.16, 0.22, 0.11],
+        [0.47, 0.40, 0.30],  # farmland: tilled soil
+        [0.11, 0.17, 0.19],
+        [0.34, 0.34, 0.35],  # paved: asphalt yard
+        [0.38, 0.32, 0.25],
+        [0.52, 0.51, 0.48],  # residential: paved yard
+        [0.41, 0.41, 0.41],  # parking: faded asphalt
+    ],
+    F32,
+)
+_COVER_OFFSET = np.array([0.0, -0.2, 0.0, 0.0, 0.0, -0.1, 0.0, -0.15, -0.2], F32)
+_COVER_MID = np.array([0.12, 0.12, 0.25, 0.08, 0.03, 0.05, 0.10, 0.12, 0.05], F32)
+_COVER_GRAIN = np.array([0.07, 0.07, 0.10, 0.05, 0.02, 0.04, 0.06, 0.07, 0.04], F32)
+# trees per 5 m cell, by cover; street verges get _VERGE_TREES
+_TREE_DENSITY = np.array([0.05, 0.06, 0.85, 0.0, 0.0, 0.01, 0.02, 0.12, 0.0], F32)
+_VERGE_TREES = 0.35
+_ROOFS = np.array(
+    [
+        [0.30, 0.30, 0.31],
+        [0.42, 0.24, 0.19],
+        [0.52, 0.51, 0.49],
+        [0.20, 0.20, 0.21],
+        [0.36, 0.45, 0.41],
+        [0.62, 0.61, 0.58],
+        [0.36, 0.30, 0.27],
+        [0.45, 0.45, 0.46],
+    ],
+    F32,
+)
+_CARS = np.array(
+    [
+        [0.85, 0.85, 0.85],
+        [0.08, 0.08, 0.09],
+        [0.60, 0.61, 0.63],
+        [0.35, 0.36, 0.38],
+        [0.12, 0.18, 0.35],
+        [0.55, 0.10, 0.09],
+        [0.90, 0.90, 0.88],
+        [0.20, 0.22, 0.22],
+    ],
+    F32,
+)
+_SIDEWALK = np.array([[0.0, 0.0, 0.0], [0.58, 0.57, 0.54], [0.40, 0.40, 0.40]], F32)
+_PAINT = np.array([0.86, 0.86, 0.82], F32)
+_SHADE = np.array([0.40, 0.45, 0.58], F32)
+_CAR_SIZE_M = (4.5, 1.8)
+_CAR_HEIGHT_M = 1.5
+_TREE_CELL_M = 5.0
+_TREE_RADIUS_M = (2.0, 4.5)
+_TREE_HEIGHT_M = (7.0, 18.0)
+_FRAME_M = 900.0
+_MAX_CROWN_M = 5.0  # mapped trees: 3-5 m radius
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """Look of a scene: pixel size, seed, sun, densities and sensor."""
+
+    gsd: float
+    seed: int
+    sun_azimuth_deg: float = 160.0
+    sun_elevation_deg: float = 40.0
+    tree_density: float = 1.0
+    noise_dn: float = 2.5
+    blur_px: float = 0.6
+    max_height_m: float = 30.0
+
+    @property
+    def shadow_dir(self) -> tuple[float, float]:
+        """Unit (d_col, d_row) pointing from an object along its shadow."""
+        az = math.radians(self.sun_azimuth_deg)
+        return -math.sin(az), math.cos(az)
+
+    @property
+    def shadow_px(self) -> int:
+        """Longest cast shadow in pixels."""
+        length = self.max_height_m / math.tan(math.radians(self.sun_elevation_deg))
+        return math.ceil(length / self.gsd)
+
+
+def halo_px(params: RenderParams) -> int:
+    """Margin a window needs so shadows, crowns and blur do not depend on the window."""
+    reach = params.shadow_px + math.ceil(_MAX_CROWN_M * 1.4 / params.gsd)
+    return reach + math.ceil(4 * params.blur_px) + 4
+
+
+@dataclass(frozen=True)
+class WindowLayers:
+    """Rasters of one padded window (all ``(y, x)``) and per-feature lookup tables.
+
+    Id rasters (``road``, ``building``, ``car``) index the tables, whose row 0 is "none".
+    Positions (``*_centre``, ``trees``) are absolute scene pixels (col, row); axes are unit
+    (col, row) vectors.
+    """
+
+    row0: int
+    col0: int
+    cover: np.ndarray  # uint8 index of osm.COVER_CLASSES
+    road: np.ndarray  # int32
+    road_tone: np.ndarray  # (n+1,) float32 asphalt grey
+    road_group: np.ndarray  # (n+1,) uint8
+    sidewalk: np.ndarray  # uint8: 0 none, 1 concrete, 2 asphalt
+    verge: np.ndarray  # bool, street tree strip
+    paint: np.ndarray  # bool
+    building: np.ndarray  # int32
+    building_height: np.ndarray  # (n+1,) float32 metres
+    building_roof: np.ndarray  # (n+1,) uint32 hash
+    building_pitched: np.ndarray  # (n+1,) bool
+    building_axis: np.ndarray  # (n+1, 2) float32
+    building_centre: np.ndarray  # (n+1, 2) float32
+    car: np.ndarray  # int32
+    car_kind: np.ndarray  # (n+1,) uint32 hash
+    car_centre: np.ndarray  # (n+1, 2) float32
+    car_axis: np.ndarray  # (n+1, 2) float32
+    trees: np.ndarray  # (m, 2) float32 mapped single trees
+
+
+def _shift(a: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
+    """``out[y, x] = a[y + dy, x + dx]``, ``fill`` where that falls outside ``a``."""
+    out = np.full_like(a, fill)
+    h, w = a.shape
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[yd, xd] = a[ys, xs]
+    return out
+
+
+def cast_shadow(height: np.ndarray, p: RenderParams) -> np.ndarray:
+    """Pixels in the shadow of taller ones, ``(y, x)`` bool, for ``(y, x)`` heights in metres.
+
+    A pixel is shaded when some pixel s steps towards the sun is higher than it by more
+    than s times the sun's slope; the maximum over s is built by doubling the reach.
+    """
+    dc, dr = p.shadow_dir
+    drop = F32(math.tan(math.radians(p.sun_elevation_deg)) * p.gsd)
+    reach = _shift(height, round(-dr), round(-dc), -np.inf) - drop
+    n = 1
+    while 2 * n <= max(p.shadow_px, 1):
+        moved = _shift(reach, round(-dr * n), round(-dc * n), -np.inf)
+        moved -= drop * n
+        np.maximum(reach, moved, out=reach)
+        n *= 2
+    out: np.ndarray = reach > height + F32(0.25)
+    return out
+
+
+def _tree_list(layers: WindowLayers, p: RenderParams) -> np.ndarray:
+    """Trees drawn in this window: ``(n, 5)`` col, row, radius px, height m, tint."""
+    h, w = layers.cover.shape
+    cell = _TREE_CELL_M / p.gsd
+    cy = np.arange(math.floor(layers.row0 / cell), math.floor((layers.row0 + h) / cell) + 1)
+    cx = np.arange(math.floor(layers.col0 / cell), math.floor((layers.col0 + w) / cell) + 1)
+    gy, gx = np.meshgrid(cy, cx, indexing="ij")
+    u = [hash_uniform(p.seed, 90 + i, gy, gx) for i in range(5)]
+    row = (gy + 0.1 + 0.8 * u[0]) * cell
+    col = (gx + 0.1 + 0.8 * u[1]) * cell
+    ri, ci = (
+        np.floor(row).astype(np.int64) - layers.row0,
+        np.floor(col).astype(np.int64) - layers.col0,
+    )
+    ok = (ri >= 0) & (ri < h) & (ci >= 0) & (ci < w)
+    row, col, ri, ci = row[ok], col[ok], ri[ok], ci[ok]
+    u = [v[ok] for v in u]
+    cover = layers.cover[ri, ci]
+    free = (layers.road[ri, ci] == 0) & (layers.building[ri, ci] == 0)
+    density = np.where(layers.verge[ri, ci], _VERGE_TREES, _TREE_DENSITY[cover])
+    # trees come in clumps: a smooth field over the cells scales the density
+    clump = value_noise(cy * cell, cx * cell, cell=40.0 / p.gsd, seed=p.seed, salt=95)[ok]
+    density = density * np.clip(F32(0.5) + F32(1.6) * clump, 0.0, 2.0)
+    density[cover == 2] = _TREE_DENSITY[2]
+    keep = free & (u[2] < density * p.tree_density)
+    forest = cover == 2
+    rmin, rmax = _TREE_RADIUS_M
+    radius = np.where(forest, rmin + 0.5 * (rmax - rmin) * u[3], rmin + (rmax - rmin) * u[3])
+    height = _TREE_HEIGHT_M[0] + (_TREE_HEIGHT_M[1] - _TREE_HEIGHT_M[0]) * u[4]
+    tint = 0.8 + 0.45 * hash_uniform(p.seed, 96, gy[ok], gx[ok])
+    procedural = np.column_stack([col, row, radius / p.gsd, height, tint])[keep]
+    mapped = layers.trees
+    if mapped.size:
+        key = np.floor(mapped * 8).astype(np.int64)
+        v = [hash_uniform(p.seed, 97 + i, key[:, 0], key[:, 1]) for i in range(3)]
+        procedural = np.vstack(
+            [
+                procedural,
+                np.column_stack(
+                    [mapped, (3.0 + 2.0 * v[0]) / p.gsd, 9.0 + 9.0 * v[1], 0.8 + 0.45 * v[2]]
+                ),
+            ]
+        )
+    trees: np.ndarray = procedural.astype(np.float32)
+    return trees
+
+
+def _draw_trees(
+    layers: WindowLayers, p: RenderParams, ripple: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canopy height (m) and tint fields, ``(y, x)`` float32, of every tree in the window."""
+    h, w = layers.cover.shape
+    top = np.zeros((h, w), F32)
+    tint = np.ones((h, w), F32)
+    for col, row, r, height, shade in _tree_list(layers, p):
+        ext = r * 1.3
+        y0, y1 = max(0, int(row - ext) - layers.row0), min(h, int(row + ext) + 1 - layers.row0)
+        x0, x1 = max(0, int(col - ext) - layers.col0), min(w, int(col + ext) + 1 - layers.col0)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy = (np.arange(y0, y1, dtype=F32) + (layers.row0 + 0.5) - row) / r
+        dx = (np.arange(x0, x1, dtype=F32) + (layers.col0 + 0.5) - col) / r
+        dome = 1.0 + 0.3 * ripple[y0:y1, x0:x1] - dy[:, None] ** 2 - dx[None, :] ** 2
+        crown = height * np.sqrt(np.clip(dome, 0.0, None))
+        win = top[y0:y1, x0:x1]
+        higher = crown > win
+        win[higher] = crown[higher]
+        tint[y0:y1, x0:x1][higher] = shade
+    return top, tint
+
+
+def _roof_edges(ids: np.ndarray) -> np.ndarray:
+    """Building pixels with a 4-neighbour of another id, ``(y, x)`` bool."""
+    edge = np.zeros(ids.shape, bool)
+    dy = ids[1:] != ids[:-1]
+    dx = ids[:, 1:] != ids[:, :-1]
+    edge[1:] |= dy
+    edge[:-1] |= dy
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    return edge & (ids > 0)
+
+
+def _local(
+    ids: np.ndarray,
+    sel: tuple[np.ndarray, ...],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    centre: np.ndarray,
+    axis: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Along/across-axis offsets (px) of selected pixels from their feature's centre."""
+    r = rows[sel[0]] + F32(0.5) - centre[ids, 1]
+    c = cols[sel[1]] + F32(0.5) - centre[ids, 0]
+    ax, ay = axis[ids, 0], axis[ids, 1]
+    return c * ax + r * ay, -c * ay + r * ax
+
+
+def _ground(
+    lay: WindowLayers,
+    inner: tuple[slice, slice],
+    low: np.ndarray,
+    mid: np.ndarray,
+    grain: np.ndarray,
+    p: RenderParams,
+) -> np.ndarray:
+    """Land cover, sidewalks, roads and paint of the inner region, ``(y, x, 3)`` float32."""
+    cover = lay.cover[inner]
+    mix = np.clip(low * F32(4.0) + F32(0.5) + _COVER_OFFSET[cover], 0.0, 1.0)[..., None]
+    rgb = _COVER_A[cover] * (F32(1.0) - mix)
+    rgb += _COVER_B[cover] * mix
+    rgb *= (F32(1.0) + _COVER_MID[cover] * mid + _COVER_GRAIN[cover] * grain)[..., None]
+
+    road = lay.road[inner]
+    walk = (lay.sidewalk[inner] > 0) & (road == 0)
+    sel = np.nonzero(walk)
+    rgb[sel] = (
+        _SIDEWALK[lay.sidewalk[inner][sel]]
+        * (F32(1.0) + F32(0.05) * mid[sel] + F32(0.04) * grain[sel])[:, None]
+    )
+
+    sel = np.nonzero(road)
+    ids = road[sel]
+    tone = lay.road_tone[ids] * (
+        F32(1.0) + F32(0.10) * low[sel] + F32(0.08) * mid[sel] + F32(0.05) * grain[sel]
+    )
+    crack = (np.abs(mid[sel]) < 0.015) & (low[sel] > 0.05)
+    tone = np.where(crack, tone * F32(0.72), tone)
+    rgb[sel] = tone[:, None] * np.array([0.99, 1.0, 1.03], F32)
+
+    sel = np.nonzero(lay.paint[inner])
+    alpha = min(1.0, 0.15 / p.gsd) * np.clip(0.8 + 0.8 * mid[sel], 0.15, 1.0)[:, None]
+    rgb[sel] = rgb[sel] * (F32(1.0) - alpha) + _PAINT * alpha
+    out: np.ndarray = rgb
+    return out
+
+
+def _objects(
+    lay: WindowLayers,
+    inner: tuple[slice, slice],
+    rgb: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    mid: np.ndarray,
+    grain: np.ndarray,
+    p: RenderParams,
+) -> None:
+    """Draw cars and roofs over ``rgb`` (the inner region), in place."""
+    car = lay.car[inner]
+    sel = np.nonzero(car)
+    ids = car[sel]
+    u, v = _local(ids, sel, rows, cols, lay.car_centre, lay.car_axis)
+    u /= F32(_CAR_SIZE_M[0] / 2 / p.gsd)
+    v /= F32(_CAR_SIZE_M[1] / 2 / p.gsd)
+    body = _CARS[lay.car_kind[ids] % len(_CARS)] * (F32(1.0) - F32(0.3) * np.abs(v) ** 3)[:, None]
+    glass = (np.abs(v) < 0.8) & (((u > 0.05) & (u < 0.45)) | ((u < -0.5) & (u > -0.8)))
+    body[glass] = np.array([0.07, 0.08, 0.09], F32)
+    rgb[sel] = body
+
+    bld = lay.building[inner]
+    sel = np.nonzero(bld)
+    ids = bld[sel]
+    colour = (
+        _ROOFS[lay.building_roof[ids] % len(_ROOFS)]
+        * (F32(1.0) + F32(0.05) * mid[sel] + F32(0.04) * grain[sel])[:, None]
+    )
+    _, across = _local(ids, sel, rows, cols, lay.building_centre, lay.building_axis)
+    dc, dr = p.shadow_dir
+    axis = lay.building_axis[ids]
+    facing = -(-axis[:, 1] * F32(dc) + axis[:, 0] * F32(dr))  # normal . towards-sun
+    light = np.where(
+        lay.building_pitched[ids], F32(1.0) + F32(0.22) * np.sign(across) * facing, F32(1.0)
+    )
+    ridge = lay.building_pitched[ids] & (np.abs(across) < 0.6)
+    light = np.where(ridge, F32(1.12), light)
+    box = max(4.0 / p.gsd, 2.0)
+    gy, gx = np.floor(rows[sel[0]] / box), np.floor(cols[sel[1]] / box)
+    fy, fx = rows[sel[0]] / box - gy, cols[sel[1]] / box - gx
+    vent = (
+        ~lay.building_pitched[ids]
+        & (hash_uniform(p.seed, 63, gy.astype(np.int64), gx.astype(np.int64)) < 0.03)
+        & (np.abs(fy - 0.5) < 0.22)
+        & (np.abs(fx - 0.5) < 0.22)
+    )
+    colour[vent] = np.array([0.66, 0.66, 0.64], F32)
+    light = np.where(_roof_edges(bld)[sel], light * F32(0.72), light)
+    rgb[sel] = colour * light[:, None]
+
+
+def _camera(rows: np.ndarray, cols: np.ndarray, p: RenderParams) -> np.ndarray:
+    """Exposure of every pixel, ``(y, x, 3)``: brightness drift, frame vignetting and balance.
+
+    The frames of the survey camera (``_FRAME_M`` wide) each get their own exposure and
+    colour balance and a vignette; being smooth, the gain is computed every 8 px and
+    interpolated, which also feathers the seams between frames.
+    """
+
+    def gain(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        drift = fbm(r, c, cell=600.0 / p.gsd, seed=p.seed, salt=5, octaves=3)
+        frame = _FRAME_M / p.gsd
+        off = hash_uniform(p.seed, 6, np.arange(2)) * frame
+        fr, fc = (r + off[0]) / frame, (c + off[1]) / frame
+        ir, ic = np.floor(fr).astype(np.int64), np.floor(fc).astype(np.int64)
+        tr, tc = (fr - ir - 0.5).astype(F32), (fc - ic - 0.5).astype(F32)
+        vignette = F32(1.0) - F32(0.18) * (tr[:, None] ** 2 + tc[None, :] ** 2)
+        balance = np.stack(
+            [hash_uniform(p.seed, 7 + b, ir[:, None], ic[None, :]) for b in range(3)], axis=-1
+        )
+        out: np.ndarray = (vignette * (F32(1.0) + F32(0.08) * drift))[..., None] * (
+            F32(0.965) + F32(0.07) * balance
+        )
+        return out
+
+    return upsampled(gain, rows, cols, step=8)
+
+
+def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> np.ndarray:
+    """Render a padded window and return its core, ``(y, x, 3)`` uint8.
+
+    Args:
+        layers: rasters of the padded window.
+        params: the scene's look.
+        crop: the halo in pixels, cut from every side of the result.
+    """
+    p = params
+    h, w = layers.cover.shape
+    rows = np.arange(layers.row0, layers.row0 + h, dtype=np.int64)
+    cols = np.arange(layers.col0, layers.col0 + w, dtype=np.int64)
+    margin = min(crop, math.ceil(3 * p.blur_px) + 1)
+    inner = (slice(crop - margin, h - crop + margin), slice(crop - margin, w - crop + margin))
+    ri, ci = rows[inner[0]], cols[inner[1]]
+
+    ripple = fbm(rows, cols, cell=6.0 / p.gsd, seed=p.seed, salt=2, octaves=2)
+    mid = ripple[inner]
+    low = coarse_fbm(ri, ci, cell=80.0 / p.gsd, seed=p.seed, salt=1, octaves=4, step=4)
+    grain = white_noise(ri, ci, seed=p.seed, salt=3)
+
+    rgb = _ground(layers, inner, low, mid, grain, p)
+    _objects(layers, inner, rgb, ri.astype(F32), ci.astype(F32), mid, grain, p)
+
+    canopy, tint = _draw_trees(layers, p, ripple)
+    sel = np.nonzero(canopy[inner] > 0.3)
+    gy, gx = np.gradient(canopy)
+    dc, dr = p.shadow_dir
+    slope = (gx[inner][sel] * F32(dc) + gy[inner][sel] * F32(dr)) / F32(p.gsd * 3.0)
+    leaf = (
+        np.array([0.13, 0.21, 0.09], F32)
+        * (tint[inner][sel] * (F32(1.0) + np.clip(slope, -0.45, 0.45) + F32(0.25) * grain[sel]))[
+            :, None
+        ]
+    )
+    rgb[sel] = leaf
+
+    heights = np.minimum(layers.building_height[layers.building], F32(p.max_height_m))
+    np.maximum(heights, canopy, out=heights)
+    heights[layers.car > 0] = np.maximum(heights[layers.car > 0], F32(_CAR_HEIGHT_M))
+    shade = cast_shadow(heights, p)[inner]
+    rgb[shade] *= _SHADE
+
+    rgb *= _camera(ri, ci, p)
+    if p.blur_px > 0:
+        rgb = ndimage.gaussian_filter(rgb, sigma=(p.blur_px, p.blur_px, 0), truncate=3.0)
+    core = rgb[margin : rgb.shape[0] - margin, margin : rgb.shape[1] - margin]
+    rc, cc = ri[margin : ri.size - margin], ci[margin : ci.size - margin]
+    noise = hash_u32(p.seed, 4, rc[:, None], cc[None, :])
+    out = core * F32(255.0)
+    for b in range(3):
+        bits = ((noise >> np.uint32(10 * b)) & np.uint32(1023)).astype(F32)
+        out[..., b] += (bits * F32(1.0 / 1023.0) - F32(0.5)) * F32(p.noise_dn * math.sqrt(12.0))
+    np.clip(out + F32(0.5), 0.0, 255.0, out=out)
+    image: np.ndarray = out.astype(np.uint8)
+    return image

@@ -1,0 +1,479 @@
+"""The vector side of a synthetic scene: mirror-tiled OSM geometry and its per-window rasters.
+
+:func:`tile_scenery` lays copies of the extract over the scene (every other copy mirrored,
+so roads stay continuous across copy borders) and fixes every random attribute of a feature
+from a key hashed with the seed. :func:`window_layers` rasterizes what one padded window
+needs (land cover, road surfaces, sidewalks, paint, buildings, cars) into the
+:class:`~roadnet.pipeline._render.WindowLayers` the renderer draws. Coordinates are in the
+scene's UTM CRS; pixel positions handed to the renderer are absolute scene pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.features import rasterize
+
+from roadnet.pipeline._render import WindowLayers
+from roadnet.pipeline._textures import hash_u32, hash_uniform
+from roadnet.pipeline.osm import COVER_CLASSES
+from roadnet.pipeline.roads import road_surfaces
+
+__all__ = ["ROAD_GROUPS", "Scenery", "tile_scenery", "window_layers"]
+
+#: Road class -> group: 1 major, 2 collector, 3 minor street (0 is "no road").
+ROAD_GROUPS = {
+    **dict.fromkeys(["motorway", "trunk", "primary"], 1),
+    **dict.fromkeys(["motorway_link", "trunk_link", "primary_link"], 1),
+    **dict.fromkeys(["secondary", "tertiary", "secondary_link", "tertiary_link"], 2),
+}
+_SIDEWALK_CLASSES = {"primary", "secondary", "tertiary", "residential", "unclassified"}
+_EDGE_LINE_CLASSES = {"motorway", "trunk", "primary", "secondary"}
+_SIDEWALK_M = 2.5
+_VERGE_M = 4.0
+_PAINT_M = 0.15
+_CAR = (4.5, 1.8)  # length, width in metres
+
+Bounds = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Scenery:
+    """Mirror-tiled vectors of one scene, in its CRS, each feature with a stable ``key``.
+
+    ``roads`` has ``highway``, ``lanes``, ``width_m`` and ``key``; ``surfaces`` holds the
+    road surface polygon of every road row; ``buildings`` has ``height_m`` (filled),
+    ``key``; ``areas`` has ``cover`` (index into COVER_CLASSES) and ``key``, largest first.
+    """
+
+    roads: gpd.GeoDataFrame
+    surfaces: gpd.GeoSeries
+    buildings: gpd.GeoDataFrame
+    areas: gpd.GeoDataFrame
+    trees: np.ndarray
+    origin: tuple[float, float]
+    gsd: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        for name, geoms in (
+            ("_road_tree", self.surfaces.to_numpy()),
+            ("_building_tree", self.buildings.geometry.to_numpy()),
+            ("_area_tree", self.areas.geometry.to_numpy()),
+            ("_tree_tree", self.trees),
+        ):
+            object.__setattr__(self, name, shapely.STRtree(geoms))
+
+    def query(self, layer: str, box: shapely.Polygon) -> np.ndarray:
+        """Sorted row positions of ``layer`` ('road', 'building', 'area', 'tree') in ``box``."""
+        tree: shapely.STRtree = getattr(self, f"_{layer}_tree")
+        hits = tree.query(box, predicate="intersects")
+        hits.sort()
+        out: np.ndarray = hits
+        return out
+
+    def to_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """Map ``(n, 2)`` x/y coordinates to absolute ``(n, 2)`` (col, row) pixel positions."""
+        x0, y0 = self.origin
+        return np.column_stack([(xy[:, 0] - x0) / self.gsd, (y0 - xy[:, 1]) / self.gsd])
+
+
+def _copies(extent: Bounds, box: Bounds) -> Iterator[tuple[int, float, float, float, float]]:
+    """Yield (index, sx, ox, sy, oy): x' = sx*x + ox, y' = sy*y + oy for every copy in box.
+
+    Overhangs of the box below 1 % of the extent (rounding the size to whole pixels) get no
+    copy of their own.
+    """
+    minx, miny, maxx, maxy = extent
+    ex, ey = maxx - minx, maxy - miny
+    ix = range(math.floor((box[0] - minx) / ex + 0.01), math.ceil((box[2] - minx) / ex - 0.01))
+    iy = range(math.floor((box[1] - miny) / ey + 0.01), math.ceil((box[3] - miny) / ey - 0.01))
+    for n, (i, j) in enumerate((i, j) for j in iy for i in ix):
+        sx, ox = (1.0, i * ex) if i % 2 == 0 else (-1.0, minx + maxx + i * ex)
+        sy, oy = (1.0, j * ey) if j % 2 == 0 else (-1.0, miny + maxy + j * ey)
+        yield n, sx, ox, sy, oy
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Keep only the polygon parts of geometry collections (clipping can leave slivers)."""
+    mixed = np.flatnonzero(shapely.get_type_id(geoms) == 7)
+    for i in mixed:
+        parts = shapely.get_parts(geoms[i])
+        geoms[i] = shapely.union_all(parts[np.isin(shapely.get_type_id(parts), [3, 6])])
+    return geoms
+
+
+def _tile(
+    frame: gpd.GeoDataFrame, extent: Bounds, box: Bounds, *, clip: bool = True
+) -> gpd.GeoDataFrame:
+    """Copies of ``frame`` (clipped to ``extent``) over ``box``, with a unique ``key``."""
+    geoms = frame.geometry.to_numpy()
+    if clip:
+        # clip_by_rect assumes ring orientations OSM does not guarantee; intersection does not
+        geoms = _polygonal(shapely.intersection(shapely.make_valid(geoms), shapely.box(*extent)))
+    keep = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
+    base = frame.loc[keep].reset_index(drop=True)
+    geoms = geoms[keep]
+    parts = []
+    for n, sx, ox, sy, oy in _copies(extent, box):
+        moved = shapely.transform(geoms, lambda c, s=(sx, sy), o=(ox, oy): c * s + o)
+        part = base.copy()
+        part["key"] = np.arange(len(base), dtype=np.int64) + n * len(base)
+        parts.append(part.set_geometry(moved))
+    return gpd.GeoDataFrame(
+        gpd.pd.concat(parts, ignore_index=True), geometry="geometry", crs=frame.crs
+    )
+
+
+def tile_scenery(
+    roads: gpd.GeoDataFrame,
+    buildings: gpd.GeoDataFrame,
+    areas: gpd.GeoDataFrame,
+    trees: gpd.GeoSeries,
+    *,
+    extent: Bounds,
+    box: Bounds,
+    gsd: float,
+    seed: int,
+    cap_style: Literal["round", "flat", "square"] = "round",
+) -> Scenery:
+    """Cover ``box`` (the scene's bounds) with mirrored copies of ``extent`` of each layer.
+
+    Args:
+        roads: normalized road lines (``highway``, ``lanes``, ``width_m``) in the scene CRS;
+            ``extent`` must contain them (they are not clipped).
+        buildings: polygons with ``height_m`` (NaN allowed), scene CRS.
+        areas: polygons with ``cover`` names, scene CRS.
+        trees: points of single trees, scene CRS.
+        extent: (minx, miny, maxx, maxy) of the geometry that is repeated.
+        box: (minx, miny, maxx, maxy) of the scene.
+        gsd: pixel size in metres.
+        seed: the scene seed.
+        cap_style: road line ends, as the labels draw them.
+    """
+    road_frame = roads[["highway", "lanes", "width_m", "geometry"]].copy()
+    road_frame["group"] = road_frame["highway"].map(ROAD_GROUPS).fillna(3).astype(np.uint8)
+    tiled = _tile(road_frame, extent, box, clip=False)
+    # minor streets first, so major roads are drawn over them where they overlap
+    tiled = tiled.iloc[np.lexsort((tiled["key"].to_numpy(), -tiled["group"].to_numpy()))]
+    tiled = tiled.reset_index(drop=True)
+    surfaces = road_surfaces(tiled, cap_style=cap_style)
+
+    b = _tile(buildings[["height_m", "geometry"]], extent, box)
+    guess = 7.0 + 16.0 * hash_uniform(seed, 11, b["key"].to_numpy())
+    b["height_m"] = np.where(np.isfinite(b["height_m"]), b["height_m"], guess).clip(3.0, 60.0)
+
+    codes = {name: i for i, name in enumerate(COVER_CLASSES)}
+    a = _tile(areas[["cover", "geometry"]], extent, box)
+    a["cover"] = a["cover"].map(codes).astype(np.uint8)
+    a = a.iloc[np.lexsort((a["key"].to_numpy(), -a.area.to_numpy()))].reset_index(drop=True)
+
+    t = _tile(gpd.GeoDataFrame(geometry=trees.to_numpy(), crs=trees.crs), extent, box)
+    return Scenery(
+        roads=tiled,
+        surfaces=surfaces,
+        buildings=b,
+        areas=a,
+        trees=t.geometry.to_numpy(),
+        origin=(box[0], box[3]),
+        gsd=gsd,
+        seed=seed,
+    )
+
+
+def _lanes(frame: gpd.GeoDataFrame) -> np.ndarray:
+    lanes = gpd.pd.to_numeric(frame["lanes"], errors="coerce").to_numpy(dtype=float)
+    default = np.where(frame["highway"].astype(str).str.endswith("_link"), 1.0, 2.0)
+    return np.where(np.isfinite(lanes) & (lanes > 0), lanes, default).clip(1, 8)
+
+
+def _dashes(lines: np.ndarray, *, dash: float, period: float, phase: np.ndarray) -> np.ndarray:
+    """Straight dash segments of ``dash`` metres every ``period`` metres along each line."""
+    lengths = shapely.length(lines)
+    counts = np.maximum(np.floor((lengths - phase) / period).astype(np.int64) + 1, 0)
+    idx = np.repeat(np.arange(lines.size), counts)
+    if idx.size == 0:
+        return np.empty(0, dtype=object)
+    k = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    start = phase[idx] + k * period
+    end = np.minimum(start + dash, lengths[idx])
+    p0 = shapely.get_coordinates(shapely.line_interpolate_point(lines[idx], start))
+    p1 = shapely.get_coordinates(shapely.line_interpolate_point(lines[idx], end))
+    dashes: np.ndarray = shapely.linestrings(np.stack([p0, p1], axis=1))
+    return dashes
+
+
+def _markings(roads: gpd.GeoDataFrame, seed: int) -> np.ndarray:
+    """Paint lines of painted roads: lane dividers (dashed; solid centre on 4+ lanes), edges."""
+    painted = roads[roads["group"].to_numpy() < 3]
+    if painted.empty:
+        return np.empty(0, dtype=object)
+    lines = painted.geometry.to_numpy()
+    width = painted["width_m"].to_numpy(dtype=float)
+    lanes = _lanes(painted)
+    keys = painted["key"].to_numpy()
+    out = []
+    for k in range(1, int(lanes.max())):
+        has = lanes > k
+        offset = (k - lanes[has] / 2.0) * width[has] / lanes[has]
+        moved = shapely.offset_curve(lines[has], offset)
+        centre = (2 * k == lanes[has]) & (lanes[has] >= 4)
+        out.append(moved[centre])
+        phase = 12.0 * hash_uniform(seed, 21, keys[has][~centre], k)
+        out.append(_dashes(moved[~centre], dash=3.0, period=12.0, phase=phase))
+    edged = painted["highway"].isin(_EDGE_LINE_CLASSES).to_numpy()
+    for side in (-1.0, 1.0):
+        out.append(shapely.offset_curve(lines[edged], side * (width[edged] / 2.0 - 0.4)))
+    geoms = np.concatenate(out) if out else np.empty(0, dtype=object)
+    kept: np.ndarray = geoms[~(shapely.is_empty(geoms) | shapely.is_missing(geoms))]
+    return kept
+
+
+def _rectangles(centre: np.ndarray, axis: np.ndarray, length: float, width: float) -> np.ndarray:
+    """Rotated rectangles (polygons) of ``length`` along unit ``axis`` around ``centre``."""
+    normal = np.column_stack([-axis[:, 1], axis[:, 0]])
+    a, b = axis * (length / 2.0), normal * (width / 2.0)
+    ring = np.stack([centre + a + b, centre - a + b, centre - a - b, centre + a - b], axis=1)
+    rects: np.ndarray = shapely.polygons(ring)
+    return rects
+
+
+def _road_cars(
+    roads: gpd.GeoDataFrame, seed: int, density: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cars along roads: centres, unit axes (x/y), keys; a hash decides every slot."""
+    lines = roads.geometry.to_numpy()
+    lengths = shapely.length(lines)
+    slot = 9.0
+    counts = np.floor(lengths / slot).astype(np.int64)
+    idx = np.repeat(np.arange(lines.size), counts)
+    k = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    keys = roads["key"].to_numpy()[idx]
+    group = roads["group"].to_numpy()[idx]
+    u = hash_uniform(seed, 31, keys, k)
+    keep = u < density * np.array([0.0, 0.22, 0.18, 0.28], dtype=np.float32)[group]
+    idx, k, keys = idx[keep], k[keep], keys[keep]
+    along = (k + 0.5) * slot + (hash_uniform(seed, 32, keys, k) - 0.5) * 3.0
+    p0 = shapely.get_coordinates(shapely.line_interpolate_point(lines[idx], along - 1.0))
+    p1 = shapely.get_coordinates(shapely.line_interpolate_point(lines[idx], along + 1.0))
+    axis = p1 - p0
+    axis /= np.maximum(np.hypot(axis[:, 0], axis[:, 1]), 1e-9)[:, None]
+    width = roads["width_m"].to_numpy(dtype=float)[idx]
+    lanes = _lanes(roads)[idx]
+    lane = np.floor(hash_uniform(seed, 33, keys, k) * lanes)
+    minor = roads["group"].to_numpy()[idx] == 3
+    # minor streets: parked along either kerb; others: in the middle of a lane
+    offset = np.where(
+        minor,
+        np.where(lane < lanes / 2, -1.0, 1.0) * (width / 2.0 - 1.2),
+        (lane + 0.5 - lanes / 2.0) * width / lanes,
+    )
+    normal = np.column_stack([-axis[:, 1], axis[:, 0]])
+    centre = (p0 + p1) / 2.0 + normal * offset[:, None]
+    return centre, axis, keys * 4096 + k
+
+
+def _parking_cars(
+    lots: np.ndarray, keys: np.ndarray, seed: int, density: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cars parked in rows inside parking polygons, aligned with each lot's long side."""
+    centres, axes, car_keys, stalls = [], [], [], []
+    for lot, key in zip(lots, keys, strict=True):
+        rect = shapely.get_coordinates(shapely.minimum_rotated_rectangle(lot))[:4]
+        edges = np.diff(np.vstack([rect, rect[:1]]), axis=0)
+        long_edge = edges[np.argmax(np.hypot(edges[:, 0], edges[:, 1]))]
+        along = long_edge / max(float(np.hypot(*long_edge)), 1e-9)
+        across = np.array([-along[1], along[0]])
+        rel = shapely.get_coordinates(lot) - rect[0]
+        u = rel @ along
+        v = rel @ across
+        gu = np.arange(u.min() + 1.3, u.max() - 1.2, 2.6)
+        gv = np.arange(v.min() + 2.6, v.max() - 2.5, 5.4)
+        if gu.size == 0 or gv.size == 0:
+            continue
+        uu, vv = np.meshgrid(gu, gv)
+        row = np.arange(gv.size)[:, None] * np.ones_like(uu)
+        aisle = (row % 3) == 2
+        uu, vv, row = uu[~aisle], vv[~aisle], row[~aisle]
+        pts = rect[0] + uu[:, None] * along + vv[:, None] * across
+        inside = shapely.contains_xy(shapely.buffer(lot, -2.0), pts[:, 0], pts[:, 1])
+        pts = pts[inside]
+        if pts.shape[0] == 0:
+            continue
+        slot = np.arange(pts.shape[0])
+        half = along * 1.3
+        stalls.append(
+            shapely.linestrings(
+                np.stack([pts - half - across * 2.4, pts - half + across * 2.4], axis=1)
+            )
+        )
+        full = hash_uniform(seed, 41, key, slot) < 0.7 * density
+        centres.append(pts[full])
+        axes.append(np.repeat(across[None, :], int(full.sum()), axis=0))
+        car_keys.append(key * 65536 + slot[full] + (1 << 40))
+    if not centres:
+        empty = np.empty((0, 2))
+        return empty, empty, np.empty(0, np.int64), np.empty(0, dtype=object)
+    return (
+        np.concatenate(centres),
+        np.concatenate(axes),
+        np.concatenate(car_keys),
+        np.concatenate(stalls) if stalls else np.empty(0, dtype=object),
+    )
+
+
+def _burn(
+    pairs: Iterable[tuple[Any, Any]], shape: tuple[int, int], transform: Affine, dtype: str
+) -> np.ndarray:
+    items = [(g, v) for g, v in pairs if g is not None and not g.is_empty]
+    if not items:
+        return np.zeros(shape, dtype=dtype)
+    out: np.ndarray = rasterize(
+        items, out_shape=shape, transform=transform, fill=0, all_touched=False, dtype=dtype
+    )
+    return out
+
+
+def _long_axes(polygons: np.ndarray) -> np.ndarray:
+    """Unit x/y direction of the long side of every polygon's minimum rotated rectangle."""
+    rects = shapely.minimum_rotated_rectangle(polygons)
+    boxy = shapely.get_num_coordinates(rects) == 5  # degenerate ones collapse to lines
+    axes = np.tile(np.array([1.0, 0.0]), (polygons.size, 1))
+    if boxy.any():
+        rect = shapely.get_coordinates(rects[boxy]).reshape(-1, 5, 2)
+        e1, e2 = rect[:, 1] - rect[:, 0], rect[:, 2] - rect[:, 1]
+        n1, n2 = np.hypot(e1[:, 0], e1[:, 1]), np.hypot(e2[:, 0], e2[:, 1])
+        long_axis = np.where((n1 >= n2)[:, None], e1, e2)
+        axes[boxy] = (
+            long_axis / np.maximum(np.hypot(long_axis[:, 0], long_axis[:, 1]), 1e-9)[:, None]
+        )
+    return axes
+
+
+def _pixel_axis(axis_xy: np.ndarray) -> np.ndarray:
+    """Unit vectors from x/y (north up) to (col, row) pixel directions."""
+    return np.column_stack([axis_xy[:, 0], -axis_xy[:, 1]]).astype(np.float32)
+
+
+def _with_zero(values: np.ndarray) -> np.ndarray:
+    """Prepend a row for id 0 ("nothing") to a per-feature attribute array."""
+    return np.concatenate([np.zeros((1, *values.shape[1:]), values.dtype), values])
+
+
+def window_layers(
+    s: Scenery,
+    *,
+    transform: Affine,
+    row0: int,
+    col0: int,
+    height: int,
+    width: int,
+    car_density: float,
+) -> WindowLayers:
+    """Rasterize everything one padded window shows.
+
+    Args:
+        s: the scene's vectors.
+        transform: the scene's affine transform.
+        row0: absolute row of the window's top-left pixel (may be negative in the halo).
+        col0: absolute column of the window's top-left pixel.
+        height: window height in pixels.
+        width: window width in pixels.
+        car_density: multiplier of the car probabilities.
+    """
+    wt = transform @ Affine.translation(col0, row0)
+    shape = (height, width)
+    x0, y1 = wt.c, wt.f
+    x1, y0 = x0 + width * s.gsd, y1 - height * s.gsd
+    box = shapely.box(x0, y0, x1, y1)
+    wide = shapely.box(x0 - 12.0, y0 - 12.0, x1 + 12.0, y1 + 12.0)
+
+    ah = s.query("area", box)
+    areas = s.areas.iloc[ah]
+    cover = _burn(zip(areas.geometry, areas["cover"], strict=True), shape, wt, "uint8")
+
+    rh = s.query("road", wide)
+    roads = s.roads.iloc[rh]
+    ids = np.arange(1, rh.size + 1)
+    road = _burn(zip(s.surfaces.to_numpy()[rh], ids, strict=True), shape, wt, "int32")
+    keys = roads["key"].to_numpy()
+    group = roads["group"].to_numpy()
+    mean = np.array([0.0, 0.26, 0.31, 0.36], dtype=np.float32)[group]
+    tone = mean + 0.05 * (hash_uniform(s.seed, 51, keys) - 0.5)
+    old = (group == 3) & (hash_uniform(s.seed, 52, keys) < 0.2)
+    tone = np.where(old, 0.47 + 0.06 * hash_uniform(s.seed, 53, keys), tone)
+
+    walk = roads["highway"].isin(_SIDEWALK_CLASSES).to_numpy()
+    half = roads["width_m"].to_numpy(dtype=float) / 2.0
+    lines = roads.geometry.to_numpy()
+    material = np.where(hash_uniform(s.seed, 54, keys) < 0.5, 1, 2).astype(np.uint8)
+    sidewalk = _burn(
+        zip(shapely.buffer(lines[walk], half[walk] + _SIDEWALK_M), material[walk], strict=True),
+        shape,
+        wt,
+        "uint8",
+    )
+    verge = _burn(
+        ((g, 1) for g in shapely.buffer(lines, half + _SIDEWALK_M * walk + _VERGE_M)),
+        shape,
+        wt,
+        "uint8",
+    )
+
+    parking = areas[areas["cover"].to_numpy() == COVER_CLASSES.index("parking")]
+    pc, pa, pk, stalls = _parking_cars(
+        parking.geometry.to_numpy(), parking["key"].to_numpy(), s.seed, car_density
+    )
+    rc, ra, rk = _road_cars(roads, s.seed, car_density)
+    centre, axis, car_keys = np.vstack([rc, pc]), np.vstack([ra, pa]), np.concatenate([rk, pk])
+    cars = _rectangles(centre, axis, *_CAR)
+    seen = shapely.intersects(cars, wide)
+    cars, centre, axis, car_keys = cars[seen], centre[seen], axis[seen], car_keys[seen]
+    car = _burn(zip(cars, np.arange(1, cars.size + 1), strict=True), shape, wt, "int32")
+
+    paint_lines = np.concatenate([_markings(roads, s.seed), stalls])
+    if s.gsd <= _PAINT_M:
+        paint_lines = shapely.buffer(paint_lines, _PAINT_M / 2.0, cap_style="flat")
+    paint = _burn(((g, 1) for g in paint_lines), shape, wt, "uint8")
+
+    bh = s.query("building", box)
+    blds = s.buildings.iloc[bh]
+    bgeoms = blds.geometry.to_numpy()
+    building = _burn(zip(bgeoms, np.arange(1, bh.size + 1), strict=True), shape, wt, "int32")
+    long_axis = _long_axes(bgeoms)
+    bkeys = blds["key"].to_numpy()
+    pitched = (hash_uniform(s.seed, 61, bkeys) < 0.45) & (shapely.area(bgeoms) < 1500.0)
+
+    th = s.query("tree", wide)
+    tree_xy = shapely.get_coordinates(s.trees[th])
+    return WindowLayers(
+        row0=row0,
+        col0=col0,
+        cover=cover,
+        road=road,
+        road_tone=_with_zero(tone.astype(np.float32)),
+        road_group=_with_zero(group.astype(np.uint8)),
+        sidewalk=sidewalk,
+        verge=verge.astype(bool),
+        paint=paint.astype(bool),
+        building=building,
+        building_height=_with_zero(blds["height_m"].to_numpy(dtype=np.float32)),
+        building_roof=_with_zero(hash_u32(s.seed, 62, bkeys)),
+        building_pitched=_with_zero(pitched),
+        building_axis=_with_zero(_pixel_axis(long_axis)),
+        building_centre=_with_zero(
+            s.to_pixels(shapely.get_coordinates(shapely.centroid(bgeoms))).astype(np.float32)
+        ),
+        car=car,
+        car_kind=_with_zero(hash_u32(s.seed, 71, car_keys)),
+        car_centre=_with_zero(s.to_pixels(centre).astype(np.float32)),
+        car_axis=_with_zero(_pixel_axis(axis)),
+        trees=s.to_pixels(tree_xy).astype(np.float32),
+    )
