@@ -14,9 +14,8 @@ Definitions, in pixels of the scene grid (``S`` is the surface mask; neighbours 
   (``skimage.morphology.skeletonize``) of the polygon's surface pixels; then dilated by
   ``centerline_dilate_px`` px on every side (a square).
 
-Every window is computed with a ``halo_px`` margin, so a window's labels equal the same
-pixels of the whole-grid result (exactly for lines; for polygons wider than the halo the
-skeleton may differ near window borders).
+Every window is computed with a margin (:func:`window_halo`), so a window's labels equal the
+same pixels of the whole-grid result.
 """
 
 from __future__ import annotations
@@ -63,6 +62,7 @@ __all__ = [
     "open_raster",
     "rasterize_labels",
     "scene_grid",
+    "window_halo",
     "write_labels",
 ]
 
@@ -130,6 +130,23 @@ def _edge(surface: np.ndarray, width_px: int) -> np.ndarray:
     return edge
 
 
+def window_halo(roads: gpd.GeoDataFrame, *, transform: Affine, config: LabelsConfig) -> int:
+    """Margin in px to compute around a window so that it joins its neighbours seamlessly.
+
+    ``config.halo_px`` covers the edge band and centerline dilation. Skeletonizing a road
+    polygon thins it from its outline inwards, so a window cut within about the polygon's
+    largest inscribed radius of it changes its skeleton: with polygon centerlines the halo
+    grows to that radius plus 8 px, capped at ``config.block_px``.
+    """
+    polygons = roads.geometry.to_numpy()[np.isin(roads.geom_type.to_numpy(), POLYGON_TYPES)]
+    if not config.polygon_centerlines or polygons.size == 0:
+        return config.halo_px
+    pixel = min(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
+    circles = shapely.maximum_inscribed_circle(polygons, tolerance=pixel)
+    radius_px = float(np.max(shapely.length(circles))) / pixel
+    return max(config.halo_px, min(math.ceil(radius_px) + 8, config.block_px))
+
+
 def rasterize_labels(
     roads: gpd.GeoDataFrame,
     *,
@@ -137,6 +154,7 @@ def rasterize_labels(
     shape: tuple[int, int],
     config: LabelsConfig,
     surfaces: gpd.GeoSeries | None = None,
+    halo_px: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Rasterize normalized roads into the labels of one window.
 
@@ -146,12 +164,13 @@ def rasterize_labels(
         shape: ``(height, width)`` of the window in pixels.
         config: label options.
         surfaces: :func:`road_surfaces` of ``roads`` (same order) if already computed.
+        halo_px: margin computed around the window; default :func:`window_halo`.
 
     Returns:
         ``{"surface", "edge", "centerline"}``, each a ``(y, x)`` uint8 array in {0, 1},
         identical to the same pixels of a larger window that contains this one.
     """
-    halo = config.halo_px
+    halo = window_halo(roads, transform=transform, config=config) if halo_px is None else halo_px
     height, width = shape
     big = (height + 2 * halo, width + 2 * halo)
     big_transform = transform @ Affine.translation(-halo, -halo)
@@ -235,7 +254,7 @@ def write_labels(
         "BIGTIFF": "IF_SAFER",
     }
     paths = {name: Path(out_dir) / f"{name}.tif" for name in LABEL_NAMES}
-    halo = config.halo_px
+    halo = window_halo(roads, transform=transform, config=config)
     with contextlib.ExitStack() as stack:
         dsts = {
             name: stack.enter_context(rasterio.open(p, "w", **profile)) for name, p in paths.items()
@@ -260,6 +279,7 @@ def write_labels(
                     shape=(int(window.height), int(window.width)),
                     config=config,
                     surfaces=surfaces.iloc[hits],
+                    halo_px=halo,
                 )
                 for name, dst in dsts.items():
                     dst.write(arrays[name], 1, window=window)
@@ -350,9 +370,15 @@ def make_labels(
             bounds=(minx - pad, miny - pad, maxx + pad, maxy + pad),
         )
         surfaces = road_surfaces(gdf, cap_style=config.cap_style)
-        inside = np.asarray(surfaces.intersects(shapely.box(*grid.bounds)))
-        if not inside.any():
+        if not surfaces.intersects(shapely.box(*grid.bounds)).any():
             raise InputError(f"no roads of {roads} lie in the extent of {scene}")
+        # roads just outside the scene still shape its edge band and skeletons
+        margin = config.halo_px * gsd
+        inside = np.asarray(
+            surfaces.intersects(
+                shapely.box(minx - margin, miny - margin, maxx + margin, maxy + margin)
+            )
+        )
         gdf, surfaces = gdf[inside], surfaces[inside]
         log.info("rasterizing %d roads onto a %d x %d grid", len(gdf), grid.width, grid.height)
         write_labels(

@@ -23,6 +23,7 @@ from roadnet.pipeline.labels import (
     LabelsConfig,
     make_labels,
     rasterize_labels,
+    window_halo,
     write_labels,
 )
 from roadnet.pipeline.roads import load_width_table, normalize_roads
@@ -54,10 +55,14 @@ def random_network(seed: int, width: int, height: int, n: int = 12) -> gpd.GeoDa
         pts = rng.uniform([-40, -40], [width + 40, height + 40], size=(3, 2))
         geoms.append(shapely.LineString([at(c, r) for c, r in pts]))
     widths = list(rng.uniform(2.5, 12.0, size=n))
-    # a narrow road polygon, a bent strip 6 m wide
-    strip = shapely.LineString([at(30, 30), at(200, 60), at(260, 240)]).buffer(
-        3.0, cap_style="flat"
-    )
+    # a narrow road polygon, a bent strip 6 m wide spanning most of the grid
+    strip = shapely.LineString(
+        [
+            at(0.1 * width, 0.1 * height),
+            at(0.7 * width, 0.2 * height),
+            at(0.9 * width, 0.9 * height),
+        ]
+    ).buffer(3.0, cap_style="flat")
     return roads_gdf([*geoms, strip], [*widths, np.nan])
 
 
@@ -202,6 +207,29 @@ def test_windowed_write_equals_the_single_window_kernel(tmp_path: Path) -> None:
             assert src.block_shapes == [(512, 512)]
             assert src.compression.name == "deflate"
             assert np.array_equal(src.read(1), whole[name]), name
+
+
+def test_wide_road_polygons_get_a_wider_halo(tmp_path: Path) -> None:
+    # 60 m = 120 px wide: thinning reaches 60 px from the outline, more than halo_px (32)
+    bend = shapely.LineString([at(80, 200), at(700, 260), at(900, 560)])
+    plaza = shapely.Point(at(520, 330)).buffer(40.0)
+    roads = roads_gdf([bend.buffer(30.0, cap_style="flat"), plaza], [np.nan, np.nan])
+    config = LabelsConfig()
+    assert window_halo(roads, transform=GRID, config=config) == 80 + 8  # plaza radius 80 px
+    whole = rasterize_labels(roads, transform=GRID, shape=(600, 1024), config=CONFIG)
+    paths = write_grid(roads, tmp_path, width=1024, height=600)
+    with rasterio.open(paths["centerline"]) as src:
+        windowed = src.read(1)
+    assert np.array_equal(windowed, whole["centerline"])
+    # with the configured halo alone the windows would not join exactly
+    narrow = rasterize_labels(
+        roads,
+        transform=GRID @ Affine.translation(512, 0),
+        shape=(512, 512),
+        config=config,
+        halo_px=config.halo_px,
+    )
+    assert not np.array_equal(narrow["centerline"], whole["centerline"][:512, 512:])
 
 
 def test_writer_memory_is_bounded_by_the_block_not_the_grid(tmp_path: Path) -> None:
