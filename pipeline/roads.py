@@ -9,6 +9,7 @@ to their width.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -210,14 +211,21 @@ def normalize_roads(roads: gpd.GeoDataFrame, *, crs: Any, widths: RoadWidths) ->
     return roads
 
 
+def _first_sentence(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.split(r"(?<=[.;])\s", text, maxsplit=1)[0].rstrip(".;")
+
+
 def _read_pbf(path: Path, bounds_4326: Bounds | None, network_type: str) -> gpd.GeoDataFrame:
     import pyrosm
+    from google.protobuf.message import DecodeError
+    from pyrosm.exceptions import PBFException
 
     try:
         osm = pyrosm.OSM(str(path), bounding_box=list(bounds_4326) if bounds_4326 else None)
         roads = osm.get_network(network_type=network_type)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{path}: cannot read as OSM PBF ({exc})") from exc
+    except (PBFException, DecodeError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable OSM PBF file ({_first_sentence(exc)})") from exc
     if roads is None or len(roads) == 0:
         raise InputError(f"{path}: no {network_type} roads in the OSM extract")
     return roads
@@ -257,10 +265,14 @@ def read_roads(
         box = transform_bounds(CRS.from_user_input(crs), "EPSG:4326", *bounds) if bounds else None
         roads = _read_pbf(path, box, network_type)
     elif name.endswith(PARQUET_SUFFIXES):
+        if importlib.util.find_spec("pyarrow") is None:
+            raise InputError(f"{path}: reading GeoParquet needs pyarrow (pip install pyarrow)")
         try:
             roads = gpd.read_parquet(path)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read as GeoParquet ({exc})") from exc
+            raise InputError(
+                f"{path}: not a readable GeoParquet file ({_first_sentence(exc)})"
+            ) from exc
     else:
         try:
             info = pyogrio.read_info(path)
@@ -269,7 +281,9 @@ def read_roads(
                 bbox = transform_bounds(CRS.from_user_input(crs), info["crs"], *bounds)
             roads = pyogrio.read_dataframe(path, bbox=bbox)
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-            raise InputError(f"{path}: not a readable vector file ({exc})") from exc
+            raise InputError(
+                f"{path}: not a readable vector file ({_first_sentence(exc)})"
+            ) from exc
     if not isinstance(roads, gpd.GeoDataFrame) or roads.geometry.name not in roads.columns:
         raise InputError(f"{path}: holds no geometry column")
     if bounds is not None and roads.empty:

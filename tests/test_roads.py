@@ -163,6 +163,16 @@ def test_read_roads_bad_files(tmp_path: Path, widths: RoadWidths) -> None:
     text.write_text("not a vector file")
     with pytest.raises(InputError, match="not a readable vector file"):
         read_roads(text, crs=UTM, widths=widths)
+    for name in ("bad.osm.pbf", "truncated.osm.pbf"):
+        pbf = tmp_path / name
+        if name.startswith("bad"):
+            pbf.write_text("not a pbf")
+        else:
+            import pyrosm
+
+            pbf.write_bytes(Path(pyrosm.get_data("test_pbf")).read_bytes()[:50_000])
+        with pytest.raises(InputError, match=f"{name}: not a readable OSM PBF file"):
+            read_roads(pbf, crs=UTM, widths=widths)
     nocrs = tmp_path / "nocrs.gpkg"
     with pytest.warns(UserWarning, match="crs"):
         lines(crs=None, highway=["primary"]).to_file(nocrs)
