@@ -25,12 +25,12 @@ from pydantic import Field, model_validator
 
 from roadnet import __version__
 from roadnet.errors import ModelError
-from roadnet.model.io import default_model_path
+from roadnet.model.io import content_hash, default_model_path
 from roadnet.pipeline.blend import FILL_VALUE, SCALE_FACTOR, TASKS
 from roadnet.pipeline.config import StrictModel
 from roadnet.pipeline.infer import model_shape_for, predict_array
 from roadnet.pipeline.open import MODEL_BANDS, Scene, open_scene
-from roadnet.pipeline.worker_model import ModelRunner, validate_model
+from roadnet.pipeline.worker_model import ModelRunner, fetch_model, validate_model
 from roadnet.pipeline.zarr_store import (
     JOB_ATTR,
     create_store,
@@ -115,12 +115,30 @@ def _resolve_model(model: str | Path | None) -> str:
 
 
 def predict_scene(
-    scene: str | Path, *, model: str | Path | None = None, config: RunConfig | None = None
+    scene: str | Path,
+    *,
+    model: str | Path | None = None,
+    config: RunConfig | None = None,
+    validate: bool = True,
 ) -> Prediction:
-    """Open a scene and build its lazy blended prediction (checks the model on the client)."""
+    """Open a scene and build its lazy blended prediction.
+
+    Args:
+        scene: path or URL of the scene.
+        model: ``.keras`` path or URL (default: the shipped model).
+        config: run options.
+        validate: load and probe the model in this process first; with False only its
+            content hash is taken (the caller validates it where it runs, e.g. on a worker).
+    """
     config = config or RunConfig()
     model_ref = _resolve_model(model)
-    digest = validate_model(model_ref, bands=MODEL_BANDS)
+    if validate:
+        digest = validate_model(model_ref, bands=MODEL_BANDS)
+    else:
+        local = fetch_model(model_ref)
+        if not local.is_file():
+            raise ModelError(f"model file not found: {model_ref}")
+        digest = content_hash(local)
     opened = open_scene(
         str(scene),
         chunk=config.chunk,
@@ -190,7 +208,7 @@ class RunSummary:
     seconds: float
 
     def line(self) -> str:
-        """One line: pixels, chunks (computed / total), seconds, Mpx/s."""
+        """One line: pixels, chunks (computed / total), compute seconds, Mpx/s."""
         mpx = self.pixels / 1e6
         rate = mpx * self.computed / max(self.chunks, 1) / max(self.seconds, 1e-9)
         resumed = (
@@ -200,7 +218,7 @@ class RunSummary:
         )
         return (
             f"{self.out}: {mpx:.1f} Mpx, {self.computed}/{self.chunks} chunks computed{resumed}, "
-            f"{self.seconds:.1f} s, {rate:.2f} Mpx/s"
+            f"{self.seconds:.1f} s computing, {rate:.2f} Mpx/s"
         )
 
 
@@ -250,34 +268,37 @@ def run_to_zarr(
 
     config = config or RunConfig()
     out = Path(out).resolve()
-    prediction = predict_scene(scene, model=model, config=config)
+    # The model is probed on a worker, so this process never imports TensorFlow.
+    prediction = predict_scene(scene, model=model, config=config, validate=False)
     job = _job_fingerprint(prediction, str(scene))
     staging, resume = prepare_store(out, job=job, overwrite=overwrite)
     grid = (prediction.codes.numblocks[1], prediction.codes.numblocks[2])
-    if not resume:
-        attrs = {**prediction.attrs, JOB_ATTR: job}
-        create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
-    todo = np.argwhere(~done_chunks(staging))
+    todo = np.argwhere(~done_chunks(staging)) if resume else np.argwhere(np.ones(grid, bool))
     log.info("%d of %d chunks to compute%s", len(todo), grid[0] * grid[1], " (resuming)" * resume)
-    blocks = prediction.codes.to_delayed()
-    writes = [
-        delayed(write_chunk, pure=False)(
-            blocks[0, r, c], path=str(staging), row=int(r), col=int(c), chunk=config.chunk
-        )
-        for r, c in todo
-    ]
-    start = time.perf_counter()
-    if writes:
-        with dask_client(
-            scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker
-        ) as client:
-            futures = client.compute(writes)
-            if progress:
-                from distributed import progress as show_progress
+    seconds = 0.0
+    with dask_client(
+        scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker
+    ) as client:
+        runner = prediction.runner
+        client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()
+        if not resume:
+            attrs = {**prediction.attrs, JOB_ATTR: job}
+            create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
+        blocks = prediction.codes.to_delayed()
+        writes = [
+            delayed(write_chunk, pure=False)(
+                blocks[0, r, c], path=str(staging), row=int(r), col=int(c), chunk=config.chunk
+            )
+            for r, c in todo
+        ]
+        start = time.perf_counter()
+        futures = client.compute(writes)
+        if progress:
+            from distributed import progress as show_progress
 
-                show_progress(futures, notebook=False)
-            client.gather(futures)
-    seconds = time.perf_counter() - start
+            show_progress(futures, notebook=False)
+        client.gather(futures)
+        seconds = time.perf_counter() - start
     finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
     h, w = prediction.scene.shape
     return RunSummary(

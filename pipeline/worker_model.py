@@ -36,7 +36,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
-_CACHE: dict[tuple[str, str, tuple[int, int], int], Any] = {}
+_MODELS: dict[tuple[str, str], Any] = {}
+_FUNCTIONS: dict[tuple[str, str, tuple[int, int], int], Any] = {}
 _CONFIGURED: list[bool] = []
 
 
@@ -102,7 +103,7 @@ def configure_tensorflow(*, threads: int | None, mixed_precision: bool = False) 
 
 def loaded_model_count() -> int:
     """How many models this process has loaded (each load is cached for reuse)."""
-    return len(_CACHE)
+    return len(_MODELS)
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,18 @@ class ModelRunner:
 
     def _function(self) -> Any:
         key = (self.model, self.digest, self.shape, self.bands)
-        fn = _CACHE.get(key)
+        fn = _FUNCTIONS.get(key)
         if fn is not None:
             return fn
         configure_tensorflow(threads=_worker_threads(), mixed_precision=self.mixed_precision)
         import tensorflow as tf
 
-        path = fetch_model(self.model)
-        if content_hash(path) != self.digest:
-            raise ModelError(f"model {self.model} changed since the run started")
-        model = load_model(path)
+        model = _MODELS.get((self.model, self.digest))
+        if model is None:
+            path = fetch_model(self.model)
+            if content_hash(path) != self.digest:
+                raise ModelError(f"model {self.model} changed since the run started")
+            model = _MODELS[(self.model, self.digest)] = load_model(path)
         spec = tf.TensorSpec((1, *self.shape, self.bands), tf.float32)
 
         @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator,misc]
@@ -143,7 +146,7 @@ class ModelRunner:
             logits = tf.concat([tf.cast(out[t], tf.float32) for t in TASKS], axis=-1)
             return tf.sigmoid(logits)[0]
 
-        _CACHE[key] = infer
+        _FUNCTIONS[key] = infer
         return infer
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 TASKS = ("surface", "edge", "centerline")
 
 
@@ -43,6 +45,12 @@ def save_test_model(path: Path, **kwargs: int) -> Path:
     """Build and save the test model to ``path`` (a ``.keras`` file); return the path."""
     build_test_model(**kwargs).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def test_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test model saved once per session as ``roadnet-test.keras``."""
+    return save_test_model(tmp_path_factory.mktemp("model") / "roadnet-test.keras")
 
 
 def mean_predictor(x):  # type: ignore[no-untyped-def]
@@ -101,3 +109,27 @@ def boundary_step_ratio(codes, *, core: int):  # type: ignore[no-untyped-def]
     across = np.concatenate([dy[:, at_y].ravel(), dx[:, :, at_x].ravel()]).mean()
     inside = np.concatenate([dy[:, ~at_y].ravel(), dx[:, :, ~at_x].ravel()]).mean()
     return float(across / inside)
+
+
+def write_scene(path: Path, image, *, nodata=None, gsd: float = 0.3, colorinterp=None) -> Path:  # type: ignore[no-untyped-def]
+    """Write a ``(band, y, x)`` array as a GeoTIFF on the fixture grid (UTM 35N)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    bands, height, width = image.shape
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=bands,
+        dtype=image.dtype,
+        crs="EPSG:32635",
+        transform=from_origin(385_000.0, 6_672_000.0, gsd, gsd),
+        nodata=nodata,
+    ) as dst:
+        dst.write(image)
+        if colorinterp is not None:
+            dst.colorinterp = colorinterp
+    return path

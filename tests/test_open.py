@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import ColorInterp
+
+from roadnet.errors import InputError
+from roadnet.pipeline.open import open_scene
+
+
+def test_opens_lazily_with_core_chunks(make_scene: Callable[..., Path]) -> None:
+    path = make_scene(300, 200)
+    scene = open_scene(str(path), chunk=128)
+    assert scene.shape == (200, 300)
+    assert scene.data.chunks == ((3,), (128, 72), (128, 128, 44))
+    assert scene.scale == 1.0 and not scene.alpha and scene.nodata is None
+    with rasterio.open(path) as src:
+        assert np.array_equal(scene.data.values, src.read())
+        assert scene.data.rio.crs == src.crs
+        assert scene.data.rio.transform() == src.transform
+
+
+def test_uint16_and_float_scaling(make_scene: Callable[..., Path]) -> None:
+    u16 = make_scene(64, 64, dtype="uint16", name="u16.tif")
+    assert open_scene(str(u16), chunk=64).scale == pytest.approx(255 / 65535)
+    assert open_scene(str(u16), chunk=64, input_max=4095).scale == pytest.approx(255 / 4095)
+    f32 = make_scene(64, 64, dtype="float32", name="f32.tif")
+    assert open_scene(str(f32), chunk=64).scale == pytest.approx(255.0)
+    with pytest.raises(InputError, match="input_max"):
+        open_scene(str(f32), chunk=64, input_max=0)
+
+
+def test_one_band_needs_explicit_bands(make_scene: Callable[..., Path]) -> None:
+    grey = make_scene(64, 64, bands=1, name="grey.tif")
+    with pytest.raises(InputError, match=r"1 image band\(s\).*\[1, 1, 1\]"):
+        open_scene(str(grey), chunk=64)
+    scene = open_scene(str(grey), chunk=64, bands=[1, 1, 1])
+    data = scene.data.values
+    assert data.shape == (3, 64, 64) and (data[0] == data[2]).all()
+
+
+def test_band_selection_and_order(make_scene: Callable[..., Path]) -> None:
+    path = make_scene(64, 64, bands=4, name="rgbn.tif")
+    with rasterio.open(path, "r+") as dst:
+        # GDAL calls a 4-band uint8 GeoTIFF RGBA by default; this one is R, G, B, NIR.
+        dst.colorinterp = [
+            ColorInterp.red,
+            ColorInterp.green,
+            ColorInterp.blue,
+            ColorInterp.undefined,
+        ]
+    with rasterio.open(path) as src:
+        raw = src.read()
+    scene = open_scene(str(path), chunk=64)
+    assert not scene.alpha
+    assert np.array_equal(scene.data.values, raw[:3])
+    bgr = open_scene(str(path), chunk=64, bands=[3, 2, 1])
+    assert np.array_equal(bgr.data.values, raw[[2, 1, 0]])
+    with pytest.raises(InputError, match=r"cannot select \[5\]"):
+        open_scene(str(path), chunk=64, bands=[1, 2, 5])
+    with pytest.raises(InputError, match="must name 3 bands"):
+        open_scene(str(path), chunk=64, bands=[1, 2])
+
+
+def test_alpha_band_becomes_a_mask(make_scene: Callable[..., Path]) -> None:
+    path = make_scene(64, 64, bands=4, name="rgba.tif")
+    with rasterio.open(path, "r+") as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    scene = open_scene(str(path), chunk=64)
+    assert scene.alpha and scene.data.sizes["band"] == 4
+
+
+def test_nodata_from_file_or_override(make_scene: Callable[..., Path]) -> None:
+    path = make_scene(64, 64, nodata=0)
+    assert open_scene(str(path), chunk=64).nodata == 0
+    assert open_scene(str(path), chunk=64, nodata=7).nodata == 7
+
+
+def test_fsspec_url_reads_the_same(make_scene: Callable[..., Path]) -> None:
+    path = make_scene(100, 80)
+    local = open_scene(str(path), chunk=64).data.values
+    remote = open_scene(f"file://{path}", chunk=64)
+    assert np.array_equal(remote.data.compute(scheduler="threads").values, local)
+
+
+def test_bad_inputs(make_scene: Callable[..., Path], tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot open scene"):
+        open_scene(str(tmp_path / "missing.tif"), chunk=64)
+    plain = make_scene(64, 64, crs=None, name="nocrs.tif")
+    with pytest.raises(InputError, match="georeferenced"):
+        open_scene(str(plain), chunk=64)
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    with pytest.raises(InputError, match="cannot open scene"):
+        open_scene(str(text), chunk=64)

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from _models import smooth_scene, test_model_path, write_scene
+from rasterio.enums import ColorInterp
+
+import roadnet
+from roadnet.errors import ConfigError, InputError, ModelError, OutputExistsError
+from roadnet.pipeline.config import load_config
+from roadnet.pipeline.run import RunConfig, predict_scene, run, run_to_zarr
+
+__all__ = ["test_model_path"]
+
+CFG = RunConfig(chunk=128, overlap=32)
+
+
+def _codes(ds: xr.Dataset) -> np.ndarray:
+    stacked = np.stack([ds[t].values for t in ("surface", "edge", "centerline")])
+    return np.where(np.isnan(stacked), 255, np.rint(stacked * 254)).astype(np.uint8)
+
+
+def test_run_returns_lazy_georeferenced_probabilities(
+    tmp_path: Path, test_model_path: Path
+) -> None:
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(300, 420))
+    ds = run(scene, model=test_model_path, config=CFG)
+    assert ds.surface.chunks == ((128, 128, 44), (128, 128, 128, 36))
+    assert ds.surface.dtype == np.float32
+    with rasterio.open(scene) as src:
+        assert ds.rio.crs == src.crs and ds.rio.transform() == src.transform
+    values = ds.compute(scheduler="threads")
+    assert float(values.surface.min()) >= 0 and float(values.surface.max()) <= 1
+    assert values.edge.std() > 0.01
+    # Same numbers as the uint8 codes the Zarr writer stores.
+    codes = predict_scene(scene, model=test_model_path, config=CFG).codes
+    assert np.array_equal(_codes(values), codes.compute(scheduler="threads"))
+
+
+def test_uint16_nodata_and_small_scene(tmp_path: Path, test_model_path: Path) -> None:
+    image = smooth_scene(90, 110).astype(np.uint16) * 257  # full 16-bit range
+    image[:, :20, :20] = 0
+    u16 = write_scene(tmp_path / "u16.tif", image, nodata=0)
+    as8 = write_scene(tmp_path / "u8.tif", (image // 257).astype(np.uint8), nodata=0)
+    a = _codes(run(u16, model=test_model_path, config=CFG).compute(scheduler="threads"))
+    b = _codes(run(as8, model=test_model_path, config=CFG).compute(scheduler="threads"))
+    assert a.shape == (3, 90, 110)  # smaller than one chunk
+    assert (a[:, :20, :20] == 255).all() and (a[:, 20:, 20:] < 255).all()
+    assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_band_layouts(tmp_path: Path, test_model_path: Path) -> None:
+    rgb = smooth_scene(96, 96)
+    grey = write_scene(tmp_path / "grey.tif", rgb[:1])
+    with pytest.raises(InputError, match="bands"):
+        run(grey, model=test_model_path, config=CFG)
+    grey_cfg = RunConfig(chunk=128, overlap=32, bands=[1, 1, 1])
+    assert run(grey, model=test_model_path, config=grey_cfg).surface.shape == (96, 96)
+    alpha = np.full((1, 96, 96), 255, np.uint8)
+    alpha[:, 50:] = 0
+    rgba = write_scene(
+        tmp_path / "rgba.tif",
+        np.concatenate([rgb, alpha]),
+        colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha],
+    )
+    plain = _codes(
+        run(write_scene(tmp_path / "rgb.tif", rgb), model=test_model_path, config=CFG).compute(
+            scheduler="threads"
+        )
+    )
+    masked = _codes(run(rgba, model=test_model_path, config=CFG).compute(scheduler="threads"))
+    assert (masked[:, 50:] == 255).all()
+    assert np.array_equal(masked[:, :50], plain[:, :50])
+
+
+def test_config_and_model_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="overlap"):
+        load_config(RunConfig, "run", values={"chunk": 128, "overlap": 65})
+    with pytest.raises(ConfigError, match="bands"):
+        load_config(RunConfig, "run", overrides=["bands=[1, x]"])
+    assert load_config(RunConfig, "run") == RunConfig()
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(64, 64))
+    with pytest.raises(ModelError, match="not found"):
+        run(scene, model=tmp_path / "missing.keras", config=CFG)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="cannot load"):
+        run(scene, model=broken, config=CFG)
+
+
+def test_wrong_model_contract_is_a_model_error(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs)).save(tmp_path / "plain.keras")
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(64, 64))
+    with pytest.raises(ModelError, match="surface, edge, centerline"):
+        run(scene, model=tmp_path / "plain.keras", config=CFG)
+
+
+def test_run_to_zarr_round_trip_and_refusal(tmp_path: Path, test_model_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(300, 260))
+    out = tmp_path / "r.zarr"
+    summary = run_to_zarr(
+        scene,
+        out,
+        model=test_model_path,
+        config=CFG,
+        workers=1,
+        threads_per_worker=1,
+        progress=False,
+    )
+    assert summary.chunks == summary.computed == 9 and summary.pixels == 300 * 260
+    assert "Mpx/s" in summary.line() and "9/9 chunks" in summary.line()
+    ds = roadnet.open_result(out)
+    with rasterio.open(scene) as src:
+        assert ds.rio.crs == src.crs and ds.rio.transform() == src.transform
+        assert np.allclose(ds.x.values, src.xy(0, np.arange(260))[0])
+    assert ds.attrs["model_sha256"] and ds.attrs["source"] == str(scene)
+    assert ds.attrs["roadnet_version"] == roadnet.__version__
+    assert '"chunk": 128' in ds.attrs["roadnet_config"]
+    lazy = run(scene, model=test_model_path, config=CFG).compute(scheduler="threads")
+    assert np.array_equal(_codes(ds.compute()), _codes(lazy))
+    with pytest.raises(OutputExistsError):
+        run_to_zarr(scene, out, model=test_model_path, config=CFG, progress=False)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(64, 64))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "roadnet.pipeline.cli",
+            "run",
+            str(scene),
+            "--out",
+            str(tmp_path / "r.zarr"),
+            "--model",
+            str(tmp_path / "missing.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("roadnet: error: model file not found")
