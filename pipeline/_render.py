@@ -382,31 +382,35 @@ def _objects(
     rgb[sel] = colour * light[:, None]
 
 
-def _camera(rows: np.ndarray, cols: np.ndarray, p: RenderParams) -> np.ndarray:
-    """Exposure of every pixel, ``(y, x, 3)``: brightness drift, frame vignetting and balance.
+def _expose(rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: RenderParams) -> None:
+    """Apply the survey camera to ``rgb`` ``(y, x, 3)`` in place.
 
-    The frames of the survey camera (``_FRAME_M`` wide) each get their own exposure and
-    colour balance and a vignette; being smooth, the gain is computed every 8 px and
-    interpolated, which also feathers the seams between frames.
+    The scene is a mosaic of frames ``_FRAME_M`` wide, each with its own exposure and colour
+    balance (seams between frames) and a vignette, under a slow brightness drift. The smooth
+    part is computed every 8 px and interpolated, which feathers the vignette at the seams.
     """
+    frame = _FRAME_M / p.gsd
+    off = hash_uniform(p.seed, 6, np.arange(2)).astype(np.float64) * frame
 
-    def gain(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def smooth(r: np.ndarray, c: np.ndarray) -> np.ndarray:
         drift = fbm(r, c, cell=600.0 / p.gsd, seed=p.seed, salt=5, octaves=3)
-        frame = _FRAME_M / p.gsd
-        off = hash_uniform(p.seed, 6, np.arange(2)) * frame
-        fr, fc = (r + off[0]) / frame, (c + off[1]) / frame
-        ir, ic = np.floor(fr).astype(np.int64), np.floor(fc).astype(np.int64)
-        tr, tc = (fr - ir - 0.5).astype(F32), (fc - ic - 0.5).astype(F32)
+        tr = ((r + off[0]) / frame % 1.0 - 0.5).astype(F32)
+        tc = ((c + off[1]) / frame % 1.0 - 0.5).astype(F32)
         vignette = F32(1.0) - F32(0.18) * (tr[:, None] ** 2 + tc[None, :] ** 2)
-        balance = np.stack(
-            [hash_uniform(p.seed, 7 + b, ir[:, None], ic[None, :]) for b in range(3)], axis=-1
-        )
-        out: np.ndarray = (vignette * (F32(1.0) + F32(0.08) * drift))[..., None] * (
-            F32(0.965) + F32(0.07) * balance
-        )
+        out: np.ndarray = vignette * (F32(1.0) + F32(0.08) * drift)
         return out
 
-    return upsampled(gain, rows, cols, step=8)
+    rgb *= upsampled(smooth, rows, cols, step=8)[..., None]
+    fr = np.floor((rows + off[0]) / frame).astype(np.int64)
+    fc = np.floor((cols + off[1]) / frame).astype(np.int64)
+    row_starts = np.flatnonzero(np.diff(fr, prepend=fr[0] - 1))
+    col_starts = np.flatnonzero(np.diff(fc, prepend=fc[0] - 1))
+    for i, r0 in enumerate(row_starts):
+        r1 = row_starts[i + 1] if i + 1 < row_starts.size else rows.size
+        for j, c0 in enumerate(col_starts):
+            c1 = col_starts[j + 1] if j + 1 < col_starts.size else cols.size
+            balance = hash_uniform(p.seed, 7, fr[r0], fc[c0], np.arange(3))
+            rgb[r0:r1, c0:c1] *= F32(0.965) + F32(0.07) * balance
 
 
 def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> np.ndarray:
@@ -452,7 +456,7 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
     shade = cast_shadow(heights, p)[inner]
     rgb[shade] *= _SHADE
 
-    rgb *= _camera(ri, ci, p)
+    _expose(rgb, ri, ci, p)
     if p.blur_px > 0:
         rgb = ndimage.gaussian_filter(rgb, sigma=(p.blur_px, p.blur_px, 0), truncate=3.0)
     core = rgb[margin : rgb.shape[0] - margin, margin : rgb.shape[1] - margin]

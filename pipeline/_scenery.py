@@ -167,7 +167,9 @@ def tile_scenery(
     surfaces = road_surfaces(tiled, cap_style=cap_style)
 
     b = _tile(buildings[["height_m", "geometry"]], extent, box)
-    guess = 7.0 + 16.0 * hash_uniform(seed, 11, b["key"].to_numpy())
+    # no height in OSM: houses (small footprints) 4-8 m, larger buildings 7-23 m
+    u = hash_uniform(seed, 11, b["key"].to_numpy())
+    guess = np.where(b.area.to_numpy() < 250.0, 4.0 + 4.0 * u, 7.0 + 16.0 * u)
     b["height_m"] = np.where(np.isfinite(b["height_m"]), b["height_m"], guess).clip(3.0, 60.0)
 
     codes = {name: i for i, name in enumerate(COVER_CLASSES)}
