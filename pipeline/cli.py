@@ -80,15 +80,23 @@ def labels(
         Path, typer.Argument(help="Road vectors (GeoPackage, GeoJSON, Parquet, OSM PBF ...).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    layer: Annotated[
+        str | None, typer.Option("--layer", help="Layer of a multi-layer vector file.")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Rasterize road vectors onto a scene's grid: surface, edge, centerline label GeoTIFFs."""
-    from roadnet.pipeline.config import load_config
+    from roadnet.pipeline.config import bundled_config_path, load_config
     from roadnet.pipeline.labels import LabelsConfig, make_labels
 
-    cfg = load_config(LabelsConfig, config or "labels", overrides=set_ or [])
+    cfg = load_config(
+        LabelsConfig,
+        config or bundled_config_path("labels"),
+        overrides=set_ or [],
+        values={"layer": layer},
+    )
     make_labels(scene, roads, out, config=cfg, overwrite=overwrite)
 
 

@@ -82,6 +82,9 @@ class LabelsConfig(StrictModel):
     widths: str = Field(
         default="road-widths", description="Width table: a YAML path or bundled config name."
     )
+    layer: str | None = Field(
+        default=None, description="Layer of a multi-layer vector file (default: the first)."
+    )
     edge_width_px: int = Field(default=2, ge=1, le=16, description="Width of the edge band.")
     centerline_dilate_px: int = Field(
         default=0, ge=0, le=8, description="Grow the centerline by this many px on every side."
@@ -368,6 +371,7 @@ def make_labels(
             crs=grid.crs,
             widths=widths,
             bounds=(minx - pad, miny - pad, maxx + pad, maxy + pad),
+            layer=config.layer,
         )
         surfaces = road_surfaces(gdf, cap_style=config.cap_style)
         if not surfaces.intersects(shapely.box(*grid.bounds)).any():

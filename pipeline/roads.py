@@ -10,6 +10,7 @@ to their width.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,8 @@ POLYGON_TYPES = ("Polygon", "MultiPolygon")
 WIDTH_COLUMNS = ("width_m", "width")
 PBF_SUFFIXES = (".osm.pbf", ".pbf")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
+
+log = logging.getLogger(__name__)
 
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:m|metres|meters)?\s*$", re.IGNORECASE)
 
@@ -231,6 +234,27 @@ def _read_pbf(path: Path, bounds_4326: Bounds | None, network_type: str) -> gpd.
     return roads
 
 
+def _read_ogr(path: Path, *, crs: Any, bounds: Bounds | None, layer: str | None) -> Any:
+    import pyogrio
+    from pyproj import CRS
+    from rasterio.warp import transform_bounds
+
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        if layer is not None and layer not in layers:
+            raise InputError(f"{path}: no layer {layer!r}; layers: {', '.join(layers)}")
+        if layer is None and len(layers) > 1:
+            log.warning("%s: reading its first layer %r of %s", path, layers[0], layers)
+        layer = layer if layer is not None else layers[0] if layers else None
+        info = pyogrio.read_info(path, layer=layer)
+        bbox = None
+        if bounds is not None and info.get("crs"):
+            bbox = transform_bounds(CRS.from_user_input(crs), info["crs"], *bounds)
+        return pyogrio.read_dataframe(path, layer=layer, bbox=bbox)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(f"{path}: not a readable vector file ({_first_sentence(exc)})") from exc
+
+
 def read_roads(
     path: Path,
     *,
@@ -238,6 +262,7 @@ def read_roads(
     widths: RoadWidths,
     bounds: Bounds | None = None,
     network_type: str = "driving",
+    layer: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Read road vectors from a file and :func:`normalize_roads` them to ``crs``.
 
@@ -249,11 +274,12 @@ def read_roads(
         widths: the width table.
         bounds: optional (minx, miny, maxx, maxy) in ``crs``: read only roads near it.
         network_type: pyrosm network for ``.osm.pbf`` input.
+        layer: layer of a multi-layer file (GeoPackage ...); default the first, with a
+            warning when there are several.
 
     Raises:
         InputError: missing or unreadable file, plus everything :func:`normalize_roads` raises.
     """
-    import pyogrio
     from pyproj import CRS
     from rasterio.warp import transform_bounds
 
@@ -274,16 +300,7 @@ def read_roads(
                 f"{path}: not a readable GeoParquet file ({_first_sentence(exc)})"
             ) from exc
     else:
-        try:
-            info = pyogrio.read_info(path)
-            bbox = None
-            if bounds is not None and info.get("crs"):
-                bbox = transform_bounds(CRS.from_user_input(crs), info["crs"], *bounds)
-            roads = pyogrio.read_dataframe(path, bbox=bbox)
-        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-            raise InputError(
-                f"{path}: not a readable vector file ({_first_sentence(exc)})"
-            ) from exc
+        roads = _read_ogr(path, crs=crs, bounds=bounds, layer=layer)
     if not isinstance(roads, gpd.GeoDataFrame) or roads.geometry.name not in roads.columns:
         raise InputError(f"{path}: holds no geometry column")
     if bounds is not None and roads.empty:

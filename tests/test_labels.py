@@ -380,10 +380,11 @@ def test_config_validation(tmp_path: Path) -> None:
         load_config(LabelsConfig, overrides=["block_px=1000"])
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", "roadnet.pipeline.cli", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         env=env,
@@ -394,7 +395,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_labels(scene_and_roads: tuple[Path, Path], tmp_path: Path) -> None:
     scene, roads = scene_and_roads
     out = tmp_path / "cli-out"
-    done = run_cli("labels", str(scene), str(roads), "--out", str(out), "--set", "edge_width_px=3")
+    (tmp_path / "labels").mkdir()  # a folder named like the bundled config must not shadow it
+    done = run_cli(
+        "labels",
+        str(scene),
+        str(roads),
+        "--out",
+        str(out),
+        "--set",
+        "edge_width_px=3",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load((out / "roadnet-config.yaml").read_text())["config"]["edge_width_px"] == 3
     with rasterio.open(out / "edge.tif") as src:

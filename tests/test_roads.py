@@ -156,6 +156,26 @@ def test_read_roads_from_geopackage_with_bounds(tmp_path: Path, widths: RoadWidt
     assert near.crs.to_epsg() == 32635
 
 
+def test_read_roads_layers(
+    tmp_path: Path, widths: RoadWidths, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "two.gpkg"
+    lines(highway=["primary"]).to_file(path, layer="centerlines")
+    polygon = gpd.GeoDataFrame(
+        geometry=[shapely.box(385_000, 6_672_000, 385_010, 6_672_030)], crs=UTM
+    )
+    polygon.to_file(path, layer="surfaces")
+    with caplog.at_level("WARNING", logger="roadnet.pipeline.roads"):
+        first = read_roads(path, crs=UTM, widths=widths)
+    assert first.geom_type.tolist() == ["LineString"]
+    assert "first layer 'centerlines'" in caplog.text
+    assert read_roads(path, crs=UTM, widths=widths, layer="surfaces").geom_type.tolist() == [
+        "Polygon"
+    ]
+    with pytest.raises(InputError, match="no layer 'roads'; layers: centerlines, surfaces"):
+        read_roads(path, crs=UTM, widths=widths, layer="roads")
+
+
 def test_read_roads_bad_files(tmp_path: Path, widths: RoadWidths) -> None:
     with pytest.raises(InputError, match="not found"):
         read_roads(tmp_path / "missing.gpkg", crs=UTM, widths=widths)
