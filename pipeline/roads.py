@@ -211,6 +211,15 @@ def normalize_roads(roads: gpd.GeoDataFrame, *, crs: Any, widths: RoadWidths) ->
         width[is_line] = _line_widths(roads[is_line], widths)
     roads = roads.copy()
     roads["width_m"] = width
+    if not is_line.all():  # repair self-intersecting polygons, keeping only their area
+        geoms = roads.geometry.to_numpy()
+        geoms[~is_line] = shapely.make_valid(
+            geoms[~is_line], method="structure", keep_collapsed=False
+        )
+        roads = roads.set_geometry(gpd.GeoSeries(geoms, index=roads.index, crs=roads.crs))
+        roads = roads[~roads.geometry.is_empty].reset_index(drop=True)
+        if roads.empty:
+            raise InputError("road vectors hold no usable road lines or polygons")
     return roads
 
 

@@ -125,6 +125,16 @@ def test_reprojects_and_keeps_polygons(widths: RoadWidths) -> None:
     assert out.geom_type.tolist() == ["LineString", "Polygon"]
 
 
+def test_invalid_polygons_are_repaired(widths: RoadWidths) -> None:
+    bowtie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+    sliver = shapely.Polygon([(0, 0), (5, 0), (10, 0)])
+    gdf = gpd.GeoDataFrame({"name": ["bowtie", "sliver"]}, geometry=[bowtie, sliver], crs=UTM)
+    out = normalize_roads(gdf, crs=UTM, widths=widths)
+    assert out["name"].tolist() == ["bowtie"]
+    assert out.geometry.iloc[0].is_valid
+    assert out.geometry.iloc[0].area == pytest.approx(50.0)
+
+
 def test_road_surfaces_buffer_by_half_width(widths: RoadWidths) -> None:
     gdf = gpd.GeoDataFrame(
         {"width_m": [6.0, np.nan]},
