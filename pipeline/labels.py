@@ -286,6 +286,7 @@ def write_labels(
                 )
                 for name, dst in dsts.items():
                     dst.write(arrays[name], 1, window=window)
+            log.debug("labelled rows %d-%d of %d", row, min(row + block, height), height)
     return paths
 
 
