@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +12,7 @@ import shapely
 import yaml
 from affine import Affine
 from scipy import ndimage
+from test_cli import run_cli
 
 from roadnet.errors import ConfigError, InputError, OutputExistsError
 from roadnet.pipeline.config import load_config
@@ -378,18 +376,6 @@ def test_config_validation(tmp_path: Path) -> None:
         load_config(LabelsConfig, overrides=["halo_px=2", "edge_width_px=6"])
     with pytest.raises(ConfigError, match="block_px"):
         load_config(LabelsConfig, overrides=["block_px=1000"])
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "roadnet.pipeline.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_cli_labels(scene_and_roads: tuple[Path, Path], tmp_path: Path) -> None:
