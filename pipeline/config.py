@@ -120,7 +120,7 @@ def load_config(
     label = "defaults"
     if source is not None:
         path = Path(source)
-        if not path.suffix and not path.exists():
+        if not path.suffix and not path.is_file():
             path = bundled_config_path(str(source))
         data = _read_yaml(path)
         label = str(path)

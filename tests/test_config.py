@@ -58,3 +58,12 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     data = yaml.safe_load(path.read_text())
     assert Demo.model_validate(data["config"]) == cfg
     assert data["source"] == "s.tif"
+
+
+def test_bundled_name_wins_over_a_same_named_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "no-such-config").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no bundled config"):
+        load_config(Demo, "no-such-config")
