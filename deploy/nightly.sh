@@ -4,6 +4,7 @@
 # A result counts as done only when `roadnet.open_result` accepts it (the store's completion
 # record); an interrupted store is resumed by `roadnet run`, which recomputes only missing
 # chunks. Exits non-zero if any scene failed, after trying all of them.
+# ROADNET_ARGS adds options to every `roadnet run` (e.g. "--model /models/x.keras").
 set -uo pipefail
 inbox=${1:?usage: nightly.sh INBOX OUTBOX [SCHEDULER]}
 outbox=${2:?usage: nightly.sh INBOX OUTBOX [SCHEDULER]}
@@ -22,6 +23,8 @@ for scene in "$inbox"/*.tif "$inbox"/*.tiff; do
   fi
   args=(run "$scene" --out "$result")
   [ -n "$scheduler" ] && args+=(--scheduler "$scheduler")
+  # shellcheck disable=SC2206  # word splitting of ROADNET_ARGS is intended
+  [ -n "${ROADNET_ARGS:-}" ] && args+=(${ROADNET_ARGS})
   if "$roadnet" "${args[@]}"; then
     echo "done $name"
   else
