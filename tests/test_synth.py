@@ -219,6 +219,16 @@ def test_deterministic_for_a_seed_and_window_size(coarse_plan, tmp_path: Path) -
     np.testing.assert_array_equal(first, other_windows)
 
 
+def test_window_size_does_not_change_a_fine_scene(
+    helsinki: tuple[Path, SynthConfig], tmp_path: Path
+) -> None:
+    """At 0.3 m shadows, crowns and blur reach ~150 px across window borders."""
+    out, config = helsinki  # rendered in 512 px windows
+    larger = config.model_copy(update={"window_px": 1024})
+    again = render(plan_scene("helsinki", config=larger), larger, tmp_path / "b.tif")
+    np.testing.assert_array_equal(read_rgb(out / "scene.tif"), again)
+
+
 def test_seeds_differ(coarse_plan, tmp_path: Path) -> None:
     plan, config = coarse_plan
     first = render(plan, config, tmp_path / "a.tif")
