@@ -1,0 +1,266 @@
+"""A real Dask cluster on 127.0.0.1: `dask scheduler` and two `dask worker` processes.
+
+The CLI runs against it with --scheduler; results must equal a LocalCluster run byte for
+byte, survive a worker killed mid-run, and resume after the client is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from _models import save_test_model, smooth_scene, write_scene
+
+from roadnet.pipeline.run import RunConfig, predict_scene
+from roadnet.pipeline.zarr_store import done_chunks, staging_path
+
+pytestmark = pytest.mark.cluster
+
+ROADNET = [sys.executable, "-m", "roadnet.pipeline.cli"]
+RUN_OPTS = ["--chunk", "128", "--overlap", "32", "--no-progress"]
+SIZE = 1024  # 64 chunks of 128 px: long enough to interrupt
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a process we started and everything in its session."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            args, stdout=fh, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
+        )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(workdir: Path) -> Iterator[str]:
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    procs = [
+        _start(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                address.rsplit(":", 1)[1],
+                "--no-dashboard",
+            ],
+            workdir / "scheduler.log",
+        )
+    ]
+    try:
+        for i in range(2):
+            procs.append(
+                _start(
+                    [
+                        dask,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                        "--name",
+                        f"w{i}",
+                    ],
+                    workdir / f"worker{i}.log",
+                )
+            )
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def job(workdir: Path) -> dict[str, Path]:
+    model = save_test_model(workdir / "m.keras")
+    scene = write_scene(workdir / "scene.tif", smooth_scene(SIZE, SIZE, seed=3))
+    local = workdir / "local.zarr"
+    proc = subprocess.run(
+        [
+            *ROADNET,
+            "run",
+            str(scene),
+            "--out",
+            str(local),
+            "--model",
+            str(model),
+            *RUN_OPTS,
+            "--workers",
+            "1",
+            "--threads-per-worker",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {"model": model, "scene": scene, "local": local}
+
+
+def _raw(path: Path) -> dict[str, np.ndarray]:
+    ds = xr.open_zarr(path, mask_and_scale=False)
+    return {name: ds[name].values for name in ("surface", "edge", "centerline")}
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    ra, rb = _raw(a), _raw(b)
+    for name in ra:
+        assert ra[name].dtype == np.uint8
+        assert np.array_equal(ra[name], rb[name]), name
+
+
+def _cli_on(cluster: str, job: dict[str, Path], out: Path) -> subprocess.Popen[bytes]:
+    return _start(
+        [
+            *ROADNET,
+            "run",
+            str(job["scene"]),
+            "--out",
+            str(out),
+            "--model",
+            str(job["model"]),
+            *RUN_OPTS,
+            "--scheduler",
+            cluster,
+        ],
+        out.with_suffix(".log"),
+    )
+
+
+def _wait_for_chunks(out: Path, count: int, proc: subprocess.Popen[bytes]) -> int:
+    staging = staging_path(out)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "run ended before it could be interrupted"
+        if (staging / "progress" / "done" / "zarr.json").exists():
+            done = int(done_chunks(staging).sum())
+            if done >= count:
+                return done
+        time.sleep(0.1)
+    raise AssertionError("no progress")
+
+
+def test_graph_carries_no_model(job: dict[str, Path]) -> None:
+    prediction = predict_scene(
+        job["scene"], model=job["model"], config=RunConfig(chunk=128, overlap=32), validate=False
+    )
+    import cloudpickle
+
+    runner = pickle.dumps(prediction.runner)
+    assert len(runner) < 1000
+    graph = cloudpickle.dumps(dict(prediction.codes.__dask_graph__()))
+    # Task specs, the model's path and hash only: no Keras or TensorFlow object inside.
+    assert b"keras" not in graph.replace(b".keras", b"") and b"tensorflow" not in graph
+    assert len(graph) / 64 < 5000
+
+
+def test_scheduler_run_equals_local_run(cluster: str, job: dict[str, Path], workdir: Path) -> None:
+    from distributed import Client
+
+    out = workdir / "remote.zarr"
+    proc = _cli_on(cluster, job, out)
+    assert proc.wait(timeout=300) == 0, out.with_suffix(".log").read_text()[-2000:]
+    _assert_same(job["local"], out)
+    line = out.with_suffix(".log").read_text().strip().splitlines()[-1]
+    assert "64/64 chunks computed" in line and "Mpx/s" in line
+    with Client(cluster) as client:
+        from roadnet.pipeline.worker_model import loaded_model_count
+
+        counts = client.run(loaded_model_count)
+    assert sorted(counts.values()) == [1, 1]  # once per worker process
+
+
+def test_worker_killed_mid_run(cluster: str, job: dict[str, Path], workdir: Path) -> None:
+    from distributed import Client
+
+    out = workdir / "killed-worker.zarr"
+    proc = _cli_on(cluster, job, out)
+    try:
+        _wait_for_chunks(out, 6, proc)
+        with Client(cluster) as client:
+            pids = client.run(os.getpid)
+            victim = sorted(pids.values())[0]
+            os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=300) == 0, out.with_suffix(".log").read_text()[-2000:]
+    finally:
+        _stop(proc)
+    assert done_chunks(out).all()
+    _assert_same(job["local"], out)
+
+
+def test_killed_run_resumes(cluster: str, job: dict[str, Path], workdir: Path) -> None:
+    out = workdir / "resumed.zarr"
+    proc = _cli_on(cluster, job, out)
+    try:
+        _wait_for_chunks(out, 12, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _stop(proc)
+    assert not out.exists() and staging_path(out).exists()
+    rerun = subprocess.run(
+        [
+            *ROADNET,
+            "run",
+            str(job["scene"]),
+            "--out",
+            str(out),
+            "--model",
+            str(job["model"]),
+            *RUN_OPTS,
+            "--scheduler",
+            cluster,
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    line = rerun.stdout.strip().splitlines()[-1]
+    computed = int(line.split(" chunks computed")[0].rsplit(" ", 1)[1].split("/")[0])
+    assert 0 < computed <= 64 - 12, line
+    assert "resumed" in line
+    _assert_same(job["local"], out)
