@@ -216,6 +216,78 @@ def run(
     typer.echo(summary.line())
 
 
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")],
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Training YAML (e.g. configs/train-lite.yaml).")
+    ],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in OUT from its last checkpoint.")
+    ] = False,
+    set_: SetOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train RoadNet on labelled scenes; writes checkpoints, logs, curves, model and card."""
+    from roadnet.model.train import TrainConfig
+    from roadnet.model.train import train as run_training
+    from roadnet.pipeline.config import load_config
+
+    cfg = load_config(TrainConfig, config, overrides=set_ or [])
+    result = run_training(cfg, out, overwrite=overwrite, resume=resume)
+    metrics = result.card["metrics"]
+    typer.echo(
+        f"{result.model_path}: best val_mean_f1 {metrics['best']:.4f} at epoch "
+        f"{metrics['best_epoch']} ({result.card['content_hash']})"
+    )
+
+
+@app.command("evaluate-model")
+def evaluate_model(
+    scene: Annotated[Path, typer.Argument(help="Scene GeoTIFF (R, G, B).")],
+    labels_dir: Annotated[
+        Path, typer.Argument(help="Directory with surface.tif, edge.tif, centerline.tif.")
+    ],
+    model: Annotated[
+        Path | None, typer.Option("--model", help=".keras model (default: the shipped one).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="JSON report.")] = None,
+    window: Annotated[
+        str | None, typer.Option("--window", help="Pixel window col0,row0,col1,row1.")
+    ] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Probability cut.")] = 0.5,
+    rho: Annotated[float, typer.Option("--rho", help="Relaxed-score tolerance, px.")] = 2.0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Score a model on a labelled scene: pixel and relaxed precision / recall / F1 / IoU."""
+    from roadnet.errors import InputError
+    from roadnet.model.evaluate import evaluate_model_on_files
+
+    win = None
+    if window:
+        try:
+            c0, r0, c1, r1 = (int(v) for v in window.split(","))
+        except ValueError:
+            raise InputError(f"--window {window!r} is not col0,row0,col1,row1") from None
+        win = (c0, r0, c1, r1)
+    report = evaluate_model_on_files(
+        scene,
+        labels_dir,
+        model_path=model,
+        out=out,
+        window=win,
+        threshold=threshold,
+        rho=rho,
+        overwrite=overwrite,
+    )
+    for task, s in report["scores"].items():
+        typer.echo(
+            f"{task:<11} IoU {s['iou']:.4f}  F1 {s['f1']:.4f}  P {s['precision']:.4f}  "
+            f"R {s['recall']:.4f}  relaxed(rho={rho:g}) F1 {s['relaxed_f1']:.4f}  "
+            f"P {s['relaxed_precision']:.4f}  R {s['relaxed_recall']:.4f}"
+        )
+
+
 def main() -> None:
     """Console entry point: run the app, turn roadnet errors into one line and exit code 2."""
     try:

@@ -1,0 +1,81 @@
+"""Model cards: a JSON file beside every saved model saying what it is and how good it is."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from roadnet import __version__
+from roadnet.model.io import content_hash
+
+__all__ = ["make_model_card", "read_model_card", "write_json_atomic"]
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def make_model_card(
+    model_path: Path,
+    *,
+    variant: str,
+    parameters: int,
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """Describe a saved model: variant, data, metrics, date, content hash, versions.
+
+    Args:
+        model_path: the ``.keras`` file the card describes (hashed here).
+        variant: the model variant name, e.g. ``"roadnet-lite"``.
+        parameters: number of weights.
+        data: training and validation scenes and windows.
+        metrics: validation / held-out scores.
+        training: the resolved training config and run facts (epochs, wall time ...).
+    """
+    import keras
+
+    backend_version = "unknown"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        backend_version = tf.__version__
+    return {
+        "model": model_path.name,
+        "variant": variant,
+        "content_hash": content_hash(model_path),
+        "size_bytes": model_path.stat().st_size,
+        "parameters": int(parameters),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "input": {
+            "shape": "(batch, H, W, 3) float32, H and W multiples of 16",
+            "bands": ["red", "green", "blue"],
+            "scale": "digital numbers on the 0-255 scale; normalized inside the model",
+        },
+        "outputs": "dict of (batch, H, W, 1) float32 logits: surface, edge, centerline "
+        "(fused) and <task>_side<k>; apply a sigmoid for probabilities",
+        "data": data,
+        "metrics": metrics,
+        "training": training,
+        "software": {
+            "roadnet": __version__,
+            "keras": keras.__version__,
+            "backend": f"{keras.backend.backend()} {backend_version}",
+            "python": platform.python_version(),
+        },
+    }
+
+
+def read_model_card(path: Path) -> dict[str, Any]:
+    """Read a model card JSON file."""
+    card: dict[str, Any] = json.loads(Path(path).read_text())
+    return card

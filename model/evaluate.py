@@ -1,0 +1,152 @@
+"""Whole-scene prediction and held-out scores of a model (in memory, one process).
+
+For city-scale scenes use the Dask pipeline (``roadnet run``); this module serves training
+(validation of a finished model) and ``roadnet evaluate-model``, on scenes that fit in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roadnet.model.data import LabelledScene
+from roadnet.model.metrics import pixel_scores, relaxed_scores
+from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS
+
+__all__ = ["evaluate_model_on_files", "evaluate_scene", "predict_scene"]
+
+
+def predict_scene(
+    model: Any, image: np.ndarray, *, tile: int = 512, margin: int = 32
+) -> dict[str, np.ndarray]:
+    """Predict a whole image tile by tile, keeping each tile's centre.
+
+    Tiles of ``tile`` px overlap by ``2 * margin``; the image is reflect-padded so every pixel
+    is predicted by a tile centre.
+
+    Args:
+        model: a RoadNet ``keras.Model`` (logit outputs).
+        image: ``(y, x, 3)`` float32 R, G, B on the 0–255 scale.
+        tile: tile side, a multiple of 16.
+        margin: pixels discarded at each tile edge.
+
+    Returns:
+        ``{task: (y, x) float32 probability}`` for surface, edge and centerline.
+    """
+    if tile % INPUT_MULTIPLE or tile <= 2 * margin:
+        raise ValueError(f"tile must be a multiple of {INPUT_MULTIPLE} larger than 2*margin")
+    from keras import ops
+
+    height, width = image.shape[:2]
+    step = tile - 2 * margin
+    rows, cols = math.ceil(height / step), math.ceil(width / step)
+    pad_y, pad_x = rows * step - height + margin, cols * step - width + margin
+    widths = ((margin, pad_y), (margin, pad_x), (0, 0))
+    if min(height, width) > max(pad_y, pad_x):
+        padded = np.pad(image, widths, mode="reflect")
+    else:
+        padded = np.pad(image, widths, mode="symmetric")
+    out = {task: np.zeros((rows * step, cols * step), np.float32) for task in TASKS}
+    for r in range(rows):
+        for c in range(cols):
+            window = padded[r * step : r * step + tile, c * step : c * step + tile]
+            logits = model(window[None].astype(np.float32), training=False)
+            for task in TASKS:
+                prob = ops.convert_to_numpy(ops.sigmoid(logits[task]))[0, ..., 0]
+                out[task][r * step : (r + 1) * step, c * step : (c + 1) * step] = prob[
+                    margin : margin + step, margin : margin + step
+                ]
+    return {task: out[task][:height, :width] for task in TASKS}
+
+
+def evaluate_scene(
+    model: Any,
+    scene: LabelledScene,
+    *,
+    threshold: float = 0.5,
+    rho: float = 2.0,
+    tile: int = 512,
+    margin: int = 32,
+) -> dict[str, dict[str, float]]:
+    """Scores of a model on the window of a labelled scene.
+
+    Returns:
+        ``{task: {...}}`` with pixel ``precision``, ``recall``, ``f1``, ``iou`` and the relaxed
+        ``relaxed_precision``, ``relaxed_recall``, ``relaxed_f1`` within ``rho`` pixels.
+    """
+    col0, row0, col1, row1 = scene.window
+    image = scene.image[row0:row1, col0:col1].astype(np.float32)
+    probs = predict_scene(model, image, tile=tile, margin=margin)
+    result: dict[str, dict[str, float]] = {}
+    for i, task in enumerate(TASKS):
+        truth = scene.labels[row0:row1, col0:col1, i] > 0
+        pred = probs[task] > threshold
+        scores = {k: float(v) for k, v in pixel_scores(pred, truth).items()}
+        relaxed = relaxed_scores(pred, truth, rho=rho)
+        for key in ("precision", "recall", "f1"):
+            scores[f"relaxed_{key}"] = float(relaxed[key])
+        scores["truth_fraction"] = float(truth.mean())
+        result[task] = scores
+    return result
+
+
+def evaluate_model_on_files(
+    scene: Path,
+    labels_dir: Path,
+    *,
+    model_path: Path | None = None,
+    out: Path | None = None,
+    window: tuple[int, int, int, int] | None = None,
+    threshold: float = 0.5,
+    rho: float = 2.0,
+    tile: int = 512,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Score a saved model on a labelled scene read from disk; optionally write JSON.
+
+    Args:
+        scene: scene GeoTIFF ``(3, y, x)``, R, G, B.
+        labels_dir: directory with ``surface.tif``, ``edge.tif``, ``centerline.tif``.
+        model_path: a ``.keras`` model; None for the shipped default model.
+        out: JSON file to write the report to, or None.
+        window: ``(col0, row0, col1, row1)`` part of the scene to score; None for all of it.
+        threshold: probability above which a pixel is predicted positive.
+        rho: tolerance of the relaxed scores, pixels.
+        tile: prediction tile side, a multiple of 16.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        The report: model path and content hash, scene, window, threshold, rho, scores per task.
+    """
+    from roadnet.model.data import read_labelled_scene
+    from roadnet.model.io import content_hash, default_model_path, load_model
+    from roadnet.pipeline.outputs import check_output_file
+
+    if out is not None:
+        check_output_file(out, overwrite=overwrite)
+    path = Path(model_path) if model_path is not None else default_model_path()
+    model = load_model(path)
+    data = read_labelled_scene(scene, labels_dir, window=window)
+    started = time.monotonic()
+    scores = evaluate_scene(model, data, threshold=threshold, rho=rho, tile=tile)
+    report = {
+        "model": str(path),
+        "content_hash": content_hash(path),
+        "scene": str(scene),
+        "labels": str(labels_dir),
+        "window": list(data.window),
+        "threshold": threshold,
+        "rho": rho,
+        "tile": tile,
+        "seconds": round(time.monotonic() - started, 1),
+        "scores": scores,
+    }
+    if out is not None:
+        from roadnet.model.card import write_json_atomic
+
+        write_json_atomic(out, report)
+    return report

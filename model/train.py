@@ -1,0 +1,312 @@
+"""Train RoadNet on labelled scenes: random augmented crops, held-out validation, checkpoints.
+
+A run directory holds everything a run writes::
+
+    best.keras   last.keras   state.json        checkpoints (best validation F1 / every epoch)
+    history.csv  curves.png   tensorboard/      logs
+    model.keras  model.json                     final model (best weights, no optimizer) + card
+    roadnet-config.yaml                         the resolved config
+
+``model.keras`` and ``model.json`` appear only when a run finishes; an interrupted run keeps
+its checkpoints and continues with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+from pydantic import Field, model_validator
+
+from roadnet.errors import ConfigError, InputError, OutputExistsError
+from roadnet.model.callbacks import (
+    MONITOR,
+    CurvesPlot,
+    MeanF1,
+    RunState,
+    TimeBudget,
+    plot_curves,
+    read_state,
+)
+from roadnet.model.card import make_model_card, write_json_atomic
+from roadnet.model.data import (
+    AugmentConfig,
+    CropDataset,
+    label_targets,
+    read_labelled_scene,
+    validation_tiles,
+    windows_overlap,
+)
+from roadnet.model.evaluate import evaluate_scene
+from roadnet.model.losses import DEFAULT_SIDE_WEIGHTS, compile_losses
+from roadnet.model.metrics import task_metrics
+from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS, ModelConfig, build_roadnet
+from roadnet.pipeline.config import (
+    StrictModel,
+    bundled_config_path,
+    load_config,
+    write_resolved_config,
+)
+
+__all__ = ["ScenePair", "TrainConfig", "TrainResult", "configure_threads", "train"]
+
+log = logging.getLogger("roadnet.train")
+
+
+class ScenePair(StrictModel):
+    """A scene GeoTIFF, its label directory, and optionally the pixel window to use."""
+
+    scene: Path
+    labels: Path
+    window: tuple[int, int, int, int] | None = None  # col0, row0, col1, row1
+
+
+class TrainConfig(StrictModel):
+    """``configs/train-lite.yaml``; paths are relative to the working directory."""
+
+    model: str = "roadnet-lite"  # a bundled variant name or a variant YAML path
+    train: list[ScenePair] = Field(min_length=1)
+    validation: ScenePair
+    crop_size: int = Field(256, ge=INPUT_MULTIPLE)
+    batch_size: int = Field(4, ge=1)
+    steps_per_epoch: int = Field(100, ge=1)
+    epochs: int = Field(30, ge=1)
+    validation_tiles: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_factor: float = Field(0.5, gt=0, lt=1)
+    lr_patience: int = Field(3, ge=1)
+    min_learning_rate: float = Field(1e-5, ge=0)
+    early_stopping_patience: int = Field(8, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    side_weights: dict[str, list[float]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_SIDE_WEIGHTS.items()}
+    )
+    fused_weight: float = Field(1.0, gt=0)
+    l2_weight: float = Field(1.0, ge=0)
+    augment: AugmentConfig = AugmentConfig()
+    evaluate_validation_scene: bool = True  # score the whole validation window at the end
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    jit_compile: bool = False  # XLA: slower to compile and to run on CPU; try on GPUs
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.crop_size % INPUT_MULTIPLE:
+            raise ValueError(f"crop_size must be a multiple of {INPUT_MULTIPLE}")
+        if sorted(self.side_weights) != sorted(TASKS):
+            raise ValueError(f"side_weights needs exactly the keys {list(TASKS)}")
+        if len(self.side_weights["surface"]) != 5 or any(
+            len(self.side_weights[t]) != 4 for t in TASKS[1:]
+        ):
+            raise ValueError("side_weights: 5 values for surface, 4 for edge and centerline")
+        for pair in self.train:
+            same = pair.scene.resolve() == self.validation.scene.resolve()
+            if same and (
+                pair.window is None
+                or self.validation.window is None
+                or windows_overlap(pair.window, self.validation.window)
+            ):
+                raise ValueError(
+                    f"training area of {pair.scene} overlaps the validation area: give both "
+                    "disjoint windows"
+                )
+        return self
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    model_path: Path
+    card_path: Path
+    card: dict[str, Any]
+
+
+def configure_threads(threads: int) -> None:
+    """Set TensorFlow's thread pools (no effect once TensorFlow has started executing)."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        log.debug("TensorFlow already initialized; thread settings unchanged")
+
+
+def load_variant(name: str) -> ModelConfig:
+    """A model variant config from a bundled name (``roadnet-lite``) or a YAML path."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        return load_config(ModelConfig, path)
+    return load_config(ModelConfig, bundled_config_path(name))
+
+
+def _compile(model: keras.Model, config: TrainConfig) -> None:
+    losses, weights = compile_losses(
+        side_weights=config.side_weights,
+        fused_weight=config.fused_weight,
+        l2_weight=config.l2_weight,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=losses,
+        loss_weights=weights,
+        metrics=task_metrics(threshold=config.threshold),
+        jit_compile=config.jit_compile,
+    )
+
+
+def _prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> dict[str, Any] | None:
+    """Check the run directory; return the saved state when resuming."""
+    if resume:
+        state_path, last = out / "state.json", out / "last.keras"
+        if not (state_path.is_file() and last.is_file()):
+            raise InputError(f"cannot resume: {out} holds no state.json and last.keras")
+        return read_state(state_path)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"run directory {out} is not empty (use --overwrite, or --resume to continue)"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _scene_entry(pair: ScenePair) -> dict[str, Any]:
+    return {
+        "scene": str(pair.scene),
+        "labels": str(pair.labels),
+        "window": list(pair.window) if pair.window else None,
+    }
+
+
+def train(
+    config: TrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False
+) -> TrainResult:
+    """Train a RoadNet variant and write the run directory (see the module docstring).
+
+    Raises:
+        ConfigError: the variant config does not validate.
+        InputError: a scene or label file is missing or unsuitable; nothing to resume.
+        OutputExistsError: ``out`` is not empty and neither ``overwrite`` nor ``resume``.
+    """
+    configure_threads(config.threads)
+    variant = load_variant(config.model)
+    state = _prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    keras.utils.set_random_seed(config.seed)
+    scenes = [read_labelled_scene(p.scene, p.labels, window=p.window) for p in config.train]
+    val_scene = read_labelled_scene(
+        config.validation.scene, config.validation.labels, window=config.validation.window
+    )
+    x_val, y_val = validation_tiles(
+        val_scene, size=config.crop_size, max_tiles=config.validation_tiles
+    )
+    write_resolved_config(config, out, extra={"variant": variant.model_dump(mode="json")})
+    initial_epoch, best, best_epoch = 0, -1.0, 0
+    if state is not None:
+        from roadnet.model.io import _register_custom_objects
+
+        _register_custom_objects()
+        model = keras.saving.load_model(out / "last.keras", safe_mode=True)
+        model.jit_compile = config.jit_compile
+        initial_epoch = int(state["epoch"])
+        best, best_epoch = float(state["best"]), int(state["best_epoch"])
+        log.info("resuming %s after epoch %d (best %s %.4f)", out, initial_epoch, MONITOR, best)
+    else:
+        model = build_roadnet(variant)
+        _compile(model, config)
+    if initial_epoch >= config.epochs:
+        raise ConfigError(f"run {out} already has {initial_epoch} epochs; raise `epochs`")
+    dataset = CropDataset(
+        scenes,
+        crop_size=config.crop_size,
+        batch_size=config.batch_size,
+        steps=config.steps_per_epoch,
+        augment_config=config.augment,
+        seed=config.seed,
+        workers=1,
+        use_multiprocessing=False,
+    )
+    dataset.epoch = initial_epoch
+    budget = TimeBudget(config.max_minutes * 60) if config.max_minutes else None
+    callbacks: list[keras.callbacks.Callback] = [
+        MeanF1(),
+        RunState(out, best=best, best_epoch=best_epoch),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        CurvesPlot(out / "history.csv", out / "curves.png"),
+        keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=MONITOR,
+            mode="max",
+            factor=config.lr_factor,
+            patience=config.lr_patience,
+            min_lr=config.min_learning_rate,
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor=MONITOR, mode="max", patience=config.early_stopping_patience
+        ),
+    ]
+    if budget is not None:
+        callbacks.append(budget)
+    started = time.monotonic()
+    model.fit(
+        dataset,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        validation_data=(x_val, label_targets(y_val)),
+        validation_batch_size=config.batch_size,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    wall_s = time.monotonic() - started
+    final_state = read_state(out / "state.json")
+    best_model = keras.saving.load_model(out / "best.keras", compile=False, safe_mode=True)
+    model_path = out / "model.keras"
+    tmp = out / f".tmp-{model_path.name}"
+    best_model.save(tmp)  # uncompiled: weights only, no optimizer state
+    tmp.replace(model_path)
+    plot_curves(out / "history.csv", out / "curves.png")
+    metrics: dict[str, Any] = {
+        "monitor": MONITOR,
+        "best": final_state["best"],
+        "best_epoch": final_state["best_epoch"],
+        "threshold": config.threshold,
+        "validation_tiles": len(x_val),
+    }
+    if config.evaluate_validation_scene:
+        metrics["validation_scene"] = evaluate_scene(
+            best_model, val_scene, threshold=config.threshold
+        )
+    card = make_model_card(
+        model_path,
+        variant=variant.name,
+        parameters=best_model.count_params(),
+        data={
+            "train": [_scene_entry(p) for p in config.train],
+            "validation": _scene_entry(config.validation),
+            "crop_size": config.crop_size,
+        },
+        metrics=metrics,
+        training={
+            "epochs_completed": final_state["epoch"],
+            "steps_per_epoch": config.steps_per_epoch,
+            "batch_size": config.batch_size,
+            "wall_s_last_session": round(wall_s, 1),
+            "stopped_by_time_budget": bool(budget and budget.stopped_early),
+            "seed": config.seed,
+            "config": config.model_dump(mode="json"),
+            "variant": variant.model_dump(mode="json"),
+        },
+    )
+    card_path = write_json_atomic(out / "model.json", card)
+    log.info("wrote %s (%s)", model_path, card["content_hash"])
+    return TrainResult(model_path=model_path, card_path=card_path, card=card)
