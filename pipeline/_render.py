@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from roadnet.pipeline._relief import MAX_CROWN_M, cast_shadow, draw_trees
+from roadnet.pipeline._streets import CAR_SIZE_M
 from roadnet.pipeline._textures import (
-    coarse_fbm,
     fbm,
     hash_u32,
     hash_uniform,
     upsampled,
-    value_noise,
     white_noise,
 )
 
@@ -60,9 +60,6 @@ _COVER_B = np.array(
 _COVER_OFFSET = np.array([0.0, -0.2, 0.0, 0.0, 0.0, -0.1, 0.0, -0.15, -0.2], F32)
 _COVER_MID = np.array([0.12, 0.12, 0.25, 0.08, 0.03, 0.05, 0.10, 0.12, 0.05], F32)
 _COVER_GRAIN = np.array([0.07, 0.07, 0.10, 0.05, 0.02, 0.04, 0.06, 0.07, 0.04], F32)
-# trees per 5 m cell, by cover; street verges get _VERGE_TREES
-_TREE_DENSITY = np.array([0.05, 0.06, 0.85, 0.0, 0.0, 0.01, 0.02, 0.12, 0.0], F32)
-_VERGE_TREES = 0.35
 _ROOFS = np.array(
     [
         [0.30, 0.30, 0.31],
@@ -92,13 +89,8 @@ _CARS = np.array(
 _SIDEWALK = np.array([[0.0, 0.0, 0.0], [0.58, 0.57, 0.54], [0.40, 0.40, 0.40]], F32)
 _PAINT = np.array([0.86, 0.86, 0.82], F32)
 _SHADE = np.array([0.40, 0.45, 0.58], F32)
-_CAR_SIZE_M = (4.5, 1.8)
 _CAR_HEIGHT_M = 1.5
-_TREE_CELL_M = 5.0
-_TREE_RADIUS_M = (2.0, 4.5)
-_TREE_HEIGHT_M = (7.0, 18.0)
 _FRAME_M = 900.0
-_MAX_CROWN_M = 5.0  # mapped trees: 3-5 m radius
 
 
 @dataclass(frozen=True)
@@ -129,7 +121,7 @@ class RenderParams:
 
 def halo_px(params: RenderParams) -> int:
     """Margin a window needs so shadows, crowns and blur do not depend on the window."""
-    reach = params.shadow_px + math.ceil(_MAX_CROWN_M * 1.4 / params.gsd)
+    reach = params.shadow_px + math.ceil(MAX_CROWN_M * 1.4 / params.gsd)
     return reach + math.ceil(4 * params.blur_px) + 4
 
 
@@ -162,106 +154,6 @@ class WindowLayers:
     car_centre: np.ndarray  # (n+1, 2) float32
     car_axis: np.ndarray  # (n+1, 2) float32
     trees: np.ndarray  # (m, 2) float32 mapped single trees
-
-
-def _shift(a: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
-    """``out[y, x] = a[y + dy, x + dx]``, ``fill`` where that falls outside ``a``."""
-    out = np.full_like(a, fill)
-    h, w = a.shape
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[yd, xd] = a[ys, xs]
-    return out
-
-
-def cast_shadow(height: np.ndarray, p: RenderParams) -> np.ndarray:
-    """Pixels in the shadow of taller ones, ``(y, x)`` bool, for ``(y, x)`` heights in metres.
-
-    A pixel is shaded when some pixel s steps towards the sun is higher than it by more
-    than s times the sun's slope; the maximum over s is built by doubling the reach.
-    """
-    dc, dr = p.shadow_dir
-    drop = F32(math.tan(math.radians(p.sun_elevation_deg)) * p.gsd)
-    reach = _shift(height, round(-dr), round(-dc), -np.inf) - drop
-    n = 1
-    while 2 * n <= max(p.shadow_px, 1):
-        moved = _shift(reach, round(-dr * n), round(-dc * n), -np.inf)
-        moved -= drop * n
-        np.maximum(reach, moved, out=reach)
-        n *= 2
-    out: np.ndarray = reach > height + F32(0.25)
-    return out
-
-
-def _tree_list(layers: WindowLayers, p: RenderParams) -> np.ndarray:
-    """Trees drawn in this window: ``(n, 5)`` col, row, radius px, height m, tint."""
-    h, w = layers.cover.shape
-    cell = _TREE_CELL_M / p.gsd
-    cy = np.arange(math.floor(layers.row0 / cell), math.floor((layers.row0 + h) / cell) + 1)
-    cx = np.arange(math.floor(layers.col0 / cell), math.floor((layers.col0 + w) / cell) + 1)
-    gy, gx = np.meshgrid(cy, cx, indexing="ij")
-    u = [hash_uniform(p.seed, 90 + i, gy, gx) for i in range(5)]
-    row = (gy + 0.1 + 0.8 * u[0]) * cell
-    col = (gx + 0.1 + 0.8 * u[1]) * cell
-    ri, ci = (
-        np.floor(row).astype(np.int64) - layers.row0,
-        np.floor(col).astype(np.int64) - layers.col0,
-    )
-    ok = (ri >= 0) & (ri < h) & (ci >= 0) & (ci < w)
-    row, col, ri, ci = row[ok], col[ok], ri[ok], ci[ok]
-    u = [v[ok] for v in u]
-    cover = layers.cover[ri, ci]
-    free = (layers.road[ri, ci] == 0) & (layers.building[ri, ci] == 0)
-    density = np.where(layers.verge[ri, ci], _VERGE_TREES, _TREE_DENSITY[cover])
-    # trees come in clumps: a smooth field over the cells scales the density
-    clump = value_noise(cy * cell, cx * cell, cell=40.0 / p.gsd, seed=p.seed, salt=95)[ok]
-    density = density * np.clip(F32(0.5) + F32(1.6) * clump, 0.0, 2.0)
-    density[cover == 2] = _TREE_DENSITY[2]
-    keep = free & (u[2] < density * p.tree_density)
-    forest = cover == 2
-    rmin, rmax = _TREE_RADIUS_M
-    radius = np.where(forest, rmin + 0.5 * (rmax - rmin) * u[3], rmin + (rmax - rmin) * u[3])
-    height = _TREE_HEIGHT_M[0] + (_TREE_HEIGHT_M[1] - _TREE_HEIGHT_M[0]) * u[4]
-    tint = 0.8 + 0.45 * hash_uniform(p.seed, 96, gy[ok], gx[ok])
-    procedural = np.column_stack([col, row, radius / p.gsd, height, tint])[keep]
-    mapped = layers.trees
-    if mapped.size:
-        key = np.floor(mapped * 8).astype(np.int64)
-        v = [hash_uniform(p.seed, 97 + i, key[:, 0], key[:, 1]) for i in range(3)]
-        procedural = np.vstack(
-            [
-                procedural,
-                np.column_stack(
-                    [mapped, (3.0 + 2.0 * v[0]) / p.gsd, 9.0 + 9.0 * v[1], 0.8 + 0.45 * v[2]]
-                ),
-            ]
-        )
-    trees: np.ndarray = procedural.astype(np.float32)
-    return trees
-
-
-def _draw_trees(
-    layers: WindowLayers, p: RenderParams, ripple: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Canopy height (m) and tint fields, ``(y, x)`` float32, of every tree in the window."""
-    h, w = layers.cover.shape
-    top = np.zeros((h, w), F32)
-    tint = np.ones((h, w), F32)
-    for col, row, r, height, shade in _tree_list(layers, p):
-        ext = r * 1.3
-        y0, y1 = max(0, int(row - ext) - layers.row0), min(h, int(row + ext) + 1 - layers.row0)
-        x0, x1 = max(0, int(col - ext) - layers.col0), min(w, int(col + ext) + 1 - layers.col0)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        dy = (np.arange(y0, y1, dtype=F32) + (layers.row0 + 0.5) - row) / r
-        dx = (np.arange(x0, x1, dtype=F32) + (layers.col0 + 0.5) - col) / r
-        dome = 1.0 + 0.3 * ripple[y0:y1, x0:x1] - dy[:, None] ** 2 - dx[None, :] ** 2
-        crown = height * np.sqrt(np.clip(dome, 0.0, None))
-        win = top[y0:y1, x0:x1]
-        higher = crown > win
-        win[higher] = crown[higher]
-        tint[y0:y1, x0:x1][higher] = shade
-    return top, tint
 
 
 def _roof_edges(ids: np.ndarray) -> np.ndarray:
@@ -345,8 +237,8 @@ def _objects(
     sel = np.nonzero(car)
     ids = car[sel]
     u, v = _local(ids, sel, rows, cols, lay.car_centre, lay.car_axis)
-    u /= F32(_CAR_SIZE_M[0] / 2 / p.gsd)
-    v /= F32(_CAR_SIZE_M[1] / 2 / p.gsd)
+    u /= F32(CAR_SIZE_M[0] / 2 / p.gsd)
+    v /= F32(CAR_SIZE_M[1] / 2 / p.gsd)
     body = _CARS[lay.car_kind[ids] % len(_CARS)] * (F32(1.0) - F32(0.3) * np.abs(v) ** 3)[:, None]
     glass = (np.abs(v) < 0.8) & (((u > 0.05) & (u < 0.45)) | ((u < -0.5) & (u > -0.8)))
     body[glass] = np.array([0.07, 0.08, 0.09], F32)
@@ -431,13 +323,13 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
 
     ripple = fbm(rows, cols, cell=6.0 / p.gsd, seed=p.seed, salt=2, octaves=2)
     mid = ripple[inner]
-    low = coarse_fbm(ri, ci, cell=80.0 / p.gsd, seed=p.seed, salt=1, octaves=4, step=4)
+    low = fbm(ri, ci, cell=80.0 / p.gsd, seed=p.seed, salt=1, octaves=4, step=4)
     grain = white_noise(ri, ci, seed=p.seed, salt=3)
 
     rgb = _ground(layers, inner, low, mid, grain, p)
     _objects(layers, inner, rgb, ri.astype(F32), ci.astype(F32), mid, grain, p)
 
-    canopy, tint = _draw_trees(layers, p, ripple)
+    canopy, tint = draw_trees(layers, p, ripple)
     sel = np.nonzero(canopy[inner] > 0.3)
     gy, gx = np.gradient(canopy)
     dc, dr = p.shadow_dir

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = [
-    "coarse_fbm",
     "fbm",
     "hash_u32",
     "hash_uniform",
@@ -102,8 +101,21 @@ def fbm(
     salt: int,
     octaves: int = 4,
     gain: float = 0.5,
+    step: int = 1,
 ) -> np.ndarray:
-    """Fractal sum of :func:`value_noise` octaves (cell halves each octave), about [-1, 1]."""
+    """Fractal sum of :func:`value_noise` octaves (cell halves each octave), about [-1, 1].
+
+    With ``step`` > 1 the sum is sampled every ``step`` absolute pixels and interpolated
+    (:func:`upsampled`): for smooth fields (``cell / 2**(octaves - 1)`` well above ``step``)
+    that costs about one octave instead of ``octaves``.
+    """
+    if step > 1:
+        return upsampled(
+            lambda r, c: fbm(r, c, cell=cell, seed=seed, salt=salt, octaves=octaves, gain=gain),
+            rows,
+            cols,
+            step=step,
+        )
     total = np.zeros((rows.size, cols.size), dtype=np.float32)
     amp, norm = 1.0, 0.0
     for octave in range(octaves):
@@ -146,25 +158,3 @@ def upsampled(
     out: np.ndarray = along_x[iy] * (np.float32(1.0) - ty)
     out += along_x[iy + 1] * ty
     return out
-
-
-def coarse_fbm(
-    rows: np.ndarray,
-    cols: np.ndarray,
-    *,
-    cell: float,
-    seed: int,
-    salt: int,
-    octaves: int = 4,
-    step: int = 4,
-) -> np.ndarray:
-    """:func:`fbm` sampled every ``step`` absolute pixels and interpolated (:func:`upsampled`).
-
-    For smooth fields (``cell / 2**(octaves-1)`` well above ``step``) this costs about one
-    octave instead of ``octaves``.
-    """
-
-    def field(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return fbm(r, c, cell=cell, seed=seed, salt=salt, octaves=octaves)
-
-    return upsampled(field, rows, cols, step=step)

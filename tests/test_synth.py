@@ -14,9 +14,10 @@ import shapely
 from rasterio.features import rasterize
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.pipeline._render import RenderParams, cast_shadow, halo_px
+from roadnet.pipeline._relief import cast_shadow
+from roadnet.pipeline._render import RenderParams, halo_px
 from roadnet.pipeline._scenery import window_layers
-from roadnet.pipeline._textures import coarse_fbm, value_noise, white_noise
+from roadnet.pipeline._textures import fbm, value_noise, white_noise
 from roadnet.pipeline.synth import (
     ScenePlan,
     SynthConfig,
@@ -73,7 +74,7 @@ def test_noise_depends_only_on_absolute_position() -> None:
     rows, cols = np.arange(100, 400), np.arange(-50, 250)
     for field in (
         lambda r, c: value_noise(r, c, cell=17.0, seed=5, salt=1),
-        lambda r, c: coarse_fbm(r, c, cell=120.0, seed=5, salt=2, step=4),
+        lambda r, c: fbm(r, c, cell=120.0, seed=5, salt=2, step=4),
         lambda r, c: white_noise(r, c, seed=5, salt=3),
     ):
         whole = field(rows, cols)
