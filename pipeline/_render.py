@@ -193,10 +193,14 @@ def _ground(
 ) -> np.ndarray:
     """Land cover, sidewalks, roads and paint of the inner region, ``(y, x, 3)`` float32."""
     cover = lay.cover[inner]
-    mix = np.clip(low * F32(4.0) + F32(0.5) + _COVER_OFFSET[cover], 0.0, 1.0)[..., None]
-    rgb = _COVER_A[cover] * (F32(1.0) - mix)
-    rgb += _COVER_B[cover] * mix
-    rgb *= (F32(1.0) + _COVER_MID[cover] * mid + _COVER_GRAIN[cover] * grain)[..., None]
+    # np.take: several times faster than fancy indexing for these lookups
+    mix = np.clip(low * F32(4.0) + F32(0.5) + np.take(_COVER_OFFSET, cover), 0.0, 1.0)
+    rgb = np.take(_COVER_A, cover, axis=0)
+    rgb += np.take(_COVER_B - _COVER_A, cover, axis=0) * mix[..., None]
+    texture = np.take(_COVER_MID, cover) * mid
+    texture += np.take(_COVER_GRAIN, cover) * grain
+    texture += F32(1.0)
+    rgb *= texture[..., None]
 
     road = lay.road[inner]
     walk = (lay.sidewalk[inner] > 0) & (road == 0)
@@ -208,7 +212,7 @@ def _ground(
 
     sel = np.nonzero(road)
     ids = road[sel]
-    tone = lay.road_tone[ids] * (
+    tone = np.take(lay.road_tone, ids) * (
         F32(1.0) + F32(0.10) * low[sel] + F32(0.08) * mid[sel] + F32(0.05) * grain[sel]
     )
     crack = (np.abs(mid[sel]) < 0.015) & (low[sel] > 0.05)
@@ -342,7 +346,7 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
     )
     rgb[sel] = leaf
 
-    heights = np.minimum(layers.building_height[layers.building], F32(p.max_height_m))
+    heights = np.minimum(np.take(layers.building_height, layers.building), F32(p.max_height_m))
     np.maximum(heights, canopy, out=heights)
     heights[layers.car > 0] = np.maximum(heights[layers.car > 0], F32(_CAR_HEIGHT_M))
     shade = cast_shadow(heights, p)[inner]
