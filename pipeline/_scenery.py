@@ -110,13 +110,24 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
 
 
 def _tile(
-    frame: gpd.GeoDataFrame, extent: Bounds, box: Bounds, *, clip: bool = True
+    frame: gpd.GeoDataFrame,
+    extent: Bounds,
+    box: Bounds,
+    *,
+    clip: bool = True,
+    simplify: float = 0.0,
 ) -> gpd.GeoDataFrame:
-    """Copies of ``frame`` (clipped to ``extent``) over ``box``, with a unique ``key``."""
+    """Copies of ``frame`` (clipped to ``extent``) over ``box``, with a unique ``key``.
+
+    ``simplify`` (metres) drops vertices closer than that to a straight line: rasterizing
+    goes through Python per vertex, and detail below a pixel is not drawn anyway.
+    """
     geoms = frame.geometry.to_numpy()
     if clip:
         # clip_by_rect assumes ring orientations OSM does not guarantee; intersection does not
         geoms = _polygonal(shapely.intersection(shapely.make_valid(geoms), shapely.box(*extent)))
+    if simplify > 0:
+        geoms = shapely.simplify(geoms, simplify)
     keep = ~(shapely.is_empty(geoms) | shapely.is_missing(geoms))
     base = frame.loc[keep].reset_index(drop=True)
     geoms = geoms[keep]
@@ -165,14 +176,14 @@ def tile_scenery(
     tiled = tiled.reset_index(drop=True)
     surfaces = road_surfaces(tiled, cap_style=cap_style)
 
-    b = _tile(buildings[["height_m", "geometry"]], extent, box)
+    b = _tile(buildings[["height_m", "geometry"]], extent, box, simplify=gsd / 4)
     # no height in OSM: houses (small footprints) 4-8 m, larger buildings 7-23 m
     u = hash_uniform(seed, 11, b["key"].to_numpy())
     guess = np.where(b.area.to_numpy() < 250.0, 4.0 + 4.0 * u, 7.0 + 16.0 * u)
     b["height_m"] = np.where(np.isfinite(b["height_m"]), b["height_m"], guess).clip(3.0, 60.0)
 
     codes = {name: i for i, name in enumerate(COVER_CLASSES)}
-    a = _tile(areas[["cover", "geometry"]], extent, box)
+    a = _tile(areas[["cover", "geometry"]], extent, box, simplify=gsd / 4)
     a["cover"] = a["cover"].map(codes).astype(np.uint8)
     a = a.iloc[np.lexsort((a["key"].to_numpy(), -a.area.to_numpy()))].reset_index(drop=True)
 
@@ -275,13 +286,17 @@ def window_layers(
     lines = roads.geometry.to_numpy()
     material = np.where(hash_uniform(s.seed, 54, keys) < 0.5, 1, 2).astype(np.uint8)
     sidewalk = _burn(
-        zip(shapely.buffer(lines[walk], half[walk] + _SIDEWALK_M), material[walk], strict=True),
+        zip(
+            shapely.buffer(lines[walk], half[walk] + _SIDEWALK_M, quad_segs=2),
+            material[walk],
+            strict=True,
+        ),
         shape,
         wt,
         "uint8",
     )
     verge = _burn(
-        ((g, 1) for g in shapely.buffer(lines, half + _SIDEWALK_M * walk + _VERGE_M)),
+        ((g, 1) for g in shapely.buffer(lines, half + _SIDEWALK_M * walk + _VERGE_M, quad_segs=2)),
         shape,
         wt,
         "uint8",
