@@ -12,7 +12,7 @@ from typing import Any
 from roadnet import __version__
 from roadnet.model.io import content_hash
 
-__all__ = ["make_model_card", "read_model_card", "write_json_atomic"]
+__all__ = ["attach_evaluation", "make_model_card", "read_model_card", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
@@ -78,4 +78,23 @@ def make_model_card(
 def read_model_card(path: Path) -> dict[str, Any]:
     """Read a model card JSON file."""
     card: dict[str, Any] = json.loads(Path(path).read_text())
+    return card
+
+
+def attach_evaluation(card_path: Path, report: dict[str, Any], *, name: str) -> dict[str, Any]:
+    """Record an evaluation report in a model card under ``metrics.evaluations[name]``.
+
+    Raises:
+        ModelError: the report was made with a different model file than the card describes.
+    """
+    from roadnet.errors import ModelError
+
+    card = read_model_card(card_path)
+    if report.get("content_hash") != card.get("content_hash"):
+        raise ModelError(
+            f"{card_path} describes model {card.get('content_hash')}, the report is of "
+            f"{report.get('content_hash')}"
+        )
+    card.setdefault("metrics", {}).setdefault("evaluations", {})[name] = report
+    write_json_atomic(Path(card_path), card)
     return card

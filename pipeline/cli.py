@@ -257,6 +257,13 @@ def evaluate_model(
     ] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Probability cut.")] = 0.5,
     rho: Annotated[float, typer.Option("--rho", help="Relaxed-score tolerance, px.")] = 2.0,
+    card: Annotated[
+        Path | None,
+        typer.Option("--card", help="Model card JSON to record the scores in (same model)."),
+    ] = None,
+    card_key: Annotated[
+        str, typer.Option("--card-key", help="Name of the evaluation in the card.")
+    ] = "held_out",
     overwrite: Overwrite = False,
 ) -> None:
     """Score a model on a labelled scene: pixel and relaxed precision / recall / F1 / IoU."""
@@ -280,6 +287,10 @@ def evaluate_model(
         rho=rho,
         overwrite=overwrite,
     )
+    if card is not None:
+        from roadnet.model.card import attach_evaluation
+
+        attach_evaluation(card, report, name=card_key)
     for task, s in report["scores"].items():
         typer.echo(
             f"{task:<11} IoU {s['iou']:.4f}  F1 {s['f1']:.4f}  P {s['precision']:.4f}  "
