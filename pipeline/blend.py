@@ -128,7 +128,9 @@ def to_model_input(block: np.ndarray, *, scale: float, alpha: bool = False) -> n
     """
     image = block[:-1] if alpha else block
     x = np.moveaxis(image, 0, -1).astype(np.float32) * np.float32(scale)
-    clipped: np.ndarray = np.clip(np.nan_to_num(x, nan=0.0), 0.0, 255.0)
+    if image.dtype.kind == "f":
+        x = np.nan_to_num(x, nan=0.0)
+    clipped: np.ndarray = np.clip(x, 0.0, 255.0)
     return clipped
 
 

@@ -281,6 +281,7 @@ def run_to_zarr(
     ) as client:
         runner = prediction.runner
         client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()
+        client.run(runner.warm_up)  # load + trace once in every worker process
         if not resume:
             attrs = {**prediction.attrs, JOB_ATTR: job}
             create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)

@@ -149,6 +149,10 @@ class ModelRunner:
         _FUNCTIONS[key] = infer
         return infer
 
+    def warm_up(self) -> None:
+        """Load the model and trace the input shape now (e.g. on every worker before a run)."""
+        self(np.zeros((1, *self.shape, self.bands), dtype=np.float32))
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Predict probabilities.
 

@@ -264,3 +264,19 @@ def test_killed_run_resumes(cluster: str, job: dict[str, Path], workdir: Path) -
     assert 0 < computed <= 64 - 12, line
     assert "resumed" in line
     _assert_same(job["local"], out)
+
+
+def test_default_layout_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    from roadnet.errors import InputError
+    from roadnet.pipeline.cluster import dask_client, default_layout, scheduler_address
+
+    assert default_layout(2) == (1, 2)
+    assert default_layout(16) == (4, 4)
+    assert default_layout(6) == (2, 3)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    assert scheduler_address(None) is None
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.1:8786")
+    assert scheduler_address(None) == "tcp://10.0.0.1:8786"
+    assert scheduler_address("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"
+    with pytest.raises(InputError, match="local cluster only"), dask_client(workers=2):
+        pass
