@@ -20,8 +20,19 @@ from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS
 __all__ = ["evaluate_model_on_files", "evaluate_scene", "predict_scene"]
 
 
+def _forward_fn(model: Any) -> Any:
+    """``model(x, training=False)``, traced once into a graph on the TensorFlow backend."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: model(x, training=False)
+
+
 def predict_scene(
-    model: Any, image: np.ndarray, *, tile: int = 512, margin: int = 32
+    model: Any, image: np.ndarray, *, tile: int = 512, margin: int = 32, batch: int = 2
 ) -> dict[str, np.ndarray]:
     """Predict a whole image tile by tile, keeping each tile's centre.
 
@@ -33,6 +44,7 @@ def predict_scene(
         image: ``(y, x, 3)`` float32 R, G, B on the 0–255 scale.
         tile: tile side, a multiple of 16.
         margin: pixels discarded at each tile edge.
+        batch: tiles per model call (the last call may hold fewer).
 
     Returns:
         ``{task: (y, x) float32 probability}`` for surface, edge and centerline.
@@ -51,13 +63,16 @@ def predict_scene(
     else:
         padded = np.pad(image, widths, mode="symmetric")
     out = {task: np.zeros((rows * step, cols * step), np.float32) for task in TASKS}
-    for r in range(rows):
-        for c in range(cols):
-            window = padded[r * step : r * step + tile, c * step : c * step + tile]
-            logits = model(window[None].astype(np.float32), training=False)
-            for task in TASKS:
-                prob = ops.convert_to_numpy(ops.sigmoid(logits[task]))[0, ..., 0]
-                out[task][r * step : (r + 1) * step, c * step : (c + 1) * step] = prob[
+    forward = _forward_fn(model)
+    origins = [(r * step, c * step) for r in range(rows) for c in range(cols)]
+    for start in range(0, len(origins), batch):
+        group = origins[start : start + batch]
+        tiles = np.stack([padded[r : r + tile, c : c + tile] for r, c in group])
+        logits = forward(tiles.astype(np.float32))
+        for task in TASKS:
+            probs = ops.convert_to_numpy(ops.sigmoid(logits[task]))[..., 0]
+            for (r, c), prob in zip(group, probs, strict=True):
+                out[task][r : r + step, c : c + step] = prob[
                     margin : margin + step, margin : margin + step
                 ]
     return {task: out[task][:height, :width] for task in TASKS}
