@@ -137,13 +137,19 @@ def preview(
     labels_dir: Annotated[
         Path | None, typer.Option("--labels", help="Directory with label GeoTIFFs to overlay.")
     ] = None,
+    result: Annotated[
+        Path | None,
+        typer.Option("--result", help="A roadnet run Zarr store to overlay (probability >= 0.5)."),
+    ] = None,
     max_size: Annotated[int, typer.Option("--max-size", help="Longest side in pixels.")] = 1600,
     overwrite: Overwrite = False,
 ) -> None:
-    """Write a downsampled RGB quicklook PNG, optionally with labels overlaid."""
+    """Write a downsampled RGB quicklook PNG, optionally with labels or predictions overlaid."""
     from roadnet.pipeline.preview import make_preview
 
-    make_preview(raster, out, labels_dir=labels_dir, max_size=max_size, overwrite=overwrite)
+    make_preview(
+        raster, out, labels_dir=labels_dir, result=result, max_size=max_size, overwrite=overwrite
+    )
 
 
 @app.command()

@@ -26,6 +26,9 @@ from roadnet.pipeline.outputs import check_output_file
 
 __all__ = ["OVERLAY_COLORS", "make_preview", "overlay_labels", "stretch_to_uint8"]
 
+#: Probability at or above which a ``roadnet run`` result pixel is drawn as its task.
+RESULT_THRESHOLD = 0.5
+
 #: RGB colour and opacity of each label in the overlay, drawn in this order.
 OVERLAY_COLORS: dict[str, tuple[tuple[int, int, int], float]] = {
     "surface": ((255, 210, 0), 0.35),
@@ -142,11 +145,34 @@ def _read_label(path: Path, src: DatasetReader, factor: int) -> np.ndarray:
     return out
 
 
+def _read_result(path: Path, src: DatasetReader, factor: int) -> dict[str, np.ndarray]:
+    """Threshold a ``roadnet run`` result and shrink it with a maximum: name -> (y, x) uint8.
+
+    The result is read chunk by chunk through dask, so memory stays at a few chunks plus the
+    preview whatever the scene size.
+    """
+    from roadnet.pipeline.zarr_store import open_result
+
+    ds = open_result(path)
+    if (ds.sizes["x"], ds.sizes["y"]) != (src.width, src.height):
+        raise InputError(
+            f"{path}: result grid {ds.sizes['x']}x{ds.sizes['y']} differs from the scene's "
+            f"{src.width}x{src.height}"
+        )
+    out = {}
+    for name in LABEL_NAMES:
+        mask = (ds[name] >= RESULT_THRESHOLD).astype(np.uint8)
+        small = mask.coarsen(y=factor, x=factor, boundary="pad").max()
+        out[name] = small.values.astype(np.uint8)
+    return out
+
+
 def make_preview(
     raster: Path,
     out: Path,
     *,
     labels_dir: Path | None = None,
+    result: Path | None = None,
     max_size: int = 1600,
     overwrite: bool = False,
 ) -> Path:
@@ -158,6 +184,8 @@ def make_preview(
         out: output image (PNG; JPEG, TIFF and WebP by suffix too).
         labels_dir: directory with ``surface.tif`` / ``edge.tif`` / ``centerline.tif`` on the
             raster's grid (e.g. from ``roadnet labels``); those present are overlaid.
+        result: a ``roadnet run`` Zarr store on the raster's grid; its probabilities at or
+            above :data:`RESULT_THRESHOLD` are overlaid in the label colours.
         max_size: the preview's longest side is at most this many pixels; the scene is
             shrunk by the smallest whole factor that fits (never enlarged).
         overwrite: replace an existing ``out``.
@@ -166,12 +194,15 @@ def make_preview(
         The path of the written image.
 
     Raises:
-        InputError: missing or unreadable raster or labels, labels on another grid.
+        InputError: missing or unreadable raster, labels or result, or one on another
+            grid, or both ``labels_dir`` and ``result`` given.
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
     """
     out = Path(out)
     if max_size < 1:
         raise InputError(f"max size must be a positive number of pixels, got {max_size}")
+    if labels_dir is not None and result is not None:
+        raise InputError("overlay either --labels or --result, not both")
     if not out.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{out}: preview must end in one of {', '.join(IMAGE_SUFFIXES)}")
     # every block is read once: a large GDAL block cache (5 % of RAM by default) only costs
@@ -189,6 +220,8 @@ def make_preview(
             if not present:
                 raise InputError(f"{labels_dir}: holds none of {', '.join(LABEL_NAMES)} (.tif)")
             rgb = overlay_labels(rgb, {n: _read_label(p, src, factor) for n, p in present.items()})
+        elif result is not None:
+            rgb = overlay_labels(rgb, _read_result(Path(result), src, factor))
     check_output_file(out, overwrite=overwrite)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}{out.suffix}")
     try:

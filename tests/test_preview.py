@@ -140,3 +140,35 @@ def test_existing_preview_is_kept_without_overwrite(
     make_preview(scene, out, overwrite=True)
     assert read_png(out).shape == (48, 64, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "scene.tif"]
+
+
+def test_result_overlay_draws_thresholded_predictions(tmp_path: Path) -> None:
+    from _models import save_test_model, smooth_scene, write_scene
+
+    from roadnet import open_result
+    from roadnet.pipeline.run import RunConfig, run_to_zarr
+
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(96, 80))
+    model = save_test_model(tmp_path / "m.keras")
+    store = tmp_path / "r.zarr"
+    run_to_zarr(
+        scene,
+        store,
+        model=model,
+        config=RunConfig(chunk=64, overlap=16),
+        workers=1,
+        threads_per_worker=1,
+        progress=False,
+    )
+    ds = open_result(store)
+    masks = {n: (ds[n].values >= 0.5).astype(np.uint8) for n in OVERLAY_COLORS}
+    assert 0 < masks["surface"].mean() < 1, "the test needs a mixed prediction"
+    plain = read_png(make_preview(scene, tmp_path / "plain.png", max_size=200))
+    shown = read_png(make_preview(scene, tmp_path / "r.png", result=store, max_size=200))
+    assert np.array_equal(shown, overlay_labels(plain, masks))
+
+    other = write_scene(tmp_path / "o.tif", smooth_scene(64, 64))
+    with pytest.raises(InputError, match="differs"):
+        make_preview(other, tmp_path / "o.png", result=store)
+    with pytest.raises(InputError, match="not both"):
+        make_preview(scene, tmp_path / "b.png", result=store, labels_dir=tmp_path)
