@@ -20,6 +20,7 @@ from roadnet.pipeline._textures import (
     hash_u32,
     hash_uniform,
     upsampled,
+    value_noise,
     white_noise,
 )
 
@@ -329,8 +330,10 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
     mid = ripple[inner]
     low = fbm(ri, ci, cell=80.0 / p.gsd, seed=p.seed, salt=1, octaves=4, step=4)
     grain = white_noise(ri, ci, seed=p.seed, salt=3)
+    # clumps ~0.7 m across (at least 1.5 px): leaves, tufts of grass
+    fine = value_noise(ri, ci, cell=max(1.5, 0.7 / p.gsd), seed=p.seed, salt=9)
 
-    rgb = _ground(layers, inner, low, mid, grain, p)
+    rgb = _ground(layers, inner, low, mid, grain + F32(0.8) * fine, p)
     _objects(layers, inner, rgb, ri.astype(F32), ci.astype(F32), mid, grain, p)
 
     canopy, tint = draw_trees(layers, p, ripple)
@@ -338,12 +341,8 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
     gy, gx = np.gradient(canopy)
     dc, dr = p.shadow_dir
     slope = (gx[inner][sel] * F32(dc) + gy[inner][sel] * F32(dr)) / F32(p.gsd * 3.0)
-    leaf = (
-        np.array([0.13, 0.21, 0.09], F32)
-        * (tint[inner][sel] * (F32(1.0) + np.clip(slope, -0.45, 0.45) + F32(0.25) * grain[sel]))[
-            :, None
-        ]
-    )
+    light = F32(1.0) + np.clip(slope, -0.45, 0.45) + F32(0.3) * fine[sel] + F32(0.12) * grain[sel]
+    leaf = np.array([0.13, 0.21, 0.09], F32) * (tint[inner][sel] * light)[:, None]
     rgb[sel] = leaf
 
     heights = np.minimum(np.take(layers.building_height, layers.building), F32(p.max_height_m))
