@@ -238,12 +238,10 @@ def train(
     )
     dataset.epoch = initial_epoch
     budget = TimeBudget(config.max_minutes * 60) if config.max_minutes else None
+    # order matters: MeanF1 adds the monitored key and ReduceLROnPlateau the learning rate
+    # to the epoch logs that the later callbacks read
     callbacks: list[keras.callbacks.Callback] = [
         MeanF1(),
-        RunState(out, best=best, best_epoch=best_epoch),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
-        CurvesPlot(out / "history.csv", out / "curves.png"),
-        keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
         keras.callbacks.ReduceLROnPlateau(
             monitor=MONITOR,
             mode="max",
@@ -254,6 +252,10 @@ def train(
         keras.callbacks.EarlyStopping(
             monitor=MONITOR, mode="max", patience=config.early_stopping_patience
         ),
+        RunState(out, best=best, best_epoch=best_epoch),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+        CurvesPlot(out / "history.csv", out / "curves.png"),
+        keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
     ]
     if budget is not None:
         callbacks.append(budget)

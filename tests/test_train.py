@@ -131,7 +131,7 @@ def test_run_directory_has_model_card_logs_and_curves(tiny_run: tuple[Path, Path
     with open(run / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
-    assert "val_surface_iou" in rows[0] and "val_mean_f1" in rows[0]
+    assert {"val_surface_iou", "val_mean_f1", "learning_rate"} <= set(rows[0])
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run / "roadnet-config.yaml").is_file()
