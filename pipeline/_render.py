@@ -178,9 +178,9 @@ def _local(
     axis: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Along/across-axis offsets (px) of selected pixels from their feature's centre."""
-    r = rows[sel[0]] + F32(0.5) - centre[ids, 1]
-    c = cols[sel[1]] + F32(0.5) - centre[ids, 0]
-    ax, ay = axis[ids, 0], axis[ids, 1]
+    r = np.take(rows + F32(0.5), sel[0]) - np.take(centre[:, 1], ids)
+    c = np.take(cols + F32(0.5), sel[1]) - np.take(centre[:, 0], ids)
+    ax, ay = np.take(axis[:, 0], ids), np.take(axis[:, 1], ids)
     return c * ax + r * ay, -c * ay + r * ax
 
 
@@ -203,26 +203,27 @@ def _ground(
     texture += F32(1.0)
     rgb *= texture[..., None]
 
+    # the sparse layers below work on flat pixel indices (np.take flattens; cheap)
+    flat_rgb = rgb.reshape(-1, 3)
     road = lay.road[inner]
-    walk = (lay.sidewalk[inner] > 0) & (road == 0)
-    sel = np.nonzero(walk)
-    rgb[sel] = (
-        _SIDEWALK[lay.sidewalk[inner][sel]]
-        * (F32(1.0) + F32(0.05) * mid[sel] + F32(0.04) * grain[sel])[:, None]
+    walk = lay.sidewalk[inner]
+    at = np.flatnonzero((walk > 0) & (road == 0))
+    flat_rgb[at] = (
+        np.take(_SIDEWALK, np.take(walk, at), axis=0)
+        * (F32(1.0) + F32(0.05) * np.take(mid, at) + F32(0.04) * np.take(grain, at))[:, None]
     )
 
-    sel = np.nonzero(road)
-    ids = road[sel]
-    tone = np.take(lay.road_tone, ids) * (
-        F32(1.0) + F32(0.10) * low[sel] + F32(0.08) * mid[sel] + F32(0.05) * grain[sel]
+    at = np.flatnonzero(road)
+    m, lo = np.take(mid, at), np.take(low, at)
+    tone = np.take(lay.road_tone, np.take(road, at)) * (
+        F32(1.0) + F32(0.10) * lo + F32(0.08) * m + F32(0.05) * np.take(grain, at)
     )
-    crack = (np.abs(mid[sel]) < 0.015) & (low[sel] > 0.05)
-    tone = np.where(crack, tone * F32(0.72), tone)
-    rgb[sel] = tone[:, None] * np.array([0.99, 1.0, 1.03], F32)
+    tone[(np.abs(m) < 0.015) & (lo > 0.05)] *= F32(0.72)  # cracks
+    flat_rgb[at] = tone[:, None] * np.array([0.99, 1.0, 1.03], F32)
 
-    sel = np.nonzero(lay.paint[inner])
-    alpha = min(1.0, 0.15 / p.gsd) * np.clip(0.8 + 0.8 * mid[sel], 0.15, 1.0)[:, None]
-    rgb[sel] = rgb[sel] * (F32(1.0) - alpha) + _PAINT * alpha
+    at = np.flatnonzero(lay.paint[inner])
+    alpha = min(1.0, 0.15 / p.gsd) * np.clip(0.8 + 0.8 * np.take(mid, at), 0.15, 1.0)[:, None]
+    flat_rgb[at] = flat_rgb[at] * (F32(1.0) - alpha) + _PAINT * alpha
     out: np.ndarray = rgb
     return out
 
@@ -244,7 +245,8 @@ def _objects(
     u, v = _local(ids, sel, rows, cols, lay.car_centre, lay.car_axis)
     u /= F32(CAR_SIZE_M[0] / 2 / p.gsd)
     v /= F32(CAR_SIZE_M[1] / 2 / p.gsd)
-    body = _CARS[lay.car_kind[ids] % len(_CARS)] * (F32(1.0) - F32(0.3) * np.abs(v) ** 3)[:, None]
+    kind = np.take(lay.car_kind, ids) % len(_CARS)
+    body = np.take(_CARS, kind, axis=0) * (F32(1.0) - F32(0.3) * np.abs(v) ** 3)[:, None]
     glass = (np.abs(v) < 0.8) & (((u > 0.05) & (u < 0.45)) | ((u < -0.5) & (u > -0.8)))
     body[glass] = np.array([0.07, 0.08, 0.09], F32)
     rgb[sel] = body
@@ -252,28 +254,27 @@ def _objects(
     bld = lay.building[inner]
     sel = np.nonzero(bld)
     ids = bld[sel]
-    colour = (
-        _ROOFS[lay.building_roof[ids] % len(_ROOFS)]
-        * (F32(1.0) + F32(0.05) * mid[sel] + F32(0.04) * grain[sel])[:, None]
-    )
+    roof = np.take(_ROOFS, np.take(lay.building_roof, ids) % len(_ROOFS), axis=0)
+    colour = roof * (F32(1.0) + F32(0.05) * mid[sel] + F32(0.04) * grain[sel])[:, None]
     _, across = _local(ids, sel, rows, cols, lay.building_centre, lay.building_axis)
     dc, dr = p.shadow_dir
-    axis = lay.building_axis[ids]
-    facing = -(-axis[:, 1] * F32(dc) + axis[:, 0] * F32(dr))  # normal . towards-sun
+    # horizontal roof normal . direction towards the sun, per building
+    facing = lay.building_axis[:, 1] * F32(dc) - lay.building_axis[:, 0] * F32(dr)
+    pitched = np.take(lay.building_pitched, ids)
     light = np.where(
-        lay.building_pitched[ids], F32(1.0) + F32(0.22) * np.sign(across) * facing, F32(1.0)
+        pitched, F32(1.0) + F32(0.22) * np.sign(across) * np.take(facing, ids), F32(1.0)
     )
-    ridge = lay.building_pitched[ids] & (np.abs(across) < 0.6)
-    light = np.where(ridge, F32(1.12), light)
+    light[pitched & (np.abs(across) < 0.6)] = F32(1.12)  # ridge
+    # plant boxes on flat roofs: one in some cells of a 4 m grid, decided per cell
     box = max(4.0 / p.gsd, 2.0)
-    gy, gx = np.floor(rows[sel[0]] / box), np.floor(cols[sel[1]] / box)
-    fy, fx = rows[sel[0]] / box - gy, cols[sel[1]] / box - gx
-    vent = (
-        ~lay.building_pitched[ids]
-        & (hash_uniform(p.seed, 63, gy.astype(np.int64), gx.astype(np.int64)) < 0.03)
-        & (np.abs(fy - 0.5) < 0.22)
-        & (np.abs(fx - 0.5) < 0.22)
+    cy, cx = np.floor(rows / box), np.floor(cols / box)
+    in_y, in_x = np.abs(rows / box - cy - 0.5) < 0.22, np.abs(cols / box - cx - 0.5) < 0.22
+    cells = hash_uniform(
+        p.seed, 63, np.unique(cy).astype(np.int64)[:, None], np.unique(cx).astype(np.int64)
     )
+    iy, ix = (cy - cy[0]).astype(np.intp), (cx - cx[0]).astype(np.intp)
+    vent = ~pitched & np.take(in_y, sel[0]) & np.take(in_x, sel[1])
+    vent[vent] = cells[np.take(iy, sel[0][vent]), np.take(ix, sel[1][vent])] < 0.03
     colour[vent] = np.array([0.66, 0.66, 0.64], F32)
     light = np.where(_roof_edges(bld)[sel], light * F32(0.72), light)
     rgb[sel] = colour * light[:, None]
@@ -327,7 +328,7 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
     ri, ci = rows[inner[0]], cols[inner[1]]
 
     ripple = fbm(rows, cols, cell=6.0 / p.gsd, seed=p.seed, salt=2, octaves=2)
-    mid = ripple[inner]
+    mid = np.ascontiguousarray(ripple[inner])
     low = fbm(ri, ci, cell=80.0 / p.gsd, seed=p.seed, salt=1, octaves=4, step=4)
     grain = white_noise(ri, ci, seed=p.seed, salt=3)
     # clumps ~0.7 m across (at least 1.5 px): leaves, tufts of grass
@@ -347,9 +348,11 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
 
     heights = np.minimum(np.take(layers.building_height, layers.building), F32(p.max_height_m))
     np.maximum(heights, canopy, out=heights)
-    heights[layers.car > 0] = np.maximum(heights[layers.car > 0], F32(_CAR_HEIGHT_M))
-    shade = cast_shadow(heights, p)[inner]
-    rgb[shade] *= _SHADE
+    cars = layers.car > 0
+    heights[cars] = np.maximum(heights[cars], F32(_CAR_HEIGHT_M))
+    shade = np.flatnonzero(cast_shadow(heights, p)[inner])
+    flat_rgb = rgb.reshape(-1, 3)
+    flat_rgb[shade] *= _SHADE
 
     _expose(rgb, ri, ci, p)
     if p.blur_px > 0:
