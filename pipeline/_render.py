@@ -143,7 +143,7 @@ class WindowLayers:
     road_group: np.ndarray  # (n+1,) uint8
     sidewalk: np.ndarray  # uint8: 0 none, 1 concrete, 2 asphalt
     verge: np.ndarray  # bool, street tree strip
-    paint: np.ndarray  # bool
+    paint: np.ndarray  # uint8: 0 none, 1 thin line (sub-pixel), 2 area (zebra stripes)
     building: np.ndarray  # int32
     building_height: np.ndarray  # (n+1,) float32 metres
     building_roof: np.ndarray  # (n+1,) uint32 hash
@@ -221,8 +221,10 @@ def _ground(
     tone[(np.abs(m) < 0.015) & (lo > 0.05)] *= F32(0.72)  # cracks
     flat_rgb[at] = tone[:, None] * np.array([0.99, 1.0, 1.03], F32)
 
-    at = np.flatnonzero(lay.paint[inner])
-    alpha = min(1.0, 0.15 / p.gsd) * np.clip(0.8 + 0.8 * np.take(mid, at), 0.15, 1.0)[:, None]
+    paint = lay.paint[inner]
+    at = np.flatnonzero(paint)
+    cover = np.where(np.take(paint, at) == 2, F32(1.0), F32(min(1.0, 0.15 / p.gsd)))
+    alpha = (cover * np.clip(0.8 + 0.8 * np.take(mid, at), 0.15, 1.0))[:, None]
     flat_rgb[at] = flat_rgb[at] * (F32(1.0) - alpha) + _PAINT * alpha
     out: np.ndarray = rgb
     return out

@@ -10,6 +10,7 @@ scene's UTM CRS; pixel positions handed to the renderer are absolute scene pixel
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,14 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from roadnet.pipeline._render import WindowLayers
-from roadnet.pipeline._streets import CAR_SIZE_M, markings, parking_cars, rectangles, road_cars
+from roadnet.pipeline._streets import (
+    CAR_SIZE_M,
+    crossings,
+    markings,
+    parking_cars,
+    rectangles,
+    road_cars,
+)
 from roadnet.pipeline._textures import hash_u32, hash_uniform
 from roadnet.pipeline.osm import COVER_CLASSES
 from roadnet.pipeline.roads import road_surfaces
@@ -316,7 +324,10 @@ def window_layers(
     paint_lines = np.concatenate([markings(roads, s.seed), stalls])
     if s.gsd <= _PAINT_M:
         paint_lines = shapely.buffer(paint_lines, _PAINT_M / 2.0, cap_style="flat")
-    paint = _burn(((g, 1) for g in paint_lines), shape, wt, "uint8")
+    zebra = crossings(roads, s.seed)
+    paint = _burn(
+        itertools.chain(((g, 1) for g in paint_lines), ((g, 2) for g in zebra)), shape, wt, "uint8"
+    )
 
     bh = s.query("building", box)
     blds = s.buildings.iloc[bh]
@@ -337,7 +348,7 @@ def window_layers(
         road_group=_with_zero(group.astype(np.uint8)),
         sidewalk=sidewalk,
         verge=verge.astype(bool),
-        paint=paint.astype(bool),
+        paint=paint,
         building=building,
         building_height=_with_zero(blds["height_m"].to_numpy(dtype=np.float32)),
         building_roof=_with_zero(hash_u32(s.seed, 62, bkeys)),

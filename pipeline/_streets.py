@@ -1,4 +1,4 @@
-"""Street furniture as vectors: lane paint, cars in lanes and along kerbs, parked cars.
+"""Street furniture as vectors: lane paint, zebra crossings, cars in lanes, parked cars.
 
 Each function takes road lines or parking polygons in the scene CRS (metres) with their
 stable ``key`` and returns geometry or positions; every choice is hashed from the key and
@@ -15,6 +15,7 @@ from roadnet.pipeline._textures import hash_uniform
 
 __all__ = [
     "CAR_SIZE_M",
+    "crossings",
     "dashes",
     "lane_counts",
     "markings",
@@ -167,3 +168,33 @@ def parking_cars(
         np.concatenate(car_keys),
         np.concatenate(stalls) if stalls else np.empty(0, dtype=object),
     )
+
+
+def crossings(roads: gpd.GeoDataFrame, seed: int) -> np.ndarray:
+    """Zebra crossings (stripe polygons) near some ends of painted roads.
+
+    OSM splits ways at junctions, so a way's ends are where crossings usually are: each end
+    of a main or collector road longer than 30 m gets one, 8 m in, with probability 0.4.
+    Stripes are 0.5 m wide, 1 m apart and 3 m long along the road, across its full width.
+    """
+    painted = roads[(roads["group"].to_numpy() < 3) & (shapely.length(roads.geometry) > 30.0)]
+    if painted.empty:
+        return np.empty(0, dtype=object)
+    lines = np.repeat(painted.geometry.to_numpy(), 2)
+    keys = np.repeat(painted["key"].to_numpy(), 2)
+    end = np.tile([0, 1], len(painted))
+    width = np.repeat(painted["width_m"].to_numpy(dtype=float), 2)
+    chosen = hash_uniform(seed, 81, keys, end) < 0.4
+    lines, width = lines[chosen], width[chosen]
+    at = np.where(end[chosen] == 0, 8.0, shapely.length(lines) - 8.0)
+    p0 = shapely.get_coordinates(shapely.line_interpolate_point(lines, at - 1.0))
+    p1 = shapely.get_coordinates(shapely.line_interpolate_point(lines, at + 1.0))
+    axis = p1 - p0
+    axis /= np.maximum(np.hypot(axis[:, 0], axis[:, 1]), 1e-9)[:, None]
+    normal = np.column_stack([-axis[:, 1], axis[:, 0]])
+    counts = np.maximum(np.floor(width - 1.0).astype(np.int64) + 1, 0)
+    idx = np.repeat(np.arange(lines.size), counts)
+    k = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    offset = k - (counts[idx] - 1) / 2.0  # centred on the line, 1 m apart
+    centre = (p0 + p1)[idx] / 2.0 + normal[idx] * offset[:, None]
+    return rectangles(centre, axis[idx], 3.0, 0.5)
