@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from roadnet.model.data import LabelledScene
 from roadnet.model.metrics import pixel_scores, relaxed_scores
 from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS
 
-__all__ = ["evaluate_model_on_files", "evaluate_scene", "predict_scene"]
+__all__ = [
+    "evaluate_model_on_files",
+    "evaluate_scene",
+    "parse_cuts",
+    "parse_thresholds",
+    "predict_scene",
+]
 
 
 def _forward_fn(model: Any) -> Any:
@@ -78,34 +85,112 @@ def predict_scene(
     return {task: out[task][:height, :width] for task in TASKS}
 
 
+Thresholds = float | Mapping[str, float]
+
+
+def parse_cuts(text: str) -> list[float]:
+    """Parse comma-separated probability cuts, e.g. ``"0.3,0.5,0.7"``.
+
+    Raises:
+        InputError: a value is not a number strictly between 0 and 1.
+    """
+    from roadnet.errors import InputError
+
+    cuts = []
+    for item in (part.strip() for part in text.split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            raise InputError(f"threshold {item!r} is not a number") from None
+        if not 0.0 < value < 1.0:
+            raise InputError(f"threshold {item!r} is not between 0 and 1")
+        cuts.append(value)
+    return cuts
+
+
+def parse_thresholds(text: str) -> dict[str, float]:
+    """Parse ``"0.5"`` (every task) or ``"surface=0.6,edge=0.4"`` (tasks not named keep 0.5).
+
+    Raises:
+        InputError: a value is not a number in (0, 1) or a task name is unknown.
+    """
+    from roadnet.errors import InputError
+
+    if "=" not in text:
+        (value,) = parse_cuts(text) if "," not in text else (None,)
+        if value is None:
+            raise InputError(f"threshold {text!r}: give one value or task=value pairs")
+        return dict.fromkeys(TASKS, value)
+    out = dict.fromkeys(TASKS, 0.5)
+    for item in (part.strip() for part in text.split(",")):
+        task, _, raw = item.partition("=")
+        if task.strip() not in TASKS:
+            raise InputError(f"threshold {item!r}: unknown task (use {', '.join(TASKS)})")
+        (out[task.strip()],) = parse_cuts(raw)
+    return out
+
+
+def _per_task(threshold: Thresholds) -> dict[str, float]:
+    if isinstance(threshold, Mapping):
+        missing = [t for t in TASKS if t not in threshold]
+        if missing:
+            raise ValueError(f"threshold missing for {missing}")
+        return {t: float(threshold[t]) for t in TASKS}
+    return dict.fromkeys(TASKS, float(threshold))
+
+
+def _scores(
+    prob: np.ndarray, truth: np.ndarray, *, threshold: float, rho: float
+) -> dict[str, float]:
+    pred = prob > threshold
+    scores = {k: float(v) for k, v in pixel_scores(pred, truth).items()}
+    relaxed = relaxed_scores(pred, truth, rho=rho)
+    for key in ("precision", "recall", "f1"):
+        scores[f"relaxed_{key}"] = float(relaxed[key])
+    scores["threshold"] = threshold
+    return scores
+
+
 def evaluate_scene(
     model: Any,
     scene: LabelledScene,
     *,
-    threshold: float = 0.5,
+    threshold: Thresholds = 0.5,
     rho: float = 2.0,
     tile: int = 512,
     margin: int = 32,
-) -> dict[str, dict[str, float]]:
+    sweep: Sequence[float] = (),
+) -> dict[str, Any]:
     """Scores of a model on the window of a labelled scene.
 
+    Args:
+        model: a RoadNet ``keras.Model``.
+        scene: the labelled scene; only its window is scored.
+        threshold: probability cut, one for all tasks or one per task.
+        rho: tolerance of the relaxed scores, pixels.
+        tile: prediction tile side, a multiple of 16.
+        margin: pixels discarded at each tile edge.
+        sweep: extra thresholds to score every task at (under ``"sweep"``).
+
     Returns:
-        ``{task: {...}}`` with pixel ``precision``, ``recall``, ``f1``, ``iou`` and the relaxed
-        ``relaxed_precision``, ``relaxed_recall``, ``relaxed_f1`` within ``rho`` pixels.
+        ``{task: {...}}`` with pixel ``precision``, ``recall``, ``f1``, ``iou``, the relaxed
+        ``relaxed_precision``, ``relaxed_recall``, ``relaxed_f1`` within ``rho`` pixels and
+        the ``threshold`` used; with ``sweep``, also ``"sweep": {task: [scores, ...]}``.
     """
+    cuts = _per_task(threshold)
     col0, row0, col1, row1 = scene.window
     image = scene.image[row0:row1, col0:col1].astype(np.float32)
     probs = predict_scene(model, image, tile=tile, margin=margin)
-    result: dict[str, dict[str, float]] = {}
+    result: dict[str, Any] = {}
+    swept: dict[str, list[dict[str, float]]] = {}
     for i, task in enumerate(TASKS):
         truth = scene.labels[row0:row1, col0:col1, i] > 0
-        pred = probs[task] > threshold
-        scores = {k: float(v) for k, v in pixel_scores(pred, truth).items()}
-        relaxed = relaxed_scores(pred, truth, rho=rho)
-        for key in ("precision", "recall", "f1"):
-            scores[f"relaxed_{key}"] = float(relaxed[key])
-        scores["truth_fraction"] = float(truth.mean())
-        result[task] = scores
+        result[task] = _scores(probs[task], truth, threshold=cuts[task], rho=rho)
+        result[task]["truth_fraction"] = float(truth.mean())
+        if sweep:
+            swept[task] = [_scores(probs[task], truth, threshold=t, rho=rho) for t in sweep]
+    if sweep:
+        result["sweep"] = swept
     return result
 
 
@@ -116,9 +201,10 @@ def evaluate_model_on_files(
     model_path: Path | None = None,
     out: Path | None = None,
     window: tuple[int, int, int, int] | None = None,
-    threshold: float = 0.5,
+    threshold: Thresholds = 0.5,
     rho: float = 2.0,
     tile: int = 512,
+    sweep: Sequence[float] = (),
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score a saved model on a labelled scene read from disk; optionally write JSON.
@@ -129,9 +215,10 @@ def evaluate_model_on_files(
         model_path: a ``.keras`` model; None for the shipped default model.
         out: JSON file to write the report to, or None.
         window: ``(col0, row0, col1, row1)`` part of the scene to score; None for all of it.
-        threshold: probability above which a pixel is predicted positive.
+        threshold: probability above which a pixel is predicted positive (one, or per task).
         rho: tolerance of the relaxed scores, pixels.
         tile: prediction tile side, a multiple of 16.
+        sweep: extra thresholds to score (see :func:`evaluate_scene`).
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -147,19 +234,22 @@ def evaluate_model_on_files(
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
     started = time.monotonic()
-    scores = evaluate_scene(model, data, threshold=threshold, rho=rho, tile=tile)
+    scores = evaluate_scene(model, data, threshold=threshold, rho=rho, tile=tile, sweep=sweep)
+    swept = scores.pop("sweep", None)
     report = {
         "model": str(path),
         "content_hash": content_hash(path),
         "scene": str(scene),
         "labels": str(labels_dir),
         "window": list(data.window),
-        "threshold": threshold,
+        "threshold": _per_task(threshold),
         "rho": rho,
         "tile": tile,
         "seconds": round(time.monotonic() - started, 1),
         "scores": scores,
     }
+    if swept is not None:
+        report["sweep"] = swept
     if out is not None:
         from roadnet.model.card import write_json_atomic
 

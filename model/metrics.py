@@ -70,10 +70,17 @@ def pixel_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def _within(mask: np.ndarray, rho: float) -> np.ndarray:
-    """Pixels within Euclidean distance ``rho`` of any true pixel of ``mask``."""
+    """Pixels within Euclidean distance ``rho`` of any true pixel of ``mask``.
+
+    A dilation by the disk of radius ``rho`` (pixel centres), which equals thresholding the
+    Euclidean distance transform at ``rho`` and is several times faster.
+    """
     if not mask.any():
         return np.zeros_like(mask)
-    within: np.ndarray = np.asarray(ndimage.distance_transform_edt(~mask) <= rho)
+    r = int(np.floor(rho))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = yy**2 + xx**2 <= rho**2
+    within: np.ndarray = np.asarray(ndimage.binary_dilation(mask, structure=disk))
     return within
 
 

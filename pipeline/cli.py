@@ -261,7 +261,15 @@ def evaluate_model(
     window: Annotated[
         str | None, typer.Option("--window", help="Pixel window col0,row0,col1,row1.")
     ] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Probability cut.")] = 0.5,
+    threshold: Annotated[
+        str,
+        typer.Option(
+            "--threshold", help="Probability cut: 0.5, or per task surface=0.6,edge=0.5,..."
+        ),
+    ] = "0.5",
+    sweep: Annotated[
+        str | None, typer.Option("--sweep", help="Also score these cuts, e.g. 0.3,0.5,0.7.")
+    ] = None,
     rho: Annotated[float, typer.Option("--rho", help="Relaxed-score tolerance, px.")] = 2.0,
     card: Annotated[
         Path | None,
@@ -274,8 +282,10 @@ def evaluate_model(
 ) -> None:
     """Score a model on a labelled scene: pixel and relaxed precision / recall / F1 / IoU."""
     from roadnet.errors import InputError
-    from roadnet.model.evaluate import evaluate_model_on_files
+    from roadnet.model.evaluate import evaluate_model_on_files, parse_cuts, parse_thresholds
 
+    cuts = parse_thresholds(threshold)
+    sweep_cuts = parse_cuts(sweep) if sweep else []
     win = None
     if window:
         try:
@@ -289,8 +299,9 @@ def evaluate_model(
         model_path=model,
         out=out,
         window=win,
-        threshold=threshold,
+        threshold=cuts,
         rho=rho,
+        sweep=sweep_cuts,
         overwrite=overwrite,
     )
     if card is not None:
@@ -299,9 +310,10 @@ def evaluate_model(
         attach_evaluation(card, report, name=card_key)
     for task, s in report["scores"].items():
         typer.echo(
-            f"{task:<11} IoU {s['iou']:.4f}  F1 {s['f1']:.4f}  P {s['precision']:.4f}  "
-            f"R {s['recall']:.4f}  relaxed(rho={rho:g}) F1 {s['relaxed_f1']:.4f}  "
-            f"P {s['relaxed_precision']:.4f}  R {s['relaxed_recall']:.4f}"
+            f"{task:<11} cut {s['threshold']:.2f}  IoU {s['iou']:.4f}  F1 {s['f1']:.4f}  "
+            f"P {s['precision']:.4f}  R {s['recall']:.4f}  relaxed(rho={rho:g}) "
+            f"F1 {s['relaxed_f1']:.4f}  P {s['relaxed_precision']:.4f}  "
+            f"R {s['relaxed_recall']:.4f}"
         )
 
 

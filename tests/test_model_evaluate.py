@@ -116,3 +116,29 @@ def test_evaluate_model_command_writes_a_report(tmp_path: Path) -> None:
         ],
     )
     assert "describes model" in str(mismatch.exception)
+
+
+def test_parse_thresholds() -> None:
+    from roadnet.errors import InputError
+    from roadnet.model.evaluate import parse_cuts, parse_thresholds
+
+    assert parse_thresholds("0.6") == {"surface": 0.6, "edge": 0.6, "centerline": 0.6}
+    assert parse_thresholds("edge=0.3") == {"surface": 0.5, "edge": 0.3, "centerline": 0.5}
+    assert parse_cuts("0.3, 0.7") == [0.3, 0.7]
+    for bad in ("1.5", "road=0.5", "x", "0.3,0.5"):
+        with pytest.raises(InputError):
+            parse_thresholds(bad)
+
+
+def test_per_task_thresholds_and_sweep() -> None:
+    model = build_test_model()
+    image = _image(64, 64).astype(np.uint8)
+    labels = (np.random.default_rng(0).random((64, 64, 3)) < 0.3).astype(np.uint8)
+    scene = LabelledScene(image, labels, (0, 0, 64, 64), "m")
+    cuts = {"surface": 0.3, "edge": 0.5, "centerline": 0.7}
+    scores = evaluate_scene(model, scene, threshold=cuts, tile=64, margin=16, sweep=[0.3, 0.7])
+    assert [scores[t]["threshold"] for t in cuts] == [0.3, 0.5, 0.7]
+    swept = scores["sweep"]["surface"]
+    assert [s["threshold"] for s in swept] == [0.3, 0.7]
+    assert swept[0]["iou"] == scores["surface"]["iou"]
+    assert swept[1]["tp"] + swept[1]["fp"] <= swept[0]["tp"] + swept[0]["fp"]

@@ -70,3 +70,17 @@ def test_metric_rejects_bad_arguments_and_roundtrips() -> None:
     clone = keras.metrics.deserialize(keras.metrics.serialize(m))
     assert clone.score == "iou" and clone.threshold == 0.3
     assert sorted(task_metrics()) == ["centerline", "edge", "surface"]
+
+
+@pytest.mark.parametrize("rho", [1.0, 1.5, 2.0, 3.0])
+def test_relaxed_scores_equal_the_distance_transform_definition(rho: float) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(rho * 10))
+    truth = rng.random((40, 50)) < 0.05
+    pred = rng.random((40, 50)) < 0.08
+    near_truth = ndimage.distance_transform_edt(~truth) <= rho
+    near_pred = ndimage.distance_transform_edt(~pred) <= rho
+    got = relaxed_scores(pred, truth, rho=rho)
+    assert got["precision"] == pytest.approx((pred & near_truth).sum() / pred.sum())
+    assert got["recall"] == pytest.approx((truth & near_pred).sum() / truth.sum())
