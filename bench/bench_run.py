@@ -121,6 +121,7 @@ class PeakRSS:
 
     def __init__(self) -> None:
         self.peak = 0
+        self.peak_main = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -132,6 +133,8 @@ class PeakRSS:
                 with contextlib.suppress(psutil.Error):
                     total += proc.memory_info().rss
             self.peak = max(self.peak, total)
+            with contextlib.suppress(psutil.Error):
+                self.peak_main = max(self.peak_main, me.memory_info().rss)
             time.sleep(0.1)
 
     def __enter__(self) -> PeakRSS:
@@ -165,6 +168,7 @@ def bench_roadnet(scene: Path, out: Path, model: Path, workers: int, threads: in
         "wall_s": round(time.perf_counter() - start, 2),
         "mpx_s": round(summary.pixels / 1e6 / summary.seconds, 3),
         "peak_rss_mb": round(rss.peak / 2**20),
+        "peak_client_mb": round(rss.peak_main / 2**20),
     }
 
 
@@ -179,19 +183,23 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     configure_tensorflow(threads=os.cpu_count())
     runner = ModelRunner(model=str(model), digest=content_hash(model), shape=SHAPE)
     calls = min(chunks, args.raw_calls)
-    # The machine is shared: (a) is measured before and after (b) and the faster kept.
-    raw = [bench_raw(runner, calls=calls)]
-    results["roadnet_run"] = [
-        bench_roadnet(scene, work / f"r{w}x{t}.zarr", model, w, t)
-        for w, t in (tuple(int(v) for v in layout.split("x")) for layout in args.layouts.split(","))
-    ]
-    raw.append(bench_raw(runner, calls=calls))
-    per_call = min(raw)
+    layouts = [tuple(int(v) for v in layout.split("x")) for layout in args.layouts.split(",")]
+    # The machine is shared: (a), (b), (c) are interleaved --reps times, the fastest kept.
+    raw, naive, runs = [], [], []
+    for _ in range(args.reps):
+        raw.append(bench_raw(runner, calls=calls))
+        runs += [bench_roadnet(scene, work / f"r{w}x{t}.zarr", model, w, t) for w, t in layouts]
+        naive.append(bench_naive(scene, work / "naive.tif", runner))
     results["raw_window_s"] = [round(r, 3) for r in raw]
-    results["raw_mpx_s"] = round(SHAPE[0] * SHAPE[1] / 1e6 / per_call, 3)
-    naive_s = bench_naive(scene, work / "naive.tif", runner)
-    results["naive_s"] = round(naive_s, 2)
-    results["naive_mpx_s"] = round(args.size**2 / 1e6 / naive_s, 3)
+    results["raw_mpx_s"] = round(SHAPE[0] * SHAPE[1] / 1e6 / min(raw), 3)
+    results["naive_s"] = [round(n, 2) for n in naive]
+    results["naive_mpx_s"] = round(args.size**2 / 1e6 / min(naive), 3)
+    best: dict = {}  # type: ignore[type-arg]
+    for r in runs:
+        if r["layout"] not in best or r["compute_s"] < best[r["layout"]]["compute_s"]:
+            best[r["layout"]] = r
+    results["all_runs"] = runs
+    results["roadnet_run"] = list(best.values())
     target = 0.9 * results["raw_mpx_s"] * CORE**2 / (SHAPE[0] * SHAPE[1])
     results["target_mpx_s"] = round(target, 3)
     for r in results["roadnet_run"]:
@@ -222,6 +230,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="scene side in px")
     parser.add_argument("--layouts", default="1x2,2x1", help="workers x threads, comma-separated")
     parser.add_argument("--raw-calls", type=int, default=16)
+    parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--memory", action="store_true", help="peak memory vs scene size")
     parser.add_argument("--sizes", default="4096,16384", help="scene sides for --memory")
     parser.add_argument("--work-dir", default=None)

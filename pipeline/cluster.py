@@ -89,7 +89,12 @@ def dask_client(
         threads_per_worker=threads,
         processes=True,
         dashboard_address=":0",
-        env={"TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            # GDAL's block cache defaults to 5 % of RAM per process and fills up with every
+            # block read: cap it so worker memory does not grow with the scene.
+            "GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64"),
+        },
     )
     with cluster, Client(cluster) as client:
         log.info(
