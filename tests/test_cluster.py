@@ -150,22 +150,14 @@ def _assert_same(a: Path, b: Path) -> None:
         assert np.array_equal(ra[name], rb[name]), name
 
 
+def _cli_args(cluster: str, job: dict[str, Path], out: Path) -> list[str]:
+    scene, model = str(job["scene"]), str(job["model"])
+    return [*ROADNET, "run", scene, "--out", str(out), "--model", model, *RUN_OPTS,
+            "--scheduler", cluster]  # fmt: skip
+
+
 def _cli_on(cluster: str, job: dict[str, Path], out: Path) -> subprocess.Popen[bytes]:
-    return _start(
-        [
-            *ROADNET,
-            "run",
-            str(job["scene"]),
-            "--out",
-            str(out),
-            "--model",
-            str(job["model"]),
-            *RUN_OPTS,
-            "--scheduler",
-            cluster,
-        ],
-        out.with_suffix(".log"),
-    )
+    return _start(_cli_args(cluster, job, out), out.with_suffix(".log"))
 
 
 def _wait_for_chunks(out: Path, count: int, proc: subprocess.Popen[bytes]) -> int:
@@ -240,18 +232,7 @@ def test_killed_run_resumes(cluster: str, job: dict[str, Path], workdir: Path) -
         _stop(proc)
     assert not out.exists() and staging_path(out).exists()
     rerun = subprocess.run(
-        [
-            *ROADNET,
-            "run",
-            str(job["scene"]),
-            "--out",
-            str(out),
-            "--model",
-            str(job["model"]),
-            *RUN_OPTS,
-            "--scheduler",
-            cluster,
-        ],
+        _cli_args(cluster, job, out),
         capture_output=True,
         text=True,
         env=ENV,
