@@ -111,3 +111,16 @@ def test_open_result_errors(tmp_path: Path) -> None:
     create_store(store, _template(), chunk=CHUNK, grid=(3, 2), attrs={JOB_ATTR: "j"})
     with pytest.raises(InputError, match="incomplete"):
         open_result(store)
+
+
+def test_overwrite_replaces_a_complete_result(tmp_path: Path) -> None:
+    out = tmp_path / "r.zarr"
+    for seed, job in ((0, "j1"), (1, "j2")):
+        staging, _ = prepare_store(out, job=job, overwrite=seed > 0)
+        create_store(staging, _template(), chunk=CHUNK, grid=(3, 2), attrs={JOB_ATTR: job})
+        _fill(staging, _codes(150, 100, seed))
+        finish_store(staging, out, attrs={})
+    ds = open_result(out)
+    assert ds.attrs[JOB_ATTR] == "j2"
+    raw = xr.open_zarr(out, mask_and_scale=False)
+    assert np.array_equal(raw.surface.values, _codes(150, 100, 1)[0])
