@@ -261,3 +261,26 @@ def test_default_layout_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) -
     assert scheduler_address("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"
     with pytest.raises(InputError, match="local cluster only"), dask_client(workers=2):
         pass
+
+
+@pytest.mark.slow
+def test_killed_local_run_resumes(job: dict[str, Path], workdir: Path) -> None:
+    """The whole `roadnet run` with its LocalCluster killed at once (process group)."""
+    out = workdir / "resumed-local.zarr"
+    args = [*ROADNET, "run", str(job["scene"]), "--out", str(out), "--model", str(job["model"]),
+            *RUN_OPTS, "--workers", "1", "--threads-per-worker", "1"]  # fmt: skip
+    proc = _start(args, out.with_suffix(".log"))
+    try:
+        _wait_for_chunks(out, 12, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _stop(proc)
+    assert not out.exists() and staging_path(out).exists()
+    rerun = subprocess.run(args, capture_output=True, text=True, env=ENV, check=False, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    line = rerun.stdout.strip().splitlines()[-1]
+    assert "resumed" in line, line
+    computed = int(line.split(" chunks computed")[0].rsplit(" ", 1)[1].split("/")[0])
+    assert 0 < computed <= 64 - 12, line
+    _assert_same(job["local"], out)
