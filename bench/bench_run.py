@@ -146,7 +146,9 @@ class PeakRSS:
         self._thread.join()
 
 
-def bench_roadnet(scene: Path, out: Path, model: Path, workers: int, threads: int) -> dict:  # type: ignore[type-arg]
+def bench_roadnet(  # type: ignore[type-arg]
+    scene: Path, out: Path, model: Path, workers: int, threads: int, band_chunks: int = 128
+) -> dict:
     """(b): ``run_to_zarr`` on a LocalCluster; compute and wall seconds, peak memory."""
     from roadnet.pipeline.run import RunConfig, run_to_zarr
 
@@ -161,6 +163,7 @@ def bench_roadnet(scene: Path, out: Path, model: Path, workers: int, threads: in
             threads_per_worker=threads,
             overwrite=True,
             progress=False,
+            band_chunks=band_chunks,
         )
     return {
         "layout": f"{workers}x{threads}",
@@ -214,7 +217,7 @@ def memory(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-a
     for size in (int(s) for s in args.sizes.split(",")):
         scene = make_scene(work / f"scene{size}.tif", size)
         w, t = (int(v) for v in args.layouts.split(",")[0].split("x"))
-        row = bench_roadnet(scene, work / f"m{size}.zarr", model, w, t)
+        row = bench_roadnet(scene, work / f"m{size}.zarr", model, w, t, args.band_chunks)
         rows.append({"scene_mpx": round(size**2 / 1e6), **row})
         scene.unlink()
     return {
@@ -233,6 +236,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--memory", action="store_true", help="peak memory vs scene size")
     parser.add_argument("--sizes", default="4096,16384", help="scene sides for --memory")
+    parser.add_argument("--band-chunks", type=int, default=128, help="chunks per band (--memory)")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:

@@ -14,18 +14,19 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.delayed import delayed
 from pydantic import Field, model_validator
 
 from roadnet import __version__
 from roadnet.errors import ModelError
 from roadnet.model.io import content_hash, default_model_path
+from roadnet.pipeline.bands import compute_in_bands
 from roadnet.pipeline.blend import FILL_VALUE, SCALE_FACTOR, TASKS
 from roadnet.pipeline.config import StrictModel
 from roadnet.pipeline.infer import model_shape_for, predict_array
@@ -246,6 +247,7 @@ def run_to_zarr(
     threads_per_worker: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    band_chunks: int = 128,
 ) -> RunSummary:
     """Predict a scene on a Dask cluster into a Zarr store; resume a killed run.
 
@@ -259,6 +261,8 @@ def run_to_zarr(
         threads_per_worker: threads per local worker.
         overwrite: replace an existing result.
         progress: show a progress bar.
+        band_chunks: chunks submitted to the cluster at a time, in whole chunk rows (see
+            :func:`~roadnet.pipeline.bands.compute_in_bands`); bounds the scheduler's memory.
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
@@ -285,20 +289,15 @@ def run_to_zarr(
         if not resume:
             attrs = {**prediction.attrs, JOB_ATTR: job}
             create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
-        blocks = prediction.codes.to_delayed()
-        writes = [
-            delayed(write_chunk, pure=False)(
-                blocks[0, r, c], path=str(staging), row=int(r), col=int(c), chunk=config.chunk
-            )
-            for r, c in todo
-        ]
         start = time.perf_counter()
-        futures = client.compute(writes)
-        if progress:
-            from distributed import progress as show_progress
-
-            show_progress(futures, notebook=False)
-        client.gather(futures)
+        compute_in_bands(
+            client,
+            prediction.codes,
+            todo,
+            consume=partial(write_chunk, path=str(staging), chunk=config.chunk),
+            band_chunks=band_chunks,
+            progress=progress,
+        )
         seconds = time.perf_counter() - start
     finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
     h, w = prediction.scene.shape
