@@ -101,3 +101,20 @@ def test_conv_block_config_roundtrip() -> None:
     block = ConvBNAct(12, kernel_size=3, activation="selu", name="b")
     clone = ConvBNAct.from_config(block.get_config())
     assert (clone.filters, clone.kernel_size, clone.activation) == (12, 3, "selu")
+
+
+def test_shipped_lite_model_meets_the_contract() -> None:
+    from roadnet.model.io import content_hash, default_model_path
+
+    path = default_model_path()
+    assert path.name == "roadnet-lite.keras" and path.stat().st_size <= 20 * 2**20
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["content_hash"] == content_hash(path)
+    assert card["variant"] == "roadnet-lite"
+    model = load_model(path)
+    x = np.full((2, 64, 48, 3), 128.0, "float32")
+    out = model(x, training=False)
+    for task in ("surface", "edge", "centerline"):
+        assert tuple(out[task].shape) == (2, 64, 48, 1)
+    held_out = card["metrics"]["evaluations"]["held_out"]["scores"]
+    assert held_out["surface"]["iou"] > 0.5  # far above the all-background baseline of 0
