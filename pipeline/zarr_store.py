@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor open_result's callers use)
 import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec

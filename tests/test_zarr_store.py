@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import dask.array as da
@@ -81,6 +83,12 @@ def test_store_round_trip(tmp_path: Path) -> None:
     # Plain xarray, no warnings about consolidated metadata.
     plain = xr.open_zarr(out, decode_coords="all")
     assert plain.rio.crs == ds.rio.crs
+    # A user's fresh interpreter: roadnet.open_result alone makes .rio work.
+    code = "import sys, roadnet; print(roadnet.open_result(sys.argv[1]).rio.crs.to_epsg())"
+    fresh = subprocess.run(
+        [sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert fresh.stdout.strip() == "32635", fresh.stderr
     raw = xr.open_zarr(out, mask_and_scale=False)
     assert raw.centerline.dtype == np.uint8
     assert np.array_equal(raw.centerline.values, full[2])
