@@ -147,7 +147,7 @@ class PeakRSS:
 
 
 def bench_roadnet(  # type: ignore[type-arg]
-    scene: Path, out: Path, model: Path, workers: int, threads: int, band_chunks: int = 128
+    scene: Path, out: Path, model: Path, workers: int, threads: int, band_chunks: int = 32
 ) -> dict:
     """(b): ``run_to_zarr`` on a LocalCluster; compute and wall seconds, peak memory."""
     from roadnet.pipeline.run import RunConfig, run_to_zarr
@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--memory", action="store_true", help="peak memory vs scene size")
     parser.add_argument("--sizes", default="4096,16384", help="scene sides for --memory")
-    parser.add_argument("--band-chunks", type=int, default=128, help="chunks per band (--memory)")
+    parser.add_argument("--band-chunks", type=int, default=32, help="chunks per band (--memory)")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:

@@ -75,7 +75,7 @@ def compute_in_bands(
     todo: np.ndarray,
     *,
     consume: Callable[..., None],
-    band_chunks: int = 128,
+    band_chunks: int = 32,
     in_flight: int = 2,
     progress: bool = False,
 ) -> None:

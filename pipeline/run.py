@@ -247,7 +247,7 @@ def run_to_zarr(
     threads_per_worker: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    band_chunks: int = 128,
+    band_chunks: int = 32,
 ) -> RunSummary:
     """Predict a scene on a Dask cluster into a Zarr store; resume a killed run.
 
