@@ -113,7 +113,7 @@ def job(workdir: Path) -> dict[str, Path]:
     model = save_test_model(workdir / "m.keras")
     scene = write_scene(workdir / "scene.tif", smooth_scene(SIZE, SIZE, seed=3))
     local = workdir / "local.zarr"
-    proc = subprocess.run(
+    _run_ok(
         [
             *ROADNET,
             "run",
@@ -127,14 +127,8 @@ def job(workdir: Path) -> dict[str, Path]:
             "1",
             "--threads-per-worker",
             "1",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-        timeout=300,
+        ]
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
     return {"model": model, "scene": scene, "local": local}
 
 
@@ -148,6 +142,29 @@ def _assert_same(a: Path, b: Path) -> None:
     for name in ra:
         assert ra[name].dtype == np.uint8
         assert np.array_equal(ra[name], rb[name]), name
+
+
+def _run_ok(args: list[str]) -> str:
+    """Run a roadnet CLI command to completion; assert success and return its last line."""
+    proc = subprocess.run(args, capture_output=True, text=True, env=ENV, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+
+
+def _computed(line: str) -> int:
+    """Chunks computed, from the summary line '... N/M chunks computed ...'."""
+    return int(line.split(" chunks computed")[0].rsplit(" ", 1)[1].split("/")[0])
+
+
+def _kill_midway(proc: subprocess.Popen[bytes], out: Path) -> None:
+    """SIGKILL a run's whole process group once 12 chunks are written; the store stays partial."""
+    try:
+        _wait_for_chunks(out, 12, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _stop(proc)
+    assert not out.exists() and staging_path(out).exists()
 
 
 def _cli_args(cluster: str, job: dict[str, Path], out: Path) -> list[str]:
@@ -223,26 +240,9 @@ def test_worker_killed_mid_run(cluster: str, job: dict[str, Path], workdir: Path
 
 def test_killed_run_resumes(cluster: str, job: dict[str, Path], workdir: Path) -> None:
     out = workdir / "resumed.zarr"
-    proc = _cli_on(cluster, job, out)
-    try:
-        _wait_for_chunks(out, 12, proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        _stop(proc)
-    assert not out.exists() and staging_path(out).exists()
-    rerun = subprocess.run(
-        _cli_args(cluster, job, out),
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-        timeout=300,
-    )
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    line = rerun.stdout.strip().splitlines()[-1]
-    computed = int(line.split(" chunks computed")[0].rsplit(" ", 1)[1].split("/")[0])
-    assert 0 < computed <= 64 - 12, line
+    _kill_midway(_cli_on(cluster, job, out), out)
+    line = _run_ok(_cli_args(cluster, job, out))
+    assert 0 < _computed(line) <= 64 - 12, line
     assert "resumed" in line
     _assert_same(job["local"], out)
 
@@ -269,18 +269,8 @@ def test_killed_local_run_resumes(job: dict[str, Path], workdir: Path) -> None:
     out = workdir / "resumed-local.zarr"
     args = [*ROADNET, "run", str(job["scene"]), "--out", str(out), "--model", str(job["model"]),
             *RUN_OPTS, "--workers", "1", "--threads-per-worker", "1"]  # fmt: skip
-    proc = _start(args, out.with_suffix(".log"))
-    try:
-        _wait_for_chunks(out, 12, proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        _stop(proc)
-    assert not out.exists() and staging_path(out).exists()
-    rerun = subprocess.run(args, capture_output=True, text=True, env=ENV, check=False, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    line = rerun.stdout.strip().splitlines()[-1]
+    _kill_midway(_start(args, out.with_suffix(".log")), out)
+    line = _run_ok(args)
     assert "resumed" in line, line
-    computed = int(line.split(" chunks computed")[0].rsplit(" ", 1)[1].split("/")[0])
-    assert 0 < computed <= 64 - 12, line
+    assert 0 < _computed(line) <= 64 - 12, line
     _assert_same(job["local"], out)
