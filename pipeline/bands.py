@@ -1,7 +1,7 @@
 """Computing a chunked array on a Dask cluster in bands of chunk rows, memory bounded.
 
 Submitting every task of a large scene at once makes the scheduler and the client hold the
-state of all of them (about 27 tasks per chunk) for the whole run, so their memory grows
+state of all of them (a dozen or more tasks per chunk) for the whole run, so their memory grows
 with the scene. :func:`compute_in_bands` submits the chunks instead in bands of whole chunk
 rows, at most ``in_flight`` bands at a time, and hands each computed chunk to a function on
 the worker (e.g. a Zarr write). Neighbouring bands share tasks — the scene reads and
@@ -19,6 +19,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from dask._task_spec import convert_legacy_graph
+from dask.base import optimize, tokenize
 from distributed import Client, Future, as_completed
 
 __all__ = ["band_rows", "compute_in_bands", "plan_bands", "task_closure"]
@@ -96,9 +97,22 @@ def compute_in_bands(
     """
     # Explicit task specs: a band's graph leaves out the keys an earlier band holds, and
     # legacy tuple tasks could not tell a reference to such a key from a literal tuple.
-    graph = convert_legacy_graph(dict(array.__dask_graph__()))
+    # Each chunk's write is a task of the graph, fused with the task that computes the chunk
+    # (when nothing else needs it), and the graph is optimized (linear chains fused): fewer
+    # tasks for the scheduler, and no computed chunk travels back and forth.
+    written = da.map_blocks(
+        _consume_block,
+        array,
+        consume=consume,
+        chunks=((1,), *((1,) * n for n in array.numblocks[1:])),
+        dtype=bool,
+        meta=np.empty((0, 0, 0), dtype=bool),
+        name="roadnet-write-" + tokenize(array.name, consume),
+    )
+    (written,) = optimize(written)
+    graph = convert_legacy_graph(dict(written.__dask_graph__()))
     bands = plan_bands(todo, rows=band_rows(array.numblocks[2], band_chunks=band_chunks))
-    wanted = [[(array.name, 0, int(r), int(c)) for r, c in band] for band in bands]
+    wanted = [[(written.name, 0, int(r), int(c)) for r, c in band] for band in bands]
     held: dict[Key, Future] = {}
     pending: deque[set[Future]] = deque()
     done = as_completed()
@@ -111,16 +125,12 @@ def compute_in_bands(
         new_shared = [k for k in shared if k not in held]
         dsk = {k: graph[k] for k in closure if k not in held}
         futures = client.get(dsk, [*wanted[i], *new_shared], sync=False)
-        blocks, got = futures[: len(wanted[i])], futures[len(wanted[i]) :]
+        writes, got = futures[: len(wanted[i])], futures[len(wanted[i]) :]
         held = {
             **{k: held[k] for k in shared if k in held},
             **dict(zip(new_shared, got, strict=True)),
         }
-        writes = {
-            client.submit(consume, block, row=int(r), col=int(c), pure=False)
-            for block, (r, c) in zip(blocks, bands[i], strict=True)
-        }
-        pending.append(writes)
+        pending.append(set(writes))
         done.update(writes)
 
     with bar:
@@ -138,6 +148,15 @@ def compute_in_bands(
                 if submitted < len(bands):
                     submit(submitted)
                     submitted += 1
+
+
+def _consume_block(
+    block: np.ndarray, *, consume: Callable[..., None], block_info: dict[Any, Any]
+) -> np.ndarray:
+    """Hand one computed chunk to ``consume``; a one-element flag stands for it."""
+    _, row, col = block_info[0]["chunk-location"]
+    consume(block, row=int(row), col=int(col))
+    return np.ones((1, 1, 1), dtype=bool)
 
 
 class _Bar:

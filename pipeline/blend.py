@@ -30,7 +30,7 @@ __all__ = [
     "TASKS",
     "default_margin",
     "encode_probability",
-    "merge_block",
+    "merge_neighbours",
     "plan_chunks",
     "predict_block",
     "ramp",
@@ -127,11 +127,15 @@ def to_model_input(block: np.ndarray, *, scale: float, alpha: bool = False) -> n
         ``(y, x, band)`` float32 in [0, 255], NaN replaced by 0.
     """
     image = block[:-1] if alpha else block
-    x = np.moveaxis(image, 0, -1).astype(np.float32) * np.float32(scale)
+    x = np.empty((*image.shape[1:], image.shape[0]), dtype=np.float32)
+    np.copyto(x, np.moveaxis(image, 0, -1), casting="unsafe")
+    if scale != 1.0:
+        x *= np.float32(scale)
     if image.dtype.kind == "f":
-        x = np.nan_to_num(x, nan=0.0)
-    clipped: np.ndarray = np.clip(x, 0.0, 255.0)
-    return clipped
+        np.nan_to_num(x, copy=False, nan=0.0)
+    if image.dtype != np.uint8 or scale > 1.0:  # uint8 at scale <= 1 is within 0-255 already
+        np.clip(x, 0.0, 255.0, out=x)
+    return x
 
 
 def predict_block(
@@ -170,6 +174,17 @@ def predict_block(
         return out
     x = to_model_input(block, scale=scale, alpha=alpha)
     mh, mw = model_shape
+    if (mh, mw) != (h, w):
+        x = np.pad(x, ((0, mh - h), (0, mw - w), (0, 0)), mode="symmetric")
+    probs = predict(x[np.newaxis])[:h, :w]
+    weight = out[-1]
+    np.multiply(ramp(h, overlap)[:, np.newaxis], ramp(w, overlap), out=weight)
+    if not valid.all():
+        weight *= valid
+    np.multiply(np.moveaxis(probs, -1, 0), weight, out=out[: len(TASKS)])
+    return out
+    x = to_model_input(block, scale=scale, alpha=alpha)
+    mh, mw = model_shape
     x = np.pad(x, ((0, mh - h), (0, mw - w), (0, 0)), mode="symmetric")
     probs = predict(x[np.newaxis])[:h, :w]
     weight = np.outer(ramp(h, overlap), ramp(w, overlap)) * valid
@@ -178,37 +193,39 @@ def predict_block(
     return out
 
 
-def _fold(a: np.ndarray, *, axis: int, overlap: int) -> np.ndarray:
-    """Add the neighbours' overhangs into the core along one axis.
+def merge_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> np.ndarray:
+    """Sum one chunk's weighted prediction and its neighbours' overhangs, and encode it.
 
-    ``a`` holds, along ``axis``: the previous block's last ``overlap`` px (its overhang into
-    this core), this block's padded prediction (``core + 2 * overlap``), the next block's
-    first ``overlap`` px. Returns the ``core`` px with all contributions summed.
-    """
-    d = overlap
-    n = a.shape[axis] - 4 * d
-    a = np.moveaxis(a, axis, 0)
-    core = a[2 * d : 2 * d + n].copy()
-    core[:d] += a[:d]
-    core[n - d :] += a[n + 3 * d :]
-    return np.moveaxis(core, 0, axis)
-
-
-def merge_block(extended: np.ndarray, *, overlap: int) -> np.ndarray:
-    """Sum overlapping weighted predictions into one core chunk and encode it.
+    Neighbouring padded blocks overlap by ``2 * overlap`` px, so each neighbour reaches
+    ``overlap`` px into this chunk's core: the block above with its last ``overlap`` rows,
+    the block below with its first ``overlap`` rows, the left and right blocks likewise
+    with columns, and the diagonal ones with an ``overlap`` × ``overlap`` corner.
 
     Args:
-        extended: ``(4, y, x)`` float32 — one block of :func:`predict_block` output
-            (``core + 2 * overlap`` px) with ``overlap`` px of each neighbour's block around
-            it (zeros beyond the scene).
-        overlap: context per side in px.
+        blocks: 3 × 3 nested list of :func:`predict_block` outputs, ``blocks[1][1]`` this
+            chunk's (``(4, core_y + 2 * overlap, core_x + 2 * overlap)``), the others its
+            neighbours' in the same layout, None beyond the scene.
+        overlap: context per side in px; every core is at least this large.
 
     Returns:
         ``(3, core_y, core_x)`` uint8 probability codes (see :func:`encode_probability`).
     """
-    if overlap:
-        extended = _fold(_fold(extended, axis=1, overlap=overlap), axis=2, overlap=overlap)
-    return encode_probability(extended[: len(TASKS)], extended[-1])
+    d = overlap
+    centre = blocks[1][1]
+    assert centre is not None
+    h, w = centre.shape[1] - 2 * d, centre.shape[2] - 2 * d
+    total = centre[:, d : d + h, d : d + w].copy()
+    if d:
+        # Where a neighbour one step away along an axis lands in this core, and what it gives.
+        into = {-1: slice(0, d), 0: slice(0, None), 1: slice(-d, None)}
+        take = {-1: slice(-d, None), 0: slice(d, -d), 1: slice(0, d)}
+        for i, row in enumerate(blocks):
+            for j, block in enumerate(row):
+                if block is None or (i, j) == (1, 1):
+                    continue
+                dy, dx = i - 1, j - 1
+                total[:, into[dy], into[dx]] += block[:, take[dy], take[dx]]
+    return encode_probability(total[: len(TASKS)], total[-1])
 
 
 def encode_probability(weighted: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -222,8 +239,12 @@ def encode_probability(weighted: np.ndarray, weight: np.ndarray) -> np.ndarray:
         ``(task, y, x)`` uint8: ``round(p * 254)`` in 0–254, :data:`FILL_VALUE` on nodata.
     """
     has = weight > 0
-    p = np.divide(weighted, weight, out=np.zeros_like(weighted), where=has)
-    codes = np.rint(np.clip(p, 0.0, 1.0) * CODE_MAX).astype(np.uint8)
-    codes[:, ~has] = FILL_VALUE
+    inverse = np.divide(np.float32(CODE_MAX), weight, out=np.zeros_like(weight), where=has)
+    p = np.multiply(weighted, inverse, dtype=np.float32)
+    np.clip(p, 0.0, CODE_MAX, out=p)
+    np.rint(p, out=p)
+    codes = p.astype(np.uint8)
+    if not has.all():
+        codes[:, ~has] = FILL_VALUE
     result: np.ndarray = codes
     return result

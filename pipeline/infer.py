@@ -1,22 +1,30 @@
-"""The inference graph: two ``map_overlap`` passes that predict and blend chunk edges.
+"""The inference graph: ``map_overlap`` predicts every chunk with context, then a blend pass.
 
-Pass 1 predicts every core chunk with ``overlap`` px of context (reflected at the scene
-border) and keeps the whole padded prediction, weighted (:func:`~roadnet.pipeline.blend.
-predict_block`); its blocks are ``core + 2 * overlap`` px. Pass 2 gives every padded block
-``overlap`` px of its neighbours' blocks — exactly their overhangs into its core — and sums
-them into the core (:func:`~roadnet.pipeline.blend.merge_block`). Each model call sees one
-block, the model runs once per chunk, and nothing crosses a chunk but the overhangs.
+Pass 1 (``map_overlap``) predicts every core chunk with ``overlap`` px of context (reflected
+at the scene border) and keeps the whole padded prediction, weighted (:func:`~roadnet.
+pipeline.blend.predict_block`); its blocks are ``core + 2 * overlap`` px. Pass 2 is one task
+per chunk that takes its own padded block and its (up to) eight neighbours' and sums their
+overhangs into its core (:func:`~roadnet.pipeline.blend.merge_neighbours`). Each model call
+sees one block and the model runs once per chunk.
+
+Pass 2 is written as a graph layer of its own rather than a second ``map_overlap``: that
+would first cut every neighbour's overhang out in a task of its own and concatenate the
+pieces, about 20 small tasks per chunk, whose scheduling cost on a small machine was a
+tenth of the model time (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 
 from roadnet.errors import InputError
-from roadnet.pipeline.blend import TASKS, merge_block, plan_chunks, predict_block
+from roadnet.pipeline.blend import TASKS, merge_neighbours, plan_chunks, predict_block
 from roadnet.pipeline.blend import Predictor as Predictor
 
 __all__ = ["model_shape_for", "predict_array"]
@@ -111,17 +119,34 @@ def predict_array(
             meta=np.empty((0, 0, 0), dtype=np.float32),
             name="roadnet-predict",
         )
-    blended = da.map_overlap(
-        partial(merge_block, overlap=d),
-        weighted,
-        depth={0: 0, 1: d, 2: d},
-        boundary=0,
-        trim=False,
-        allow_rechunk=False,
-        chunks=((len(TASKS),), ys, xs),
-        dtype=np.uint8,
-        meta=np.empty((0, 0, 0), dtype=np.uint8),
-        name="roadnet-blend",
-    )
+    blended = _blend(weighted, ys=ys, xs=xs, overlap=d)
     result: da.Array = blended.rechunk((len(TASKS), core, core))
     return result
+
+
+def _blend(
+    weighted: da.Array, *, ys: tuple[int, ...], xs: tuple[int, ...], overlap: int
+) -> da.Array:
+    """Pass 2: one :func:`~roadnet.pipeline.blend.merge_neighbours` task per chunk."""
+    name = "roadnet-blend-" + dask.base.tokenize(weighted.name, overlap)
+    rows, cols = len(ys), len(xs)
+    merge = partial(merge_neighbours, overlap=overlap)
+    reach = (-1, 0, 1) if overlap else (0,)
+
+    def key(i: int, j: int) -> tuple[str, int, int, int] | None:
+        return (weighted.name, 0, i, j) if 0 <= i < rows and 0 <= j < cols else None
+
+    layer: dict[Any, Any] = {
+        (name, 0, i, j): (
+            merge,
+            [
+                [key(i + di, j + dj) if di in reach and dj in reach else None for dj in (-1, 0, 1)]
+                for di in (-1, 0, 1)
+            ],
+        )
+        for i in range(rows)
+        for j in range(cols)
+    }
+    dependencies: list[Any] = [weighted]
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    return da.Array(graph, name, chunks=((len(TASKS),), ys, xs), dtype=np.uint8)

@@ -294,7 +294,7 @@ def run_to_zarr(
             client,
             prediction.codes,
             todo,
-            consume=partial(write_chunk, path=str(staging), chunk=config.chunk),
+            consume=partial(write_chunk, path=str(staging), chunk=config.chunk, job=job),
             band_chunks=band_chunks,
             progress=progress,
         )

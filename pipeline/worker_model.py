@@ -30,6 +30,7 @@ __all__ = [
     "configure_tensorflow",
     "fetch_model",
     "loaded_model_count",
+    "model_call_count",
     "validate_model",
 ]
 
@@ -39,6 +40,7 @@ _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], Any] = {}
 _FUNCTIONS: dict[tuple[str, str, tuple[int, int], int], Any] = {}
 _CONFIGURED: list[bool] = []
+_CALLS: list[int] = [0]
 
 
 def fetch_model(model: str) -> Path:
@@ -99,6 +101,11 @@ def configure_tensorflow(*, threads: int | None, mixed_precision: bool = False) 
         import keras
 
         keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def model_call_count() -> int:
+    """How many model calls this process has made (warm-ups and probes included)."""
+    return _CALLS[0]
 
 
 def loaded_model_count() -> int:
@@ -164,6 +171,7 @@ class ModelRunner:
         """
         with _LOCK:
             fn = self._function()
+            _CALLS[0] += 1
             return np.asarray(fn(x))
 
 

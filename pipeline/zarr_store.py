@@ -15,6 +15,7 @@ only ever holds a complete result, and :func:`open_result` refuses anything else
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import shutil
 import warnings
 from pathlib import Path
@@ -128,7 +129,21 @@ def create_store(
     )
 
 
-def write_chunk(codes: np.ndarray, *, path: str, row: int, col: int, chunk: int) -> None:
+@functools.lru_cache(maxsize=8)
+def _open_arrays(path: str, job: str) -> tuple[zarr.Array, ...]:
+    """The task arrays and the progress array of a store, opened once per process and job.
+
+    Opening reads every array's metadata, a large part of a chunk write's cost. A store is
+    only ever recreated with the same metadata for the same ``job``, so the handles stay valid.
+    """
+    group = zarr.open_group(path, mode="r+")
+    arrays = [group[name] for name in (*TASKS, PROGRESS)]
+    return tuple(a for a in arrays if isinstance(a, zarr.Array))
+
+
+def write_chunk(
+    codes: np.ndarray, *, path: str, row: int, col: int, chunk: int, job: str = ""
+) -> None:
     """Write one core chunk, then flag it done.
 
     Args:
@@ -137,13 +152,16 @@ def write_chunk(codes: np.ndarray, *, path: str, row: int, col: int, chunk: int)
         row: chunk row.
         col: chunk column.
         chunk: core chunk size.
+        job: the store's job fingerprint (:data:`JOB_ATTR`); with it the opened arrays are
+            reused by later writes in this process.
     """
-    group = zarr.open_group(path, mode="r+")
+    arrays = _open_arrays(path, job) if job else _open_arrays.__wrapped__(path, job)
+    *planes, progress = arrays
     y0, x0 = row * chunk, col * chunk
     region = (slice(y0, y0 + codes.shape[1]), slice(x0, x0 + codes.shape[2]))
-    for name, plane in zip(TASKS, codes, strict=True):
-        group[name][region] = plane  # type: ignore[index]
-    group[PROGRESS][row, col] = 1  # type: ignore[index]
+    for array, plane in zip(planes, codes, strict=True):
+        array[region] = plane
+    progress[row, col] = 1
 
 
 def done_chunks(path: Path) -> np.ndarray:

@@ -7,7 +7,7 @@ from _models import mean_predictor
 from roadnet.pipeline.blend import (
     FILL_VALUE,
     encode_probability,
-    merge_block,
+    merge_neighbours,
     plan_chunks,
     predict_block,
     ramp,
@@ -105,12 +105,35 @@ def test_predict_block_skips_model_on_nodata_core_and_pads_to_model_shape() -> N
     assert weight[20, 20] == 1.0 and weight[30, 30] == 0.0  # nodata pixel: no weight
 
 
-def test_merge_block_sums_overhangs_into_the_core() -> None:
-    # One padded block (core 4, overlap 2) surrounded by neighbours' overhangs of ones.
-    d, core = 2, 4
-    ext = np.ones((4, core + 4 * d, core + 4 * d), np.float32)
-    codes = merge_block(ext, overlap=d)
-    assert codes.shape == (3, core, core)
-    assert (codes == 254).all()  # weighted 1 / weight 1 everywhere
-    ext[:3] *= 0.5
-    assert (merge_block(ext, overlap=d) == 127).all()
+def test_merge_neighbours_equals_overlap_add_on_a_canvas() -> None:
+    # A 3 x 3 neighbourhood of padded blocks with cores of different sizes, summed by
+    # placing every block on a canvas at its offset: the centre core must match exactly.
+    d = 3
+    heights, widths = (7, 5, 9), (6, 8, 4)
+    rng = np.random.default_rng(0)
+    blocks = [
+        [rng.uniform(0.1, 1, (4, h + 2 * d, w + 2 * d)).astype(np.float32) for w in widths]
+        for h in heights
+    ]
+    canvas = np.zeros((4, sum(heights) + 2 * d, sum(widths) + 2 * d), np.float32)
+    y0s, x0s = np.cumsum((0, *heights[:-1])), np.cumsum((0, *widths[:-1]))
+    for i, (h, y0) in enumerate(zip(heights, y0s, strict=True)):
+        for j, (w, x0) in enumerate(zip(widths, x0s, strict=True)):
+            canvas[:, y0 : y0 + h + 2 * d, x0 : x0 + w + 2 * d] += blocks[i][j]
+    core = canvas[:, d + y0s[1] : d + y0s[1] + heights[1], d + x0s[1] : d + x0s[1] + widths[1]]
+    codes = merge_neighbours(blocks, overlap=d)  # type: ignore[arg-type]
+    assert codes.shape == (3, heights[1], widths[1])
+    assert np.array_equal(codes, encode_probability(core[:3], core[3]))
+
+    # At the scene's corner (no blocks above or left) only the others contribute.
+    corner = [[None, None, None], [None, blocks[1][1], blocks[1][2]], [None, *blocks[2][1:]]]
+    canvas[:] = 0
+    for i in (1, 2):
+        for j in (1, 2):
+            y0, x0 = y0s[i], x0s[j]
+            h, w = heights[i], widths[j]
+            canvas[:, y0 : y0 + h + 2 * d, x0 : x0 + w + 2 * d] += blocks[i][j]
+    core = canvas[:, d + y0s[1] : d + y0s[1] + heights[1], d + x0s[1] : d + x0s[1] + widths[1]]
+    assert np.array_equal(
+        merge_neighbours(corner, overlap=d), encode_probability(core[:3], core[3])
+    )
