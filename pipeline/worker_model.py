@@ -30,6 +30,7 @@ __all__ = [
     "configure_tensorflow",
     "fetch_model",
     "loaded_model_count",
+    "mixed_precision_model",
     "model_call_count",
     "validate_model",
 ]
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], Any] = {}
-_FUNCTIONS: dict[tuple[str, str, tuple[int, int], int], Any] = {}
+_FUNCTIONS: dict[tuple[str, str, tuple[int, int], int, bool], Any] = {}
 _CONFIGURED: list[bool] = []
 _CALLS: list[int] = [0]
 
@@ -77,12 +78,11 @@ def _worker_threads() -> int | None:
         return None
 
 
-def configure_tensorflow(*, threads: int | None, mixed_precision: bool = False) -> None:
+def configure_tensorflow(*, threads: int | None) -> None:
     """Set TensorFlow's threads and GPU memory growth; effective only before TF initializes.
 
     Args:
         threads: intra-op threads (None keeps TensorFlow's default: all cores).
-        mixed_precision: compute in float16 on GPUs (``mixed_float16`` policy).
     """
     if _CONFIGURED:
         return
@@ -97,10 +97,30 @@ def configure_tensorflow(*, threads: int | None, mixed_precision: bool = False) 
             tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         log.debug("TensorFlow already initialized; thread and GPU settings left as they are")
-    if mixed_precision and tf.config.list_physical_devices("GPU"):
-        import keras
 
-        keras.mixed_precision.set_global_policy("mixed_float16")
+
+def mixed_precision_model(model: Any) -> Any:
+    """A copy of a loaded model that computes in float16 and keeps float32 weights.
+
+    A saved model records each layer's dtype policy, so setting the global
+    ``mixed_float16`` policy before loading changes nothing. The copy is rebuilt layer by
+    layer under that policy (:func:`keras.models.clone_model`, each layer recreated from its
+    config less its dtype) and given the original weights. Outputs are float16 logits.
+    """
+    import keras
+
+    def recreate(layer: Any) -> Any:
+        config = {k: v for k, v in layer.get_config().items() if k != "dtype"}
+        return layer.__class__.from_config(config)
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        copy = keras.models.clone_model(model, clone_function=recreate)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def model_call_count() -> int:
@@ -132,11 +152,11 @@ class ModelRunner:
     mixed_precision: bool = False
 
     def _function(self) -> Any:
-        key = (self.model, self.digest, self.shape, self.bands)
+        key = (self.model, self.digest, self.shape, self.bands, self.mixed_precision)
         fn = _FUNCTIONS.get(key)
         if fn is not None:
             return fn
-        configure_tensorflow(threads=_worker_threads(), mixed_precision=self.mixed_precision)
+        configure_tensorflow(threads=_worker_threads())
         import tensorflow as tf
 
         model = _MODELS.get((self.model, self.digest))
@@ -145,6 +165,11 @@ class ModelRunner:
             if content_hash(path) != self.digest:
                 raise ModelError(f"model {self.model} changed since the run started")
             model = _MODELS[(self.model, self.digest)] = load_model(path)
+        if self.mixed_precision:
+            if tf.config.list_physical_devices("GPU"):
+                model = mixed_precision_model(model)
+            else:
+                log.warning("mixed precision applies to GPUs; this worker has none, float32 kept")
         spec = tf.TensorSpec((1, *self.shape, self.bands), tf.float32)
 
         @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator,misc]

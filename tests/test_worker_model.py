@@ -52,3 +52,44 @@ def test_model_from_url_is_fetched_once(
     assert validate_model(f"file://{remote}") == content_hash(remote)
     with pytest.raises(ModelError, match="cannot fetch"):
         fetch_model(f"file://{tmp_path}/nothing.keras")
+
+
+def test_mixed_precision_copy_computes_in_float16_with_the_same_weights() -> None:
+    # The GPU switch itself cannot run here; the copy it makes runs on the CPU too.
+    # Loaded from a file, as on a worker: the saved float32 policies must be replaced.
+    import keras
+
+    from roadnet.model.io import default_model_path, load_model
+
+    model = load_model(default_model_path())
+    copy = worker_model.mixed_precision_model(model)
+    convs = [layer for layer in copy._flatten_layers() if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and {layer.compute_dtype for layer in convs} == {"float16"}
+    assert {w.dtype for w in copy.weights} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"  # left as it was
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    full, half = model(x, training=False), copy(x, training=False)
+    for task in ("surface", "edge", "centerline"):
+        assert half[task].dtype == "float16"
+        p32 = 1 / (1 + np.exp(-np.asarray(full[task], np.float64)))
+        p16 = 1 / (1 + np.exp(-np.asarray(half[task], np.float64)))
+        assert np.abs(p32 - p16).max() < 0.02
+
+
+def test_mixed_precision_without_a_gpu_keeps_float32(
+    test_model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: mixed precision applies")
+    digest = content_hash(test_model_path)
+    x = np.random.default_rng(1).uniform(0, 255, (1, 32, 48, 3)).astype(np.float32)
+    plain = ModelRunner(model=str(test_model_path), digest=digest, shape=(32, 48))
+    mixed = ModelRunner(
+        model=str(test_model_path), digest=digest, shape=(32, 48), mixed_precision=True
+    )
+    with caplog.at_level("WARNING", logger="roadnet.pipeline.worker_model"):
+        out = mixed(x)
+    assert "mixed precision applies to GPUs" in caplog.text
+    assert np.array_equal(out, plain(x))
