@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -261,6 +262,29 @@ def test_default_layout_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) -
     assert scheduler_address("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"
     with pytest.raises(InputError, match="local cluster only"), dask_client(workers=2):
         pass
+
+
+def _worker_settings(dask_worker: Any) -> dict[str, object]:
+    import dask
+
+    worker = dask_worker
+    return {
+        "profile": dask.config.get("distributed.worker.profile.enabled"),
+        "monitor": dask.config.get("distributed.admin.system-monitor.interval"),
+        "threads": worker.state.nthreads,
+    }
+
+
+def test_local_cluster_turns_off_background_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask
+
+    from roadnet.pipeline.cluster import dask_client
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with dask_client(workers=1, threads_per_worker=2) as client:
+        settings = list(client.run(_worker_settings).values())
+    assert settings == [{"profile": False, "monitor": "2s", "threads": 2}]
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process: as was
 
 
 @pytest.mark.slow
