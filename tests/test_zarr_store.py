@@ -46,13 +46,19 @@ def _codes(height: int, width: int, seed: int) -> np.ndarray:
     return codes
 
 
-def _fill(staging: Path, full: np.ndarray, *, skip: set[tuple[int, int]] = frozenset()) -> None:  # type: ignore[assignment]
+def _fill(
+    staging: Path,
+    full: np.ndarray,
+    *,
+    skip: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+    job: str = "",
+) -> None:
     rows, cols = -(-full.shape[1] // CHUNK), -(-full.shape[2] // CHUNK)
     for r in range(rows):
         for c in range(cols):
             if (r, c) not in skip:
                 block = full[:, r * CHUNK : (r + 1) * CHUNK, c * CHUNK : (c + 1) * CHUNK]
-                write_chunk(block, path=str(staging), row=r, col=c, chunk=CHUNK)
+                write_chunk(block, path=str(staging), row=r, col=c, chunk=CHUNK, job=job)
 
 
 def test_store_round_trip(tmp_path: Path) -> None:
@@ -132,3 +138,17 @@ def test_overwrite_replaces_a_complete_result(tmp_path: Path) -> None:
     assert ds.attrs[JOB_ATTR] == "j2"
     raw = xr.open_zarr(out, mask_and_scale=False)
     assert np.array_equal(raw.surface.values, _codes(150, 100, 1)[0])
+
+
+def test_cached_store_handles_survive_an_overwrite(tmp_path: Path) -> None:
+    # A long-lived worker keeps the arrays it opened for a job; the same job rerun with
+    # --overwrite recreates the store at the same path, and the writes must land in it.
+    out = tmp_path / "r.zarr"
+    for seed in (1, 2):
+        staging, _ = prepare_store(out, job="j", overwrite=True)
+        create_store(staging, _template(), chunk=CHUNK, grid=(3, 2), attrs={JOB_ATTR: "j"})
+        full = _codes(150, 100, seed)
+        _fill(staging, full, job="j")
+        finish_store(staging, out, attrs={})
+        stored = np.stack([open_result(out, mask_and_scale=False)[t].values for t in TASKS])
+        assert np.array_equal(stored, full)
