@@ -183,14 +183,6 @@ def predict_block(
         weight *= valid
     np.multiply(np.moveaxis(probs, -1, 0), weight, out=out[: len(TASKS)])
     return out
-    x = to_model_input(block, scale=scale, alpha=alpha)
-    mh, mw = model_shape
-    x = np.pad(x, ((0, mh - h), (0, mw - w), (0, 0)), mode="symmetric")
-    probs = predict(x[np.newaxis])[:h, :w]
-    weight = np.outer(ramp(h, overlap), ramp(w, overlap)) * valid
-    out[: len(TASKS)] = np.moveaxis(probs, -1, 0) * weight
-    out[-1] = weight
-    return out
 
 
 def merge_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> np.ndarray:
