@@ -267,11 +267,10 @@ def test_default_layout_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) -
 def _worker_settings(dask_worker: Any) -> dict[str, object]:
     import dask
 
-    worker = dask_worker
     return {
         "profile": dask.config.get("distributed.worker.profile.enabled"),
         "monitor": dask.config.get("distributed.admin.system-monitor.interval"),
-        "threads": worker.state.nthreads,
+        "threads": dask_worker.state.nthreads,
     }
 
 
