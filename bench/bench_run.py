@@ -10,6 +10,9 @@ back to back in each of --reps repetitions, ratios taken within a repetition, me
       after the cluster is up and the model loaded; wall seconds include start-up);
   (c) a naive single-process loop: rasterio windowed read with the same context (mirrored at
       the scene border) -> model -> crop -> write a GeoTIFF window.
+Raw model (--tf-threads): ms per 640 x 640 call for one process with TensorFlow on every core
+against one process per core with one TensorFlow thread each, all calling at once (the
+reason for the default worker layout).
 Memory (--memory): peak resident memory of the whole process tree (client + workers) while
 ``run_to_zarr`` runs on scenes of different sizes.
 
@@ -28,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -190,12 +194,14 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     layouts = [tuple(int(v) for v in layout.split("x")) for layout in args.layouts.split(",")]
     context = CORE**2 / (SHAPE[0] * SHAPE[1])
     # The machine is shared and its speed drifts: (a), (b), (c) run back to back in every
-    # repetition, and the ratios are taken within a repetition, then their median.
+    # repetition, (a) both before and after (b) and (c) (its mean is used), and the ratios
+    # are taken within a repetition, then their median.
     reps = []
     for _ in range(args.reps):
-        raw_mpx = SHAPE[0] * SHAPE[1] / 1e6 / bench_raw(runner, calls=calls)
+        before = bench_raw(runner, calls=calls)
         runs = [bench_roadnet(scene, work / f"r{w}x{t}.zarr", model, w, t) for w, t in layouts]
         naive_mpx = args.size**2 / 1e6 / bench_naive(scene, work / "naive.tif", runner)
+        raw_mpx = SHAPE[0] * SHAPE[1] / 1e6 / ((before + bench_raw(runner, calls=calls)) / 2)
         target = 0.9 * raw_mpx * context
         for r in runs:
             r["vs_target"] = round(r["mpx_s"] / target, 3)
@@ -223,6 +229,61 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     return results
 
 
+def _raw_calls_in_child(model: str, threads: int, calls: int, queue: Any) -> None:
+    """Child process: time ``calls`` model calls with TensorFlow on ``threads`` threads."""
+    from roadnet.model.io import content_hash
+    from roadnet.pipeline.worker_model import ModelRunner, configure_tensorflow
+
+    configure_tensorflow(threads=threads)
+    runner = ModelRunner(model=model, digest=content_hash(model), shape=SHAPE)
+    x = np.random.default_rng(0).uniform(0, 255, (1, *SHAPE, 3)).astype(np.float32)
+    runner(x)
+    queue.put("ready")
+    queue.get()  # wait for the start signal: all processes call the model at once
+    cpu, start = time.process_time(), time.perf_counter()
+    for _ in range(calls):
+        runner(x)
+    queue.put((time.perf_counter() - start, time.process_time() - cpu))
+
+
+def tf_threads(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-arg]
+    """Raw model throughput: one process with TensorFlow on every core vs one process per
+    core with one TensorFlow thread each, all calling the model at once; alternated."""
+    import multiprocessing as mp
+
+    model = str(make_model(args.model, work))
+    cores = os.cpu_count() or 1
+    ctx = mp.get_context("spawn")
+    rows = []
+    for _ in range(args.reps):
+        for procs, threads in ((1, cores), (cores, 1)):
+            queues = [ctx.Queue() for _ in range(procs)]
+            children = [
+                ctx.Process(target=_raw_calls_in_child, args=(model, threads, args.raw_calls, q))
+                for q in queues
+            ]
+            for child in children:
+                child.start()
+            for q in queues:
+                assert q.get() == "ready"
+            for q in queues:
+                q.put("go")
+            timings = [q.get() for q in queues]
+            for child in children:
+                child.join()
+            wall = max(t[0] for t in timings)
+            rows.append(
+                {
+                    "layout": f"{procs} process(es) x {threads} TF thread(s)",
+                    "ms_per_call": round(1000 * wall / (procs * args.raw_calls), 1),
+                    "cpu_ms_per_call": round(
+                        1000 * sum(t[1] for t in timings) / (procs * args.raw_calls), 1
+                    ),
+                }
+            )
+    return {"model": args.model, "window": SHAPE, "runs": rows}
+
+
 def memory(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-arg]
     model = make_model(args.model, work)
     rows = []
@@ -247,13 +308,21 @@ def main() -> None:
     parser.add_argument("--raw-calls", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--memory", action="store_true", help="peak memory vs scene size")
+    parser.add_argument(
+        "--tf-threads", action="store_true", help="raw model: 1 x all cores vs cores x 1 thread"
+    )
     parser.add_argument("--sizes", default="4096,16384", help="scene sides for --memory")
     parser.add_argument("--band-chunks", type=int, default=32, help="chunks per band (--memory)")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         work = Path(tmp)
-        result = memory(args, work) if args.memory else throughput(args, work)
+        if args.memory:
+            result = memory(args, work)
+        elif args.tf_threads:
+            result = tf_threads(args, work)
+        else:
+            result = throughput(args, work)
     print(json.dumps(result, indent=2))
 
 

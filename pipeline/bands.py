@@ -18,8 +18,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import convert_legacy_graph
+from dask._task_spec import convert_legacy_graph, resolve_aliases
 from dask.base import optimize, tokenize
+from dask.core import reverse_dict
 from distributed import Client, Future, as_completed
 
 __all__ = ["band_rows", "compute_in_bands", "plan_bands", "task_closure"]
@@ -113,6 +114,10 @@ def compute_in_bands(
     graph = convert_legacy_graph(dict(written.__dask_graph__()))
     bands = plan_bands(todo, rows=band_rows(array.numblocks[2], band_chunks=band_chunks))
     wanted = [[(written.name, 0, int(r), int(c)) for r, c in band] for band in bands]
+    # Fusion leaves alias tasks (a key standing for a renamed fused task) that the scheduler
+    # would run as tasks of their own: fold each into its target.
+    dependents = reverse_dict({key: task.dependencies for key, task in graph.items()})
+    graph = resolve_aliases(graph, {key for band in wanted for key in band}, dependents)
     held: dict[Key, Future] = {}
     pending: deque[set[Future]] = deque()
     done = as_completed()

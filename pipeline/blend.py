@@ -31,6 +31,7 @@ __all__ = [
     "default_margin",
     "encode_probability",
     "merge_neighbours",
+    "pad_from_neighbours",
     "plan_chunks",
     "predict_block",
     "ramp",
@@ -182,6 +183,46 @@ def predict_block(
     if not valid.all():
         weight *= valid
     np.multiply(np.moveaxis(probs, -1, 0), weight, out=out[: len(TASKS)])
+    return out
+
+
+def pad_from_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> np.ndarray:
+    """One chunk with ``overlap`` px of context from its neighbours, mirrored beyond the scene.
+
+    Args:
+        blocks: 3 × 3 nested list of ``(band, y, x)`` scene chunks, ``blocks[1][1]`` this
+            chunk, the others its neighbours, None beyond the scene. Every chunk is at least
+            ``overlap`` px along both axes.
+        overlap: context per side in px.
+
+    Returns:
+        ``(band, y + 2 * overlap, x + 2 * overlap)`` of the chunk's dtype; beyond the scene
+        the context mirrors the scene about its border, repeating the border pixel (numpy's
+        ``symmetric`` mode, dask's ``reflect`` boundary), corners mirrored along both axes.
+    """
+    d = overlap
+    centre = blocks[1][1]
+    assert centre is not None
+    if d == 0:
+        return centre
+    bands, h, w = centre.shape
+    out = np.empty((bands, h + 2 * d, w + 2 * d), dtype=centre.dtype)
+    into = (slice(0, d), slice(d, d + h), slice(d + h, None))
+    into_x = (slice(0, d), slice(d, d + w), slice(d + w, None))
+    take = (slice(-d, None), slice(None), slice(0, d))
+    for i, row in enumerate(blocks):
+        for j, block in enumerate(row):
+            if block is not None:
+                out[:, into[i], into_x[j]] = block[:, take[i], take[j]]
+    # Mirror the missing sides: columns first, then rows over the full width (corners).
+    if blocks[1][0] is None:
+        out[:, :, :d] = out[:, :, 2 * d - 1 : d - 1 : -1]
+    if blocks[1][2] is None:
+        out[:, :, d + w :] = out[:, :, d + w - 1 : w - 1 : -1]
+    if blocks[0][1] is None:
+        out[:, :d] = out[:, 2 * d - 1 : d - 1 : -1]
+    if blocks[2][1] is None:
+        out[:, d + h :] = out[:, d + h - 1 : h - 1 : -1]
     return out
 
 

@@ -3,7 +3,7 @@
 The scheduler address comes from ``--scheduler`` or ``DASK_SCHEDULER_ADDRESS``. Without one, a
 LocalCluster of worker processes is started (see :func:`default_layout`); each process loads
 the model once and runs one model call at a time, with TensorFlow using the process's
-threads.
+threads (one per process on CPUs).
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import dask
+import psutil
 from distributed import Client, LocalCluster
 
 from roadnet.errors import InputError
 
-__all__ = ["dask_client", "default_layout", "scheduler_address"]
+__all__ = ["dask_client", "default_layout", "scheduler_address", "visible_gpus"]
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +38,57 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.memory.monitor-interval": "1s",
 }
 
-#: Worker processes get this many threads at most: beyond it one TensorFlow call per
-#: process scales poorly, so more processes do better.
-MAX_THREADS_PER_WORKER = 4
+#: Memory a worker process is given room for: TensorFlow and the model (~0.6 GiB resident),
+#: the blocks of the chunks in flight and headroom.
+WORKER_MEMORY = 2 * 2**30
 
 
-def default_layout(cores: int | None = None) -> tuple[int, int]:
-    """``(workers, threads_per_worker)`` for a LocalCluster on ``cores`` cores.
+def default_layout(
+    cores: int | None = None, *, memory: int | None = None, gpus: int | None = None
+) -> tuple[int, int]:
+    """``(workers, threads_per_worker)`` for a LocalCluster.
 
-    One process per (started) four cores, the cores shared evenly: on 2 cores one worker with
-    2 threads (TensorFlow uses both for each model call while the other thread reads, blends
-    and writes), on 6 cores 2 x 3, on 16 cores 4 x 4.
+    On CPUs, one worker process per core, each with one thread, so that each model call runs
+    on a single TensorFlow thread: on 2 cores two such processes predicted 1.16 x as many
+    blocks per second as one process running TensorFlow on both cores (a 640 px block took
+    392 CPU-ms on one thread, 471 on two, which wait on each other at every layer; see
+    BENCHMARKS.md). Memory caps the count at one worker per :data:`WORKER_MEMORY`. With GPUs
+    (counted as in :func:`visible_gpus`) one worker uses the first, with all the cores: the
+    model calls queue on it while the other threads read, blend and write; several GPUs need
+    one worker each (dask-cuda, see the README).
+
+    Args:
+        cores: CPU cores (default: all).
+        memory: bytes of RAM (default: the machine's).
+        gpus: visible GPUs (default: :func:`visible_gpus`).
     """
     cores = cores or os.cpu_count() or 1
-    workers = max(1, -(-cores // MAX_THREADS_PER_WORKER))
-    return workers, max(1, cores // workers)
+    if gpus is None:
+        gpus = visible_gpus()
+    if gpus:
+        return 1, cores
+    memory = memory or psutil.virtual_memory().total
+    return max(1, min(cores, memory // WORKER_MEMORY)), 1
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process would see, without importing TensorFlow.
+
+    ``CUDA_VISIBLE_DEVICES`` when set (empty or ``-1``: none), else the devices
+    ``nvidia-smi -L`` lists, else 0.
+    """
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        devices = [d for d in env.split(",") if d.strip()]
+        return 0 if not devices or devices[0].strip() == "-1" else len(devices)
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in listed.stdout.splitlines())
 
 
 def scheduler_address(scheduler: str | None) -> str | None:

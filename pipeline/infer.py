@@ -1,15 +1,18 @@
-"""The inference graph: ``map_overlap`` predicts every chunk with context, then a blend pass.
+"""The inference graph: every chunk predicted with context, then blended into its neighbours.
 
-Pass 1 (``map_overlap``) predicts every core chunk with ``overlap`` px of context (reflected
-at the scene border) and keeps the whole padded prediction, weighted (:func:`~roadnet.
-pipeline.blend.predict_block`); its blocks are ``core + 2 * overlap`` px. Pass 2 is one task
-per chunk that takes its own padded block and its (up to) eight neighbours' and sums their
-overhangs into its core (:func:`~roadnet.pipeline.blend.merge_neighbours`). Each model call
-sees one block and the model runs once per chunk.
+Pass 1 predicts every core chunk with ``overlap`` px of context (mirrored at the scene
+border) and keeps the whole padded prediction, weighted (:func:`~roadnet.pipeline.blend.
+predict_block`); its blocks are ``core + 2 * overlap`` px. Pass 2 sums each chunk's block and
+its (up to) eight neighbours' overhangs into its core (:func:`~roadnet.pipeline.blend.
+merge_neighbours`). Each model call sees one block and the model runs once per chunk.
 
-Pass 2 is written as a graph layer of its own rather than a second ``map_overlap``, which
-would first cut every neighbour's overhang out in a task of its own and concatenate the
-pieces: with it a chunk took 34 tasks, now 18, and the run got faster (see BENCHMARKS.md).
+Both passes are ``map_overlap`` in what they compute, but each is one graph layer of one
+task per chunk whose inputs are the chunk's and its neighbours' blocks themselves
+(:func:`_neighbourhood_layer`); ``da.map_overlap`` would first cut every neighbour's strip
+out in a task of its own and concatenate the pieces. A chunk now takes 3 tasks (read,
+predict, blend-and-write) where two ``map_overlap`` passes took 34: on a small machine the
+scheduler's and workers' per-task work is taken from TensorFlow (see BENCHMARKS.md). A test
+checks pass 1's padded blocks against ``da.map_overlap`` with a reflect boundary.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from roadnet.errors import InputError
-from roadnet.pipeline.blend import TASKS, merge_neighbours, plan_chunks, predict_block
+from roadnet.pipeline.blend import (
+    TASKS,
+    merge_neighbours,
+    pad_from_neighbours,
+    plan_chunks,
+    predict_block,
+)
 from roadnet.pipeline.blend import Predictor as Predictor
 
 __all__ = ["model_shape_for", "predict_array"]
@@ -106,46 +115,71 @@ def predict_array(
             kernel, data, chunks=((channels,), ys, xs), dtype=np.float32, name="roadnet-predict"
         )
     else:
-        weighted = da.map_overlap(
-            kernel,
+        weighted = _neighbourhood_layer(
+            partial(_predict_padded, kernel=kernel, overlap=d),
             data,
-            depth={0: 0, 1: d, 2: d},
-            boundary="reflect",
-            trim=False,
-            allow_rechunk=False,
+            name="roadnet-predict-" + dask.base.tokenize(data.name, kernel),
             chunks=((channels,), tuple(c + 2 * d for c in ys), tuple(c + 2 * d for c in xs)),
             dtype=np.float32,
-            meta=np.empty((0, 0, 0), dtype=np.float32),
-            name="roadnet-predict",
         )
     blended = _blend(weighted, ys=ys, xs=xs, overlap=d)
     result: da.Array = blended.rechunk((len(TASKS), core, core))
     return result
 
 
-def _blend(
-    weighted: da.Array, *, ys: tuple[int, ...], xs: tuple[int, ...], overlap: int
+def _predict_padded(
+    blocks: list[list[np.ndarray | None]], *, kernel: Any, overlap: int
+) -> np.ndarray:
+    result: np.ndarray = kernel(pad_from_neighbours(blocks, overlap=overlap))
+    return result
+
+
+def _neighbourhood_layer(
+    func: Any,
+    array: da.Array,
+    *,
+    name: str,
+    chunks: tuple[tuple[int, ...], ...],
+    dtype: Any,
+    reach: bool = True,
 ) -> da.Array:
-    """Pass 2: one :func:`~roadnet.pipeline.blend.merge_neighbours` task per chunk."""
-    name = "roadnet-blend-" + dask.base.tokenize(weighted.name, overlap)
-    rows, cols = len(ys), len(xs)
-    merge = partial(merge_neighbours, overlap=overlap)
-    reach = (-1, 0, 1) if overlap else (0,)
+    """One ``func(blocks)`` task per chunk of a ``(1, rows, cols)``-block array.
+
+    ``blocks`` is the 3 x 3 nested list of the chunk's block and its neighbours' (None beyond
+    the array, and everywhere but the centre when ``reach`` is false), the task's own inputs:
+    no slicing or concatenating tasks in between.
+    """
+    _, rows, cols = array.numblocks
 
     def key(i: int, j: int) -> tuple[str, int, int, int] | None:
-        return (weighted.name, 0, i, j) if 0 <= i < rows and 0 <= j < cols else None
+        return (array.name, 0, i, j) if 0 <= i < rows and 0 <= j < cols else None
 
+    steps = (-1, 0, 1) if reach else (0,)
     layer: dict[Any, Any] = {
         (name, 0, i, j): (
-            merge,
+            func,
             [
-                [key(i + di, j + dj) if di in reach and dj in reach else None for dj in (-1, 0, 1)]
+                [key(i + di, j + dj) if di in steps and dj in steps else None for dj in (-1, 0, 1)]
                 for di in (-1, 0, 1)
             ],
         )
         for i in range(rows)
         for j in range(cols)
     }
-    dependencies: list[Any] = [weighted]
+    dependencies: list[Any] = [array]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    return da.Array(graph, name, chunks=((len(TASKS),), ys, xs), dtype=np.uint8)
+    return da.Array(graph, name, chunks=chunks, dtype=dtype)
+
+
+def _blend(
+    weighted: da.Array, *, ys: tuple[int, ...], xs: tuple[int, ...], overlap: int
+) -> da.Array:
+    """Pass 2: one :func:`~roadnet.pipeline.blend.merge_neighbours` task per chunk."""
+    return _neighbourhood_layer(
+        partial(merge_neighbours, overlap=overlap),
+        weighted,
+        name="roadnet-blend-" + dask.base.tokenize(weighted.name, overlap),
+        chunks=((len(TASKS),), ys, xs),
+        dtype=np.uint8,
+        reach=overlap > 0,
+    )

@@ -8,6 +8,7 @@ from roadnet.pipeline.blend import (
     FILL_VALUE,
     encode_probability,
     merge_neighbours,
+    pad_from_neighbours,
     plan_chunks,
     predict_block,
     ramp,
@@ -137,3 +138,31 @@ def test_merge_neighbours_equals_overlap_add_on_a_canvas() -> None:
     assert np.array_equal(
         merge_neighbours(corner, overlap=d), encode_probability(core[:3], core[3])
     )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_pad_from_neighbours_equals_mirrored_scene(dtype: type) -> None:
+    # Chunks of unequal sizes, two of them exactly as thin as the overlap: every chunk's
+    # padded block must be the same window of the whole scene mirrored by np.pad.
+    d = 4
+    heights, widths = (4, 9, 6), (7, 4, 5, 8)
+    rng = np.random.default_rng(1)
+    scene = rng.integers(0, 250, (2, sum(heights), sum(widths))).astype(dtype)
+    mirrored = np.pad(scene, ((0, 0), (d, d), (d, d)), mode="symmetric")
+    y0s, x0s = np.cumsum((0, *heights)), np.cumsum((0, *widths))
+    chunks = [
+        [scene[:, y0s[i] : y0s[i + 1], x0s[j] : x0s[j + 1]] for j in range(len(widths))]
+        for i in range(len(heights))
+    ]
+
+    def chunk(i: int, j: int) -> np.ndarray | None:
+        inside = 0 <= i < len(heights) and 0 <= j < len(widths)
+        return chunks[i][j] if inside else None
+
+    for i, h in enumerate(heights):
+        for j, w in enumerate(widths):
+            blocks = [[chunk(i + di, j + dj) for dj in (-1, 0, 1)] for di in (-1, 0, 1)]
+            padded = pad_from_neighbours(blocks, overlap=d)
+            expected = mirrored[:, y0s[i] : y0s[i] + h + 2 * d, x0s[j] : x0s[j] + w + 2 * d]
+            assert padded.dtype == scene.dtype
+            assert np.array_equal(padded, expected), (i, j)

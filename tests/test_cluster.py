@@ -252,9 +252,12 @@ def test_default_layout_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) -
     from roadnet.errors import InputError
     from roadnet.pipeline.cluster import dask_client, default_layout, scheduler_address
 
-    assert default_layout(2) == (1, 2)
-    assert default_layout(16) == (4, 4)
-    assert default_layout(6) == (2, 3)
+    gib = 2**30
+    assert default_layout(2, memory=24 * gib, gpus=0) == (2, 1)
+    assert default_layout(16, memory=128 * gib, gpus=0) == (16, 1)
+    assert default_layout(16, memory=8 * gib, gpus=0) == (4, 1)  # 2 GiB per worker
+    assert default_layout(1, memory=gib, gpus=0) == (1, 1)
+    assert default_layout(16, memory=128 * gib, gpus=1) == (1, 16)
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     assert scheduler_address(None) is None
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://10.0.0.1:8786")
@@ -262,6 +265,25 @@ def test_default_layout_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) -
     assert scheduler_address("tcp://127.0.0.1:1") == "tcp://127.0.0.1:1"
     with pytest.raises(InputError, match="local cluster only"), dask_client(workers=2):
         pass
+
+
+def test_visible_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from roadnet.pipeline.cluster import visible_gpus
+
+    for value, expected in [("", 0), ("-1", 0), ("0", 1), ("0,1", 2), ("GPU-5d1e,GPU-77aa", 2)]:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+        assert visible_gpus() == expected, value
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert visible_gpus() == 0  # no nvidia-smi
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        "echo 'GPU 0: NVIDIA H100 (UUID: GPU-1)'\n"
+        "echo 'GPU 1: NVIDIA H100 (UUID: GPU-2)'\n"
+    )
+    smi.chmod(0o755)
+    assert visible_gpus() == 2
 
 
 def _worker_settings(dask_worker: Any) -> dict[str, object]:

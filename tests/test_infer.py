@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import dask.array as da
@@ -14,8 +15,8 @@ from _models import (
 )
 
 from roadnet.errors import InputError
-from roadnet.pipeline.blend import FILL_VALUE
-from roadnet.pipeline.infer import model_shape_for, predict_array
+from roadnet.pipeline.blend import FILL_VALUE, pad_from_neighbours
+from roadnet.pipeline.infer import _neighbourhood_layer, model_shape_for, predict_array
 from roadnet.pipeline.worker_model import ModelRunner, validate_model
 
 
@@ -75,6 +76,44 @@ def test_seam_free_with_keras_model(tmp_path: Path) -> None:
     assert diff.max() <= 2 / 254
     assert diff.mean() < 0.5 / 254
     assert boundary_step_ratio(codes, core=core) <= 1.05
+
+
+def test_graph_is_one_predict_and_one_blend_task_per_chunk() -> None:
+    image = smooth_scene(300, 420)
+    data = da.from_array(image, chunks=(3, 128, 128))
+    _, _, shape = model_shape_for((300, 420), core=128, overlap=32)
+    arr = predict_array(
+        data, predict=mean_predictor, core=128, overlap=32, model_shape=shape, scale=1.0
+    )
+    chunks = 3 * 4
+    assert len(dict(arr.__dask_graph__())) == len(dict(data.__dask_graph__())) + 2 * chunks
+
+
+def test_neighbourhood_padding_equals_map_overlap_reflect() -> None:
+    # Pass 1 builds each padded block from its neighbours' chunks in one task; it must give
+    # what dask's own map_overlap gives with a reflect boundary, ragged last chunks included.
+    image = smooth_scene(300, 420)
+    data = da.from_array(image, chunks=(3, 128, 128)).rechunk(
+        ((3,), (128, 128, 44), (128,) * 3 + (36,))
+    )
+    chunks = ((3,), tuple(c + 64 for c in data.chunks[1]), tuple(c + 64 for c in data.chunks[2]))
+    ours = _neighbourhood_layer(
+        partial(pad_from_neighbours, overlap=32),
+        data,
+        name="padded",
+        chunks=chunks,
+        dtype=data.dtype,
+    )
+    theirs = da.map_overlap(
+        lambda block: block,
+        data,
+        depth={0: 0, 1: 32, 2: 32},
+        boundary="reflect",
+        trim=False,
+        chunks=chunks,
+    )
+    assert ours.chunks == theirs.chunks
+    assert np.array_equal(ours.compute(scheduler="sync"), theirs.compute(scheduler="sync"))
 
 
 def test_seam_metric_detects_a_seam() -> None:
