@@ -229,7 +229,7 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     return results
 
 
-def _raw_calls_in_child(model: str, threads: int, calls: int, queue: Any) -> None:
+def _raw_calls_in_child(model: str, threads: int, calls: int, start: Any, out: Any) -> None:
     """Child process: time ``calls`` model calls with TensorFlow on ``threads`` threads."""
     from roadnet.model.io import content_hash
     from roadnet.pipeline.worker_model import ModelRunner, configure_tensorflow
@@ -238,12 +238,11 @@ def _raw_calls_in_child(model: str, threads: int, calls: int, queue: Any) -> Non
     runner = ModelRunner(model=model, digest=content_hash(model), shape=SHAPE)
     x = np.random.default_rng(0).uniform(0, 255, (1, *SHAPE, 3)).astype(np.float32)
     runner(x)
-    queue.put("ready")
-    queue.get()  # wait for the start signal: all processes call the model at once
-    cpu, start = time.process_time(), time.perf_counter()
+    start.wait()  # every process loaded and traced: all call the model at once
+    cpu, began = time.process_time(), time.perf_counter()
     for _ in range(calls):
         runner(x)
-    queue.put((time.perf_counter() - start, time.process_time() - cpu))
+    out.put((time.perf_counter() - began, time.process_time() - cpu))
 
 
 def tf_threads(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-arg]
@@ -257,18 +256,17 @@ def tf_threads(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     rows = []
     for _ in range(args.reps):
         for procs, threads in ((1, cores), (cores, 1)):
-            queues = [ctx.Queue() for _ in range(procs)]
+            start, out = ctx.Barrier(procs), ctx.Queue()
             children = [
-                ctx.Process(target=_raw_calls_in_child, args=(model, threads, args.raw_calls, q))
-                for q in queues
+                ctx.Process(
+                    target=_raw_calls_in_child,
+                    args=(model, threads, args.raw_calls, start, out),
+                )
+                for _ in range(procs)
             ]
             for child in children:
                 child.start()
-            for q in queues:
-                assert q.get() == "ready"
-            for q in queues:
-                q.put("go")
-            timings = [q.get() for q in queues]
+            timings = [out.get() for _ in children]
             for child in children:
                 child.join()
             wall = max(t[0] for t in timings)

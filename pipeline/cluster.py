@@ -49,13 +49,13 @@ def default_layout(
     """``(workers, threads_per_worker)`` for a LocalCluster.
 
     On CPUs, one worker process per core, each with one thread, so that each model call runs
-    on a single TensorFlow thread: on 2 cores two such processes predicted 1.16 x as many
-    blocks per second as one process running TensorFlow on both cores (a 640 px block took
-    392 CPU-ms on one thread, 471 on two, which wait on each other at every layer; see
-    BENCHMARKS.md). Memory caps the count at one worker per :data:`WORKER_MEMORY`. With GPUs
-    (counted as in :func:`visible_gpus`) one worker uses the first, with all the cores: the
-    model calls queue on it while the other threads read, blend and write; several GPUs need
-    one worker each (dask-cuda, see the README).
+    on a single TensorFlow thread: on 2 cores two such processes predicted 1.2-1.27 x as
+    many blocks per second as one process running TensorFlow on both cores (a 640 px block
+    took 382-393 CPU-ms on one thread, 410-441 on two, which wait on each other at every
+    layer; see BENCHMARKS.md). Memory caps the count at one worker per
+    :data:`WORKER_MEMORY`. With GPUs (counted as in :func:`visible_gpus`) one worker uses the
+    first, with all the cores: the model calls queue on it while the other threads read,
+    blend and write; several GPUs need one worker each (dask-cuda, see the README).
 
     Args:
         cores: CPU cores (default: all).
