@@ -130,11 +130,11 @@ def dask_client(
             log.info("scheduler %s, dashboard %s", address, client.dashboard_link)
             yield client
         return
-    default_workers, default_threads = default_layout()
-    n_workers = workers or default_workers
-    threads = threads_per_worker or (
-        default_threads if workers is None else max(1, (os.cpu_count() or 1) // n_workers)
-    )
+    if workers is None:  # only then: the layout may ask nvidia-smi
+        n_workers, default_threads = default_layout()
+    else:
+        n_workers, default_threads = workers, max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker or default_threads
     dashboard = importlib.util.find_spec("bokeh") is not None
     with dask.config.set(LOCAL_CLUSTER_CONFIG):  # read as the scheduler and workers start
         cluster = LocalCluster(
