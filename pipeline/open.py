@@ -24,10 +24,11 @@ import rasterio
 import rioxarray
 import xarray as xr
 from rasterio.enums import ColorInterp
+from rasterio.windows import Window
 
 from roadnet.errors import InputError
 
-__all__ = ["MODEL_BANDS", "Scene", "default_input_max", "open_scene"]
+__all__ = ["MODEL_BANDS", "Scene", "default_input_max", "open_scene", "probe_scene"]
 
 MODEL_BANDS = 3
 
@@ -75,6 +76,20 @@ def _open_kwargs(source: str) -> tuple[str, dict[str, Any]]:
 
     fs, path = fsspec.core.url_to_fs(source)
     return path, {"opener": fs}
+
+
+def probe_scene(source: str) -> None:
+    """Read one pixel of a scene, to show that this process can read it.
+
+    Raises:
+        InputError: the scene cannot be opened or read here.
+    """
+    path, kwargs = _open_kwargs(source)
+    try:
+        with rasterio.open(path, **kwargs) as src:
+            src.read(1, window=Window(0, 0, 1, 1))
+    except (rasterio.RasterioIOError, OSError) as exc:
+        raise InputError(f"cannot read scene {source}: {exc}") from exc
 
 
 def _choose_bands(src: Any, bands: list[int] | None) -> tuple[list[int], bool]:

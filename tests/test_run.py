@@ -15,7 +15,7 @@ from rasterio.enums import ColorInterp
 import roadnet
 from roadnet.errors import ConfigError, InputError, ModelError, OutputExistsError
 from roadnet.pipeline.config import load_config
-from roadnet.pipeline.run import RunConfig, predict_scene, run, run_to_zarr
+from roadnet.pipeline.run import RunConfig, predict_scene, prepare_worker, run, run_to_zarr
 
 __all__ = ["test_model_path"]
 
@@ -93,6 +93,24 @@ def test_config_and_model_errors(tmp_path: Path) -> None:
     broken.write_bytes(b"not a zip")
     with pytest.raises(ModelError, match="cannot load"):
         run(scene, model=broken, config=CFG)
+
+
+def test_relative_scene_is_resolved_and_workers_check_the_scene(
+    tmp_path: Path, test_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roadnet.pipeline.worker_model import model_call_count
+
+    write_scene(tmp_path / "s.tif", smooth_scene(64, 64))
+    monkeypatch.chdir(tmp_path)
+    # Workers of a remote cluster need not share the client's working directory.
+    prediction = predict_scene("s.tif", model=test_model_path, config=CFG)
+    assert prediction.scene.source == str(tmp_path / "s.tif")
+    calls = model_call_count()
+    prepare_worker(prediction.runner, prediction.scene.source)  # reads a pixel, warms up
+    assert model_call_count() == calls + 1
+    (tmp_path / "s.tif").rename(tmp_path / "moved.tif")
+    with pytest.raises(InputError, match=r"on worker host .*cannot read scene"):
+        prepare_worker(prediction.runner, prediction.scene.source)
 
 
 def test_wrong_model_contract_is_a_model_error(tmp_path: Path) -> None:
