@@ -14,8 +14,9 @@ its own block, so its weight there is above 1/2: pixels near the scene border (c
 one block only, with mirrored context) keep their prediction. For a model whose receptive
 field reaches at most ``margin`` px, the blended result equals whole-scene inference.
 
-Probabilities are stored as uint8 codes ``round(p * 254)``; code 255 is reserved for nodata
-(see :data:`FILL_VALUE`, :data:`SCALE_FACTOR`).
+The weighted blocks travel between workers as uint16 (:data:`BLOCK_SCALE`). Probabilities
+are stored as uint8 codes ``round(p * 254)``; code 255 is reserved for nodata (see
+:data:`FILL_VALUE`, :data:`SCALE_FACTOR`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ TASKS = ("surface", "edge", "centerline")
 FILL_VALUE = 255
 CODE_MAX = 254
 SCALE_FACTOR = 1.0 / CODE_MAX
+#: Pass-1 blocks hold ``w·p`` and ``w`` (both in [0, 1]) as ``round(v * BLOCK_SCALE)`` in
+#: uint16: blocks move between workers for the blend, and at half the bytes of float32 a
+#: 2-worker run was 5-13 % faster (BENCHMARKS.md). The blended ``p = Σ w·p / Σ w`` moves by
+#: at most 1.2e-4 (the rounding of up to four blocks' terms over ``Σ w ≥ 1/2``), a thirtieth
+#: of the 1/254 output step: a code changes only where ``p · 254`` lies that close to a
+#: rounding boundary.
+BLOCK_SCALE = 65535
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -164,15 +172,15 @@ def predict_block(
         alpha: the last band is an alpha mask.
 
     Returns:
-        ``(4, y, x)`` float32: ``w·p`` for surface, edge, centerline, then the weight ``w``.
-        ``w`` is 0 on nodata pixels; a block whose core holds no data skips the model and is
-        all zeros.
+        ``(4, y, x)`` uint16: ``w·p`` for surface, edge, centerline, then the weight ``w``,
+        each ``round(v * BLOCK_SCALE)`` (see :data:`BLOCK_SCALE`). ``w`` is 0 on nodata
+        pixels; a block whose core holds no data skips the model and is all zeros.
     """
     _, h, w = block.shape
-    out = np.zeros((len(TASKS) + 1, h, w), dtype=np.float32)
     valid = valid_mask(block, nodata=nodata, alpha=alpha)
     if not valid[overlap : h - overlap, overlap : w - overlap].any():
-        return out
+        return np.zeros((len(TASKS) + 1, h, w), dtype=np.uint16)
+    out = np.empty((len(TASKS) + 1, h, w), dtype=np.float32)
     x = to_model_input(block, scale=scale, alpha=alpha)
     mh, mw = model_shape
     if (mh, mw) != (h, w):
@@ -183,7 +191,15 @@ def predict_block(
     if not valid.all():
         weight *= valid
     np.multiply(np.moveaxis(probs, -1, 0), weight, out=out[: len(TASKS)])
-    return out
+    return quantize_block(out)
+
+
+def quantize_block(block: np.ndarray) -> np.ndarray:
+    """``round(block * BLOCK_SCALE)`` as uint16, for float32 values in [0, 1] (overwritten)."""
+    block *= np.float32(BLOCK_SCALE)
+    block += np.float32(0.5)  # then truncating rounds: the values are not negative
+    result: np.ndarray = block.astype(np.uint16)
+    return result
 
 
 def pad_from_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> np.ndarray:
@@ -235,8 +251,9 @@ def merge_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> 
     with columns, and the diagonal ones with an ``overlap`` × ``overlap`` corner.
 
     Args:
-        blocks: 3 × 3 nested list of :func:`predict_block` outputs, ``blocks[1][1]`` this
-            chunk's (``(4, core_y + 2 * overlap, core_x + 2 * overlap)``), the others its
+        blocks: 3 × 3 nested list of :func:`predict_block` outputs (uint16, or float32
+            ``w·p`` and ``w`` unscaled), ``blocks[1][1]`` this chunk's
+            (``(4, core_y + 2 * overlap, core_x + 2 * overlap)``), the others its
             neighbours' in the same layout, None beyond the scene.
         overlap: context per side in px; every core is at least this large.
 
@@ -247,7 +264,7 @@ def merge_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> 
     centre = blocks[1][1]
     assert centre is not None
     h, w = centre.shape[1] - 2 * d, centre.shape[2] - 2 * d
-    total = centre[:, d : d + h, d : d + w].copy()
+    total = centre[:, d : d + h, d : d + w].astype(np.float32)
     if d:
         # Where a neighbour one step away along an axis lands in this core, and what it gives.
         into = {-1: slice(0, d), 0: slice(0, None), 1: slice(-d, None)}
@@ -266,7 +283,7 @@ def encode_probability(weighted: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
     Args:
         weighted: ``(task, y, x)`` float32 sums of ``w·p``.
-        weight: ``(y, x)`` float32 sums of ``w``; 0 marks nodata.
+        weight: ``(y, x)`` float32 sums of ``w`` on the same scale; 0 marks nodata.
 
     Returns:
         ``(task, y, x)`` uint8: ``round(p * 254)`` in 0–254, :data:`FILL_VALUE` on nodata.

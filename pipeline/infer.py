@@ -1,10 +1,11 @@
 """The inference graph: every chunk predicted with context, then blended into its neighbours.
 
 Pass 1 predicts every core chunk with ``overlap`` px of context (mirrored at the scene
-border) and keeps the whole padded prediction, weighted (:func:`~roadnet.pipeline.blend.
-predict_block`); its blocks are ``core + 2 * overlap`` px. Pass 2 sums each chunk's block and
-its (up to) eight neighbours' overhangs into its core (:func:`~roadnet.pipeline.blend.
-merge_neighbours`). Each model call sees one block and the model runs once per chunk.
+border) and keeps the whole padded prediction, weighted, as uint16
+(:func:`~roadnet.pipeline.blend.predict_block`); its blocks are ``core + 2 * overlap`` px.
+Pass 2 sums each chunk's block and its (up to) eight neighbours' overhangs into its core
+(:func:`~roadnet.pipeline.blend.merge_neighbours`). Each model call sees one block and the
+model runs once per chunk.
 
 Both passes are ``map_overlap`` in what they compute, but each is one graph layer of one
 task per chunk whose inputs are the chunk's and its neighbours' blocks themselves
@@ -112,7 +113,7 @@ def predict_array(
     channels = len(TASKS) + 1
     if d == 0:
         weighted = da.map_blocks(
-            kernel, data, chunks=((channels,), ys, xs), dtype=np.float32, name="roadnet-predict"
+            kernel, data, chunks=((channels,), ys, xs), dtype=np.uint16, name="roadnet-predict"
         )
     else:
         weighted = _neighbourhood_layer(
@@ -120,7 +121,7 @@ def predict_array(
             data,
             name="roadnet-predict-" + dask.base.tokenize(data.name, kernel),
             chunks=((channels,), tuple(c + 2 * d for c in ys), tuple(c + 2 * d for c in xs)),
-            dtype=np.float32,
+            dtype=np.uint16,
         )
     blended = _blend(weighted, ys=ys, xs=xs, overlap=d)
     result: da.Array = blended.rechunk((len(TASKS), core, core))

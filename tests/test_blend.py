@@ -5,12 +5,14 @@ import pytest
 from _models import mean_predictor
 
 from roadnet.pipeline.blend import (
+    BLOCK_SCALE,
     FILL_VALUE,
     encode_probability,
     merge_neighbours,
     pad_from_neighbours,
     plan_chunks,
     predict_block,
+    quantize_block,
     ramp,
     to_model_input,
     valid_mask,
@@ -101,9 +103,17 @@ def test_predict_block_skips_model_on_nodata_core_and_pads_to_model_shape() -> N
         block, predict=predictor, overlap=d, model_shape=(48, 64), scale=1.0, nodata=0
     )
     assert calls == [(1, 48, 64, 3)]
-    assert out.shape == (4, 40, 50)
+    assert out.shape == (4, 40, 50) and out.dtype == np.uint16
     weight = out[-1]
-    assert weight[20, 20] == 1.0 and weight[30, 30] == 0.0  # nodata pixel: no weight
+    assert weight[20, 20] == BLOCK_SCALE and weight[30, 30] == 0  # nodata pixel: no weight
+
+
+def test_quantize_block_rounds_to_uint16() -> None:
+    step = 1 / BLOCK_SCALE
+    values = np.array([0.0, 0.49 * step, 0.51 * step, 0.5, 1 - 0.4 * step, 1.0], np.float32)
+    codes = quantize_block(values.copy())
+    assert codes.dtype == np.uint16
+    assert codes.tolist() == [0, 0, 1, round(0.5 * BLOCK_SCALE), BLOCK_SCALE, BLOCK_SCALE]
 
 
 def test_merge_neighbours_equals_overlap_add_on_a_canvas() -> None:
@@ -138,6 +148,16 @@ def test_merge_neighbours_equals_overlap_add_on_a_canvas() -> None:
     assert np.array_equal(
         merge_neighbours(corner, overlap=d), encode_probability(core[:3], core[3])
     )
+
+    # uint16 blocks, as pass 1 makes them (w·p and w scaled alike, so p is the same): the
+    # same codes within one, mostly identical.
+    scale = 0.5 / max(b.max() for row in blocks for b in row)
+    q = [[quantize_block(b * scale) for b in row] for row in blocks]
+    quantized = [[None, None, None], [None, q[1][1], q[1][2]], [None, q[2][1], q[2][2]]]
+    codes16 = merge_neighbours(quantized, overlap=d)  # type: ignore[arg-type]
+    float_codes = merge_neighbours(corner, overlap=d)
+    assert np.abs(codes16.astype(int) - float_codes).max() <= 1
+    assert (codes16 == float_codes).mean() > 0.95
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])

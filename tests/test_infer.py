@@ -47,8 +47,9 @@ def test_chunked_equals_whole_scene_numpy(height: int, width: int, core: int, ov
     ref = reference_probabilities(image, mean_predictor, overlap=overlap)
     diff = np.abs(codes / 254.0 - ref)
     if overlap:
-        # Blending is exact up to uint8 rounding when the receptive field fits the margin.
-        assert diff.max() <= 0.5 / 254 + 1e-6
+        # Blending is exact up to uint8 rounding when the receptive field fits the margin
+        # (and the uint16 pass-1 blocks' rounding, at most 1.2e-4: see BLOCK_SCALE).
+        assert diff.max() <= 0.5 / 254 + 1.2e-4
     else:
         # Without overlap the zero padding at chunk borders shows: a seam.
         assert diff.max() > 2 / 254
