@@ -106,12 +106,15 @@ def create_store(
     """
     ds = template.copy()
     ds.attrs = {**attrs, COMPLETE_ATTR: False}
+    # zstd level 1: on a noisy 512 px code plane 0.3 ms against level 3's 2.4 ms, 4 % larger;
+    # on road-like planes both 3.8 x smaller in about 1 ms (measured). A chunk's write cost
+    # 9 CPU-ms instead of 16-19, taken from the model on a small machine.
     encoding = {
         name: {
             "_FillValue": FILL_VALUE,
             "grid_mapping": "spatial_ref",
             "chunks": (chunk, chunk),
-            "compressors": (ZstdCodec(level=3),),
+            "compressors": (ZstdCodec(level=1),),
         }
         for name in TASKS
     }
