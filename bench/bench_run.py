@@ -152,7 +152,13 @@ class PeakRSS:
 
 
 def bench_roadnet(  # type: ignore[type-arg]
-    scene: Path, out: Path, model: Path, workers: int, threads: int, band_chunks: int = 32
+    scene: Path,
+    out: Path,
+    model: Path,
+    workers: int,
+    threads: int,
+    band_chunks: int = 32,
+    dashboard: bool = False,
 ) -> dict:
     """(b): ``run_to_zarr`` on a LocalCluster; compute and wall seconds, peak memory."""
     from roadnet.pipeline.run import RunConfig, run_to_zarr
@@ -169,9 +175,10 @@ def bench_roadnet(  # type: ignore[type-arg]
             overwrite=True,
             progress=False,
             band_chunks=band_chunks,
+            dashboard=dashboard,
         )
     return {
-        "layout": f"{workers}x{threads}",
+        "layout": f"{workers}x{threads}" + "+dashboard" * dashboard,
         "compute_s": round(summary.seconds, 2),
         "wall_s": round(time.perf_counter() - start, 2),
         "mpx_s": round(summary.pixels / 1e6 / summary.seconds, 3),
@@ -191,7 +198,7 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     configure_tensorflow(threads=os.cpu_count())
     runner = ModelRunner(model=str(model), digest=content_hash(model), shape=SHAPE)
     calls = min(chunks, args.raw_calls)
-    layouts = [tuple(int(v) for v in layout.split("x")) for layout in args.layouts.split(",")]
+    layouts = [_layout(layout) for layout in args.layouts.split(",")]
     context = CORE**2 / (SHAPE[0] * SHAPE[1])
     # The machine is shared and its speed drifts: (a), (b), (c) run back to back in every
     # repetition, (a) both before and after (b) and (c) (its mean is used), and the ratios
@@ -199,7 +206,10 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     reps = []
     for _ in range(args.reps):
         before = bench_raw(runner, calls=calls)
-        runs = [bench_roadnet(scene, work / f"r{w}x{t}.zarr", model, w, t) for w, t in layouts]
+        runs = [
+            bench_roadnet(scene, work / f"r{w}x{t}.zarr", model, w, t, dashboard=dash)
+            for w, t, dash in layouts
+        ]
         naive_mpx = args.size**2 / 1e6 / bench_naive(scene, work / "naive.tif", runner)
         raw_mpx = SHAPE[0] * SHAPE[1] / 1e6 / ((before + bench_raw(runner, calls=calls)) / 2)
         target = 0.9 * raw_mpx * context
@@ -213,11 +223,11 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
     results["raw_mpx_s_median"] = round(float(np.median([r["raw_mpx_s"] for r in reps])), 3)
     results["naive_mpx_s_median"] = round(float(np.median([r["naive_mpx_s"] for r in reps])), 3)
     summary = []
-    for i, (w, t) in enumerate(layouts):
+    for i in range(len(layouts)):
         runs = [rep["runs"][i] for rep in reps]
         summary.append(
             {
-                "layout": f"{w}x{t}",
+                "layout": runs[0]["layout"],
                 "mpx_s_median": round(float(np.median([r["mpx_s"] for r in runs])), 3),
                 "vs_target_median": round(float(np.median([r["vs_target"] for r in runs])), 3),
                 "vs_naive_median": round(float(np.median([r["vs_naive"] for r in runs])), 3),
@@ -227,6 +237,13 @@ def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[ty
         )
     results["roadnet_run"] = summary
     return results
+
+
+def _layout(text: str) -> tuple[int, int, bool]:
+    """``"2x1"`` or ``"2x1+dashboard"`` -> (workers, threads, dashboard)."""
+    layout, _, extra = text.partition("+")
+    workers, threads = (int(v) for v in layout.split("x"))
+    return workers, threads, extra == "dashboard"
 
 
 def _raw_calls_in_child(model: str, threads: int, calls: int, start: Any, out: Any) -> None:
@@ -287,8 +304,8 @@ def memory(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-a
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         scene = make_scene(work / f"scene{size}.tif", size)
-        w, t = (int(v) for v in args.layouts.split(",")[0].split("x"))
-        row = bench_roadnet(scene, work / f"m{size}.zarr", model, w, t, args.band_chunks)
+        w, t, dash = _layout(args.layouts.split(",")[0])
+        row = bench_roadnet(scene, work / f"m{size}.zarr", model, w, t, args.band_chunks, dash)
         rows.append({"scene_mpx": round(size**2 / 1e6), **row})
         scene.unlink()
     return {
@@ -302,7 +319,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lite", help="lite, test, or a .keras path")
     parser.add_argument("--size", type=int, default=2048, help="scene side in px")
-    parser.add_argument("--layouts", default="1x2,2x1", help="workers x threads, comma-separated")
+    parser.add_argument(
+        "--layouts",
+        default="1x2,2x1",
+        help="workers x threads, comma-separated; +dashboard serves the dashboard (2x1+dashboard)",
+    )
     parser.add_argument("--raw-calls", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--memory", action="store_true", help="peak memory vs scene size")

@@ -187,6 +187,12 @@ def run(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard", help="Serve the local cluster's Dask dashboard (costs some speed)."
+        ),
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Overwrite = False,
@@ -218,6 +224,7 @@ def run(
         threads_per_worker=threads_per_worker,
         overwrite=overwrite,
         progress=progress,
+        dashboard=dashboard,
     )
     typer.echo(summary.line())
 

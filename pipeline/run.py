@@ -286,6 +286,7 @@ def run_to_zarr(
     overwrite: bool = False,
     progress: bool = True,
     band_chunks: int = 32,
+    dashboard: bool = False,
 ) -> RunSummary:
     """Predict a scene on a Dask cluster into a Zarr store; resume a killed run.
 
@@ -301,6 +302,8 @@ def run_to_zarr(
         progress: show a progress bar.
         band_chunks: chunks submitted to the cluster at a time, in whole chunk rows (see
             :func:`~roadnet.pipeline.bands.compute_in_bands`); bounds the scheduler's memory.
+        dashboard: serve a local cluster's dashboard (see
+            :func:`~roadnet.pipeline.cluster.dask_client`).
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
@@ -319,7 +322,10 @@ def run_to_zarr(
     log.info("%d of %d chunks to compute%s", len(todo), grid[0] * grid[1], " (resuming)" * resume)
     seconds = 0.0
     with dask_client(
-        scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        dashboard=dashboard,
     ) as client:
         runner = prediction.runner
         client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()

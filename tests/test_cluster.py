@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ def cluster(workdir: Path) -> Iterator[str]:
                 "127.0.0.1",
                 "--port",
                 address.rsplit(":", 1)[1],
-                "--no-dashboard",
+                "--dashboard-address",
+                f"127.0.0.1:{_free_port()}",
             ],
             workdir / "scheduler.log",
         )
@@ -114,7 +116,7 @@ def job(workdir: Path) -> dict[str, Path]:
     model = save_test_model(workdir / "m.keras")
     scene = write_scene(workdir / "scene.tif", smooth_scene(SIZE, SIZE, seed=3))
     local = workdir / "local.zarr"
-    _run_ok(
+    _, log = _run_ok(
         [
             *ROADNET,
             "run",
@@ -128,8 +130,10 @@ def job(workdir: Path) -> dict[str, Path]:
             "1",
             "--threads-per-worker",
             "1",
+            "--dashboard",
         ]
     )
+    assert "local cluster: 1 worker(s) x 1 thread(s), dashboard http://127.0.0.1:" in log, log
     return {"model": model, "scene": scene, "local": local}
 
 
@@ -145,11 +149,11 @@ def _assert_same(a: Path, b: Path) -> None:
         assert np.array_equal(ra[name], rb[name]), name
 
 
-def _run_ok(args: list[str]) -> str:
-    """Run a roadnet CLI command to completion; assert success and return its last line."""
+def _run_ok(args: list[str]) -> tuple[str, str]:
+    """Run a roadnet CLI command to completion; assert success; its last line and stderr."""
     proc = subprocess.run(args, capture_output=True, text=True, env=ENV, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    return (proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""), proc.stderr
 
 
 def _computed(line: str) -> int:
@@ -212,13 +216,17 @@ def test_scheduler_run_equals_local_run(cluster: str, job: dict[str, Path], work
     proc = _cli_on(cluster, job, out)
     assert proc.wait(timeout=300) == 0, out.with_suffix(".log").read_text()[-2000:]
     _assert_same(job["local"], out)
-    line = out.with_suffix(".log").read_text().strip().splitlines()[-1]
+    log = out.with_suffix(".log").read_text()
+    line = log.strip().splitlines()[-1]
     assert "64/64 chunks computed" in line and "Mpx/s" in line
     with Client(cluster) as client:
         from roadnet.pipeline.worker_model import loaded_model_count
 
         counts = client.run(loaded_model_count)
+        link = client.dashboard_link
     assert sorted(counts.values()) == [1, 1]  # once per worker process
+    assert f"scheduler {cluster}, dashboard {link}" in log
+    assert urllib.request.urlopen(link, timeout=10).status == 200  # the scheduler serves it
 
 
 def test_worker_killed_mid_run(cluster: str, job: dict[str, Path], workdir: Path) -> None:
@@ -242,7 +250,7 @@ def test_worker_killed_mid_run(cluster: str, job: dict[str, Path], workdir: Path
 def test_killed_run_resumes(cluster: str, job: dict[str, Path], workdir: Path) -> None:
     out = workdir / "resumed.zarr"
     _kill_midway(_cli_on(cluster, job, out), out)
-    line = _run_ok(_cli_args(cluster, job, out))
+    line, _ = _run_ok(_cli_args(cluster, job, out))
     assert 0 < _computed(line) <= 64 - 12, line
     assert "resumed" in line
     _assert_same(job["local"], out)
@@ -315,7 +323,8 @@ def test_killed_local_run_resumes(job: dict[str, Path], workdir: Path) -> None:
     args = [*ROADNET, "run", str(job["scene"]), "--out", str(out), "--model", str(job["model"]),
             *RUN_OPTS, "--workers", "1", "--threads-per-worker", "1"]  # fmt: skip
     _kill_midway(_start(args, out.with_suffix(".log")), out)
-    line = _run_ok(args)
+    line, log = _run_ok(args)
     assert "resumed" in line, line
+    assert "local cluster: 1 worker(s) x 1 thread(s)" in log and "dashboard" not in log, log
     assert 0 < _computed(line) <= 64 - 12, line
     _assert_same(job["local"], out)
