@@ -190,7 +190,7 @@ def run(
     dashboard: Annotated[
         bool,
         typer.Option(
-            "--dashboard", help="Serve the local cluster's Dask dashboard (costs some speed)."
+            "--dashboard", help="Serve the local cluster's Dask dashboard and log its link."
         ),
     ] = False,
     config: ConfigOpt = None,

@@ -110,10 +110,10 @@ def dask_client(
             ``DASK_SCHEDULER_ADDRESS``; None starts a LocalCluster.
         workers: LocalCluster worker processes (default: :func:`default_layout`).
         threads_per_worker: threads per LocalCluster worker (default: :func:`default_layout`).
-        dashboard: serve the LocalCluster's dashboard and log its link. Off by default: with
-            it on, 2-worker runs on 2 cores were 4-19 % slower in 3 alternating pairs (the
-            progress bar shows the run locally). An existing scheduler's link is always
-            logged.
+        dashboard: serve the LocalCluster's dashboard and log its link. Off by default: the
+            progress bar shows a local run, and the dashboard's cost on 2 cores is unsettled
+            (4-19 % slower in 3 alternating pairs, faster in 2 of 3 benchmark repetitions;
+            BENCHMARKS.md). An existing scheduler's link is always logged.
 
     Raises:
         InputError: the scheduler cannot be reached, or both a scheduler and a local layout
