@@ -51,8 +51,8 @@ def make_model(kind: str, directory: Path) -> Path:
 
         return save_test_model(directory / "roadnet-test.keras")
     if kind == "lite":
+        from roadnet.config import load_config
         from roadnet.model.roadnet import ModelConfig, build_roadnet
-        from roadnet.pipeline.config import load_config
 
         model = build_roadnet(load_config(ModelConfig, "roadnet-lite"))
         path = directory / "roadnet-lite-untrained.keras"
@@ -157,11 +157,11 @@ def bench_roadnet(  # type: ignore[type-arg]
     model: Path,
     workers: int,
     threads: int,
-    band_chunks: int = 32,
+    batch_chunks: int = 32,
     dashboard: bool = False,
 ) -> dict:
     """(b): ``run_to_zarr`` on a LocalCluster; compute and wall seconds, peak memory."""
-    from roadnet.pipeline.run import RunConfig, run_to_zarr
+    from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
 
     start = time.perf_counter()
     with PeakRSS() as rss:
@@ -174,7 +174,7 @@ def bench_roadnet(  # type: ignore[type-arg]
             threads_per_worker=threads,
             overwrite=True,
             progress=False,
-            band_chunks=band_chunks,
+            batch_chunks=batch_chunks,
             dashboard=dashboard,
         )
     return {
@@ -189,7 +189,7 @@ def bench_roadnet(  # type: ignore[type-arg]
 
 def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-arg]
     from roadnet.model.io import content_hash
-    from roadnet.pipeline.worker_model import ModelRunner, configure_tensorflow
+    from roadnet.pipeline.inference.runner import ModelRunner, configure_tensorflow
 
     model = make_model(args.model, work)
     scene = make_scene(work / "scene.tif", args.size)
@@ -249,7 +249,7 @@ def _layout(text: str) -> tuple[int, int, bool]:
 def _raw_calls_in_child(model: str, threads: int, calls: int, start: Any, out: Any) -> None:
     """Child process: time ``calls`` model calls with TensorFlow on ``threads`` threads."""
     from roadnet.model.io import content_hash
-    from roadnet.pipeline.worker_model import ModelRunner, configure_tensorflow
+    from roadnet.pipeline.inference.runner import ModelRunner, configure_tensorflow
 
     configure_tensorflow(threads=threads)
     runner = ModelRunner(model=model, digest=content_hash(model), shape=SHAPE)
@@ -305,7 +305,7 @@ def memory(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-a
     for size in (int(s) for s in args.sizes.split(",")):
         scene = make_scene(work / f"scene{size}.tif", size)
         w, t, dash = _layout(args.layouts.split(",")[0])
-        row = bench_roadnet(scene, work / f"m{size}.zarr", model, w, t, args.band_chunks, dash)
+        row = bench_roadnet(scene, work / f"m{size}.zarr", model, w, t, args.batch_chunks, dash)
         rows.append({"scene_mpx": round(size**2 / 1e6), **row})
         scene.unlink()
     return {
@@ -331,7 +331,7 @@ def main() -> None:
         "--tf-threads", action="store_true", help="raw model: 1 x all cores vs cores x 1 thread"
     )
     parser.add_argument("--sizes", default="4096,16384", help="scene sides for --memory")
-    parser.add_argument("--band-chunks", type=int, default=32, help="chunks per band (--memory)")
+    parser.add_argument("--batch-chunks", type=int, default=32, help="chunks per band (--memory)")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:

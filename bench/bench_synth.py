@@ -83,9 +83,9 @@ def run_synth(osm: str, size: str, gsd: float, workdir: Path) -> dict[str, float
 
 def render_only(osm: str, gsd: float) -> float:
     """Megapixels per CPU second of window_layers + render_window over a 4096 x 4096 scene."""
-    from roadnet.pipeline._render import halo_px, render_window
-    from roadnet.pipeline._scenery import window_layers
-    from roadnet.pipeline.synth import SynthConfig, plan_scene
+    from roadnet.pipeline.scenes._render import halo_px, render_window
+    from roadnet.pipeline.scenes._scenery import window_layers
+    from roadnet.pipeline.scenes.synth import SynthConfig, plan_scene
 
     config = SynthConfig(gsd=gsd, seed=0, size=(4096, 4096))
     plan = plan_scene(osm, config=config)

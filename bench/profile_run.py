@@ -90,8 +90,8 @@ def main() -> None:
     from distributed import Client, LocalCluster, get_task_stream
 
     from roadnet.pipeline.cluster import LOCAL_CLUSTER_CONFIG
-    from roadnet.pipeline.run import RunConfig, run_to_zarr
-    from roadnet.pipeline.worker_model import model_call_count
+    from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
+    from roadnet.pipeline.inference.runner import model_call_count
 
     workers, threads = (int(v) for v in args.layout.split("x"))
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 from skimage.transform import resize
 
+from roadnet.config import StrictModel
 from roadnet.errors import InputError
 from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS, output_names
-from roadnet.pipeline.config import StrictModel
 
 __all__ = [
     "AugmentConfig",

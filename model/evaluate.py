@@ -226,7 +226,7 @@ def evaluate_model_on_files(
     """
     from roadnet.model.data import read_labelled_scene
     from roadnet.model.io import content_hash, default_model_path, load_model
-    from roadnet.pipeline.outputs import check_output_file
+    from roadnet.outputs import check_output_file
 
     if out is not None:
         check_output_file(out, overwrite=overwrite)

@@ -22,8 +22,8 @@ from typing import Any, Literal
 import keras
 from pydantic import Field, model_validator
 
+from roadnet.config import StrictModel
 from roadnet.model.layers import ConvBNAct, InputNormalization, SideOutput
-from roadnet.pipeline.config import StrictModel
 
 __all__ = [
     "INPUT_MULTIPLE",

@@ -23,6 +23,12 @@ from typing import Any
 import keras
 from pydantic import Field, model_validator
 
+from roadnet.config import (
+    StrictModel,
+    bundled_config_path,
+    load_config,
+    write_resolved_config,
+)
 from roadnet.errors import ConfigError, InputError, OutputExistsError
 from roadnet.model.callbacks import (
     MONITOR,
@@ -46,12 +52,6 @@ from roadnet.model.evaluate import evaluate_scene
 from roadnet.model.losses import DEFAULT_SIDE_WEIGHTS, compile_losses
 from roadnet.model.metrics import task_metrics
 from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS, ModelConfig, build_roadnet
-from roadnet.pipeline.config import (
-    StrictModel,
-    bundled_config_path,
-    load_config,
-    write_resolved_config,
-)
 
 __all__ = ["ScenePair", "TrainConfig", "TrainResult", "configure_threads", "train"]
 

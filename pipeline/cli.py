@@ -88,8 +88,8 @@ def labels(
     overwrite: Overwrite = False,
 ) -> None:
     """Rasterize road vectors onto a scene's grid: surface, edge, centerline label GeoTIFFs."""
-    from roadnet.pipeline.config import bundled_config_path, load_config
-    from roadnet.pipeline.labels import LabelsConfig, make_labels
+    from roadnet.config import bundled_config_path, load_config
+    from roadnet.pipeline.scenes.labels import LabelsConfig, make_labels
 
     cfg = load_config(
         LabelsConfig,
@@ -118,8 +118,8 @@ def synth(
     overwrite: Overwrite = False,
 ) -> None:
     """Render an orthophoto-like scene from real OSM geometry, with labels and truth vectors."""
-    from roadnet.pipeline.config import load_config
-    from roadnet.pipeline.synth import SynthConfig, parse_size, synthesize
+    from roadnet.config import load_config
+    from roadnet.pipeline.scenes.synth import SynthConfig, parse_size, synthesize
 
     cfg = load_config(
         SynthConfig,
@@ -198,8 +198,8 @@ def run(
     overwrite: Overwrite = False,
 ) -> None:
     """Predict road surface, edge and centerline probabilities into a Zarr store on Dask."""
-    from roadnet.pipeline.config import load_config
-    from roadnet.pipeline.run import RunConfig, run_to_zarr
+    from roadnet.config import load_config
+    from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
 
     band_list = [b.strip() for b in bands.split(",")] if bands else None
     cfg = load_config(
@@ -242,9 +242,9 @@ def train(
     overwrite: Overwrite = False,
 ) -> None:
     """Train RoadNet on labelled scenes; writes checkpoints, logs, curves, model and card."""
+    from roadnet.config import load_config
     from roadnet.model.train import TrainConfig
     from roadnet.model.train import train as run_training
-    from roadnet.pipeline.config import load_config
 
     cfg = load_config(TrainConfig, config, overrides=set_ or [])
     result = run_training(cfg, out, overwrite=overwrite, resume=resume)

@@ -21,8 +21,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from roadnet.errors import InputError
-from roadnet.pipeline.labels import LABEL_NAMES, open_raster
-from roadnet.pipeline.outputs import check_output_file
+from roadnet.outputs import check_output_file
+from roadnet.pipeline.scenes.labels import LABEL_NAMES, open_raster
 
 __all__ = ["OVERLAY_COLORS", "make_preview", "overlay_labels", "stretch_to_uint8"]
 
@@ -151,7 +151,7 @@ def _read_result(path: Path, src: DatasetReader, factor: int) -> dict[str, np.nd
     The result is read chunk by chunk through dask, so memory stays at a few chunks plus the
     preview whatever the scene size.
     """
-    from roadnet.pipeline.zarr_store import open_result
+    from roadnet.pipeline.inference.store import open_result
 
     ds = open_result(path)
     if (ds.sizes["x"], ds.sizes["y"]) != (src.width, src.height):

@@ -37,8 +37,8 @@ __all__ = [
 def open_result(path: str, **kwargs: Any) -> Any:
     """Open a ``roadnet run`` Zarr result as an ``xarray.Dataset`` with its CRS.
 
-    Thin lazy wrapper around :func:`roadnet.pipeline.zarr_store.open_result`.
+    Thin lazy wrapper around :func:`roadnet.pipeline.inference.store.open_result`.
     """
-    from roadnet.pipeline.zarr_store import open_result as _open_result
+    from roadnet.pipeline.inference.store import open_result as _open_result
 
     return _open_result(path, **kwargs)

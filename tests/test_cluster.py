@@ -23,8 +23,8 @@ import pytest
 import xarray as xr
 from _models import save_test_model, smooth_scene, write_scene
 
-from roadnet.pipeline.run import RunConfig, predict_scene
-from roadnet.pipeline.zarr_store import done_chunks, staging_path
+from roadnet.pipeline.inference.run import RunConfig, predict_scene
+from roadnet.pipeline.inference.store import done_chunks, staging_path
 
 pytestmark = pytest.mark.cluster
 
@@ -220,7 +220,7 @@ def test_scheduler_run_equals_local_run(cluster: str, job: dict[str, Path], work
     line = log.strip().splitlines()[-1]
     assert "64/64 chunks computed" in line and "Mpx/s" in line
     with Client(cluster) as client:
-        from roadnet.pipeline.worker_model import loaded_model_count
+        from roadnet.pipeline.inference.runner import loaded_model_count
 
         counts = client.run(loaded_model_count)
         link = client.dashboard_link

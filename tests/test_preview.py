@@ -146,7 +146,7 @@ def test_result_overlay_draws_thresholded_predictions(tmp_path: Path) -> None:
     from _models import save_test_model, smooth_scene, write_scene
 
     from roadnet import open_result
-    from roadnet.pipeline.run import RunConfig, run_to_zarr
+    from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
 
     scene = write_scene(tmp_path / "s.tif", smooth_scene(96, 80))
     model = save_test_model(tmp_path / "m.keras")

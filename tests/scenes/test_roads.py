@@ -10,7 +10,7 @@ import shapely
 from pyproj import Transformer
 
 from roadnet.errors import ConfigError, InputError
-from roadnet.pipeline.roads import (
+from roadnet.pipeline.scenes.roads import (
     RoadWidths,
     load_width_table,
     normalize_roads,
@@ -175,7 +175,7 @@ def test_read_roads_layers(
         geometry=[shapely.box(385_000, 6_672_000, 385_010, 6_672_030)], crs=UTM
     )
     polygon.to_file(path, layer="surfaces")
-    with caplog.at_level("WARNING", logger="roadnet.pipeline.roads"):
+    with caplog.at_level("WARNING", logger="roadnet.pipeline.scenes.roads"):
         first = read_roads(path, crs=UTM, widths=widths)
     assert first.geom_type.tolist() == ["LineString"]
     assert "first layer 'centerlines'" in caplog.text

@@ -4,7 +4,7 @@
 so roads stay continuous across copy borders) and fixes every random attribute of a feature
 from a key hashed with the seed. :func:`window_layers` rasterizes what one padded window
 needs (land cover, road surfaces, sidewalks, paint, buildings, cars) into the
-:class:`~roadnet.pipeline._render.WindowLayers` the renderer draws. Coordinates are in the
+:class:`~roadnet.pipeline.scenes._render.WindowLayers` the renderer draws. Coordinates are in the
 scene's UTM CRS; pixel positions handed to the renderer are absolute scene pixels.
 """
 
@@ -22,8 +22,8 @@ import shapely
 from affine import Affine
 from rasterio.features import rasterize
 
-from roadnet.pipeline._render import WindowLayers
-from roadnet.pipeline._streets import (
+from roadnet.pipeline.scenes._render import WindowLayers
+from roadnet.pipeline.scenes._streets import (
     CAR_SIZE_M,
     crossings,
     markings,
@@ -31,9 +31,9 @@ from roadnet.pipeline._streets import (
     rectangles,
     road_cars,
 )
-from roadnet.pipeline._textures import hash_u32, hash_uniform
-from roadnet.pipeline.osm import COVER_CLASSES
-from roadnet.pipeline.roads import road_surfaces
+from roadnet.pipeline.scenes._textures import hash_u32, hash_uniform
+from roadnet.pipeline.scenes.osm import COVER_CLASSES
+from roadnet.pipeline.scenes.roads import road_surfaces
 
 __all__ = ["ROAD_GROUPS", "Scenery", "tile_scenery", "window_layers"]
 

@@ -15,9 +15,9 @@ from _models import (
 )
 
 from roadnet.errors import InputError
-from roadnet.pipeline.blend import FILL_VALUE, pad_from_neighbours
-from roadnet.pipeline.infer import _neighbourhood_layer, model_shape_for, predict_array
-from roadnet.pipeline.worker_model import ModelRunner, validate_model
+from roadnet.pipeline.inference.blend import FILL_VALUE, pad_from_neighbours
+from roadnet.pipeline.inference.graph import _neighbourhood_layer, model_shape_for, predict_array
+from roadnet.pipeline.inference.runner import ModelRunner, validate_model
 
 
 def _chunked(image: np.ndarray, predict, *, core: int, overlap: int, **kw) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -21,8 +21,8 @@ import pandas as pd
 import shapely
 from pydantic import Field
 
+from roadnet.config import StrictModel, load_config
 from roadnet.errors import InputError
-from roadnet.pipeline.config import StrictModel, load_config
 
 __all__ = [
     "HighwayClass",

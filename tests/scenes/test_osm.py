@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from roadnet.errors import InputError
-from roadnet.pipeline.osm import COVER_CLASSES, load_osm, resolve_extract
+from roadnet.pipeline.scenes.osm import COVER_CLASSES, load_osm, resolve_extract
 
 
 def test_bundled_names_resolve_to_pbf_files() -> None:

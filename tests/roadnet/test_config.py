@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from roadnet.errors import ConfigError
-from roadnet.pipeline.config import (
+from roadnet.config import (
     StrictModel,
     apply_overrides,
     load_config,
     write_resolved_config,
 )
+from roadnet.errors import ConfigError
 
 
 class Inner(StrictModel):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from roadnet.errors import OutputExistsError
-from roadnet.pipeline.outputs import check_output_file, staged_output_dir
+from roadnet.outputs import check_output_file, staged_output_dir
 
 
 def test_staged_dir_appears_only_on_success(tmp_path: Path) -> None:

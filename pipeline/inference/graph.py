@@ -2,9 +2,9 @@
 
 Pass 1 predicts every core chunk with ``overlap`` px of context (mirrored at the scene
 border) and keeps the whole padded prediction, weighted, as uint16
-(:func:`~roadnet.pipeline.blend.predict_block`); its blocks are ``core + 2 * overlap`` px.
+(:func:`~roadnet.pipeline.inference.blend.predict_block`); its blocks are ``core + 2 * overlap`` px.
 Pass 2 sums each chunk's block and its (up to) eight neighbours' overhangs into its core
-(:func:`~roadnet.pipeline.blend.merge_neighbours`). Each model call sees one block and the
+(:func:`~roadnet.pipeline.inference.blend.merge_neighbours`). Each model call sees one block and the
 model runs once per chunk.
 
 Both passes are ``map_overlap`` in what they compute, but each is one graph layer of one
@@ -18,6 +18,8 @@ checks pass 1's padded blocks against ``da.map_overlap`` with a reflect boundary
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,16 +29,17 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from roadnet.errors import InputError
-from roadnet.pipeline.blend import (
+from roadnet.pipeline.inference.batches import Stencil, Unit
+from roadnet.pipeline.inference.blend import (
     TASKS,
     merge_neighbours,
     pad_from_neighbours,
     plan_chunks,
     predict_block,
 )
-from roadnet.pipeline.blend import Predictor as Predictor
+from roadnet.pipeline.inference.blend import Predictor as Predictor
 
-__all__ = ["model_shape_for", "predict_array"]
+__all__ = ["BlendPlan", "blend_plan", "model_shape_for", "predict_array"]
 
 
 def _round_up(n: int, multiple: int = 16) -> int:
@@ -55,8 +58,8 @@ def model_shape_for(
 
     Returns:
         ``(y_chunks, x_chunks, (H, W))``: the chunks inference runs on (see
-        :func:`~roadnet.pipeline.blend.plan_chunks`) and the model input shape, the largest
-        padded block rounded up to a multiple of 16.
+        :func:`~roadnet.pipeline.inference.blend.plan_chunks`) and the model input shape,
+        the largest padded block rounded up to the model's input multiple.
 
     Raises:
         InputError: the scene is thinner than the overlap.
@@ -85,9 +88,9 @@ def predict_array(
 
     Args:
         data: ``(band, y, x)`` scene values (any chunks).
-        predict: the model call, see :func:`~roadnet.pipeline.blend.predict_block`; it is
+        predict: the model call, see :func:`~roadnet.pipeline.inference.blend.predict_block`; it is
             pickled into the graph, so it must be small (a
-            :class:`~roadnet.pipeline.worker_model.ModelRunner`, not a model).
+            :class:`~roadnet.pipeline.inference.runner.ModelRunner`, not a model).
         core: core chunk size of the output.
         overlap: context per side; at most ``core // 2``.
         model_shape: the model input shape from :func:`model_shape_for`.
@@ -135,6 +138,12 @@ def _predict_padded(
     return result
 
 
+def _predict_alone(blocks: list[list[np.ndarray]], *, kernel: Any) -> np.ndarray:
+    """Pass 1 without overlap: ``blocks`` is the 1 x 1 list of the chunk itself."""
+    result: np.ndarray = kernel(blocks[0][0])
+    return result
+
+
 def _neighbourhood_layer(
     func: Any,
     array: da.Array,
@@ -175,7 +184,7 @@ def _neighbourhood_layer(
 def _blend(
     weighted: da.Array, *, ys: tuple[int, ...], xs: tuple[int, ...], overlap: int
 ) -> da.Array:
-    """Pass 2: one :func:`~roadnet.pipeline.blend.merge_neighbours` task per chunk."""
+    """Pass 2: one :func:`~roadnet.pipeline.inference.blend.merge_neighbours` task per chunk."""
     return _neighbourhood_layer(
         partial(merge_neighbours, overlap=overlap),
         weighted,
@@ -184,3 +193,135 @@ def _blend(
         dtype=np.uint8,
         reach=overlap > 0,
     )
+
+
+@dataclass(frozen=True)
+class BlendPlan:
+    """The blend of a scene as a two-pass stencil for :func:`~.batches.run_stencil`.
+
+    Attributes:
+        stencil: scene reads, pass 1 (predict with context), pass 2 (blend and hand over).
+        grid: ``(rows, cols)`` of inference chunks.
+        ys: inference chunk heights (:func:`~roadnet.pipeline.inference.blend.plan_chunks`).
+        xs: inference chunk widths.
+        core: output chunk size.
+    """
+
+    stencil: Stencil
+    grid: tuple[int, int]
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    core: int
+
+    def units(self, todo: np.ndarray) -> list[Unit]:
+        """The pass-2 units making the output chunks ``todo`` (``(rows, cols)`` bool).
+
+        A unit is a rectangle of inference chunks that together make whole output chunks:
+        one chunk, except where a thin last remainder made the last two inference chunks
+        of an axis straddle the last two output chunks.
+        """
+        units = []
+        for rows, out_rows in _axis_groups(self.ys, self.core):
+            for cols, out_cols in _axis_groups(self.xs, self.core):
+                if todo[out_rows[0] : out_rows[1], out_cols[0] : out_cols[1]].any():
+                    units.append((rows, cols))
+        return units
+
+
+def blend_plan(
+    data: da.Array,
+    *,
+    predict: Predictor,
+    core: int,
+    overlap: int,
+    model_shape: tuple[int, int],
+    scale: float,
+    consume: Callable[..., None],
+    nodata: float | None = None,
+    alpha: bool = False,
+) -> BlendPlan:
+    """The same blend as :func:`predict_array`, as a stencil whose pass 2 hands results over.
+
+    Args:
+        data: ``(band, y, x)`` scene values (any chunks).
+        predict: the model call, as for :func:`predict_array`.
+        core: core chunk size of the output.
+        overlap: context per side; at most ``core // 2``.
+        model_shape: the model input shape from :func:`model_shape_for`.
+        scale: factor from scene values to 0–255.
+        consume: called on a worker as ``consume(codes, row=row, col=col)`` with the
+            ``(task, y, x)`` uint8 codes of whole output chunks starting at output chunk
+            ``(row, col)``; its result is dropped.
+        nodata: scene nodata value.
+        alpha: the last band of ``data`` is an alpha mask.
+    """
+    d = overlap
+    ys, xs, _ = model_shape_for(data.shape[1:], core=core, overlap=d)
+    reads = data.rechunk(((data.shape[0],), ys, xs)).to_delayed(optimize_graph=True)
+    kernel = partial(
+        predict_block,
+        predict=predict,
+        overlap=d,
+        model_shape=model_shape,
+        scale=scale,
+        nodata=nodata,
+        alpha=alpha,
+    )
+    stencil = Stencil(
+        read=lambda i, j: reads[0, i, j],
+        first=partial(_predict_padded, kernel=kernel, overlap=d)
+        if d
+        else partial(_predict_alone, kernel=kernel),
+        second=partial(_blend_unit, overlap=d, ys=ys, xs=xs, core=core, consume=consume),
+        first_reach=d > 0,
+        second_reach=d > 0,
+    )
+    return BlendPlan(stencil=stencil, grid=(len(ys), len(xs)), ys=ys, xs=xs, core=core)
+
+
+def _axis_groups(
+    chunks: tuple[int, ...], core: int
+) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Runs of inference chunks along an axis that end on output chunk borders.
+
+    Returns:
+        ``((i0, i1), (o0, o1))`` pairs: inference chunks ``i0 .. i1 - 1`` cover exactly the
+        output chunks ``o0 .. o1 - 1``.
+    """
+    groups = []
+    start, offset = 0, 0
+    for i, size in enumerate(chunks):
+        offset += size
+        if offset % core == 0 or i == len(chunks) - 1:
+            first = sum(chunks[:start]) // core
+            groups.append(((start, i + 1), (first, -(-offset // core))))
+            start = i + 1
+    return groups
+
+
+def _blend_unit(
+    blocks: list[list[np.ndarray | None]],
+    *,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    overlap: int,
+    ys: tuple[int, ...],
+    xs: tuple[int, ...],
+    core: int,
+    consume: Callable[..., None],
+) -> None:
+    """Pass 2 of a unit: blend each of its chunks, join them and hand them over."""
+    pad = 1 if overlap else 0
+    parts = []
+    for a in range(rows[1] - rows[0]):
+        line = []
+        for b in range(cols[1] - cols[0]):
+            if pad:
+                around = [blocks[a + k][b : b + 3] for k in range(3)]
+            else:
+                around = [[None] * 3, [None, blocks[a][b], None], [None] * 3]
+            line.append(merge_neighbours(around, overlap=overlap))
+        parts.append(line)
+    codes = np.block([[p[None] if p.ndim == 2 else p for p in line] for line in parts])
+    y0, x0 = sum(ys[: rows[0]]), sum(xs[: cols[0]])
+    consume(codes, row=y0 // core, col=x0 // core)

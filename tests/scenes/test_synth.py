@@ -13,14 +13,14 @@ import rasterio
 import shapely
 from rasterio.features import rasterize
 
+from roadnet.config import load_config
 from roadnet.errors import ConfigError, InputError, OutputExistsError
-from roadnet.pipeline._relief import cast_shadow
-from roadnet.pipeline._render import RenderParams, halo_px
-from roadnet.pipeline._scenery import window_layers
-from roadnet.pipeline._textures import fbm, value_noise, white_noise
-from roadnet.pipeline.config import load_config
-from roadnet.pipeline.labels import write_labels
-from roadnet.pipeline.synth import (
+from roadnet.pipeline.scenes._relief import cast_shadow
+from roadnet.pipeline.scenes._render import RenderParams, halo_px
+from roadnet.pipeline.scenes._scenery import window_layers
+from roadnet.pipeline.scenes._textures import fbm, value_noise, white_noise
+from roadnet.pipeline.scenes.labels import write_labels
+from roadnet.pipeline.scenes.synth import (
     ScenePlan,
     SynthConfig,
     parse_size,

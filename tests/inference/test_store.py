@@ -12,8 +12,8 @@ import xarray as xr
 from affine import Affine
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.pipeline.blend import FILL_VALUE, TASKS
-from roadnet.pipeline.zarr_store import (
+from roadnet.pipeline.inference.blend import FILL_VALUE, TASKS
+from roadnet.pipeline.inference.store import (
     COMPLETE_ATTR,
     JOB_ATTR,
     create_store,

@@ -25,15 +25,15 @@ import xarray as xr
 from pydantic import Field, model_validator
 
 from roadnet import __version__
+from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
 from roadnet.model.io import content_hash, default_model_path
-from roadnet.pipeline.bands import compute_in_bands
-from roadnet.pipeline.blend import FILL_VALUE, SCALE_FACTOR, TASKS
-from roadnet.pipeline.config import StrictModel
-from roadnet.pipeline.infer import model_shape_for, predict_array
-from roadnet.pipeline.open import MODEL_BANDS, Scene, open_scene, probe_scene
-from roadnet.pipeline.worker_model import ModelRunner, fetch_model, validate_model
-from roadnet.pipeline.zarr_store import (
+from roadnet.pipeline.inference.batches import run_stencil
+from roadnet.pipeline.inference.blend import FILL_VALUE, SCALE_FACTOR, TASKS
+from roadnet.pipeline.inference.graph import blend_plan, model_shape_for, predict_array
+from roadnet.pipeline.inference.open import MODEL_BANDS, Scene, open_scene, probe_scene
+from roadnet.pipeline.inference.runner import ModelRunner, fetch_model, validate_model
+from roadnet.pipeline.inference.store import (
     JOB_ATTR,
     create_store,
     done_chunks,
@@ -285,7 +285,7 @@ def run_to_zarr(
     threads_per_worker: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    band_chunks: int = 32,
+    batch_chunks: int = 32,
     dashboard: bool = False,
 ) -> RunSummary:
     """Predict a scene on a Dask cluster into a Zarr store; resume a killed run.
@@ -300,8 +300,9 @@ def run_to_zarr(
         threads_per_worker: threads per local worker.
         overwrite: replace an existing result.
         progress: show a progress bar.
-        band_chunks: chunks submitted to the cluster at a time, in whole chunk rows (see
-            :func:`~roadnet.pipeline.bands.compute_in_bands`); bounds the scheduler's memory.
+        batch_chunks: chunks submitted to the cluster at a time, in whole chunk rows (see
+            :func:`~roadnet.pipeline.inference.batches.run_stencil`); bounds the scheduler's
+            memory.
         dashboard: serve a local cluster's dashboard (see
             :func:`~roadnet.pipeline.cluster.dask_client`).
 
@@ -318,8 +319,9 @@ def run_to_zarr(
     job = _job_fingerprint(prediction, str(scene))
     staging, resume = prepare_store(out, job=job, overwrite=overwrite)
     grid = (prediction.codes.numblocks[1], prediction.codes.numblocks[2])
-    todo = np.argwhere(~done_chunks(staging)) if resume else np.argwhere(np.ones(grid, bool))
-    log.info("%d of %d chunks to compute%s", len(todo), grid[0] * grid[1], " (resuming)" * resume)
+    todo = ~done_chunks(staging) if resume else np.ones(grid, bool)
+    computed = int(todo.sum())
+    log.info("%d of %d chunks to compute%s", computed, todo.size, " (resuming)" * resume)
     seconds = 0.0
     with dask_client(
         scheduler=scheduler,
@@ -334,17 +336,28 @@ def run_to_zarr(
             attrs = {**prediction.attrs, JOB_ATTR: job}
             create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
         start = time.perf_counter()
-        compute_in_bands(
-            client,
-            prediction.codes,
-            todo,
+        plan = blend_plan(
+            prediction.scene.data.data,
+            predict=runner,
+            core=config.chunk,
+            overlap=config.overlap,
+            model_shape=runner.shape,
+            scale=prediction.scene.scale,
+            nodata=prediction.scene.nodata,
+            alpha=prediction.scene.alpha,
             consume=partial(write_chunk, path=str(staging), chunk=config.chunk, job=job),
-            band_chunks=band_chunks,
+        )
+        run_stencil(
+            client,
+            plan.stencil,
+            grid=plan.grid,
+            units=plan.units(todo),
+            batch_chunks=batch_chunks,
             progress=progress,
         )
         seconds = time.perf_counter() - start
     finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
     h, w = prediction.scene.shape
     return RunSummary(
-        out=out, pixels=h * w, chunks=grid[0] * grid[1], computed=len(todo), seconds=seconds
+        out=out, pixels=h * w, chunks=grid[0] * grid[1], computed=computed, seconds=seconds
     )

@@ -10,8 +10,8 @@ from _models import save_test_model, test_model_path
 
 from roadnet.errors import ModelError
 from roadnet.model.io import content_hash
-from roadnet.pipeline import worker_model
-from roadnet.pipeline.worker_model import ModelRunner, fetch_model, validate_model
+from roadnet.pipeline.inference import runner as worker_model
+from roadnet.pipeline.inference.runner import ModelRunner, fetch_model, validate_model
 
 __all__ = ["test_model_path"]
 
@@ -89,7 +89,7 @@ def test_mixed_precision_without_a_gpu_keeps_float32(
     mixed = ModelRunner(
         model=str(test_model_path), digest=digest, shape=(32, 48), mixed_precision=True
     )
-    with caplog.at_level("WARNING", logger="roadnet.pipeline.worker_model"):
+    with caplog.at_level("WARNING", logger="roadnet.pipeline.inference.runner"):
         out = mixed(x)
     assert "mixed precision applies to GPUs" in caplog.text
     assert np.array_equal(out, plain(x))

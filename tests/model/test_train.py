@@ -160,9 +160,9 @@ def test_resume_continues_from_the_last_epoch(tiny_run: tuple[Path, Path]) -> No
 
 
 def test_bad_training_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    from roadnet.config import load_config
     from roadnet.errors import ConfigError
     from roadnet.model.train import TrainConfig, train
-    from roadnet.pipeline.config import load_config
 
     scene, labels = write_road_scene(tmp_path / "d", size=128)
     overlapping = [{"scene": str(scene), "labels": str(labels), "window": None}]
@@ -200,8 +200,8 @@ def test_train_and_evaluate_help_do_not_import_tensorflow() -> None:
 @pytest.mark.slow
 def test_lite_variant_learns_surface_on_cpu(tmp_path: Path) -> None:
     """roadnet-lite itself (the shipped variant) on a small scene, a couple of minutes on CPU."""
+    from roadnet.config import load_config
     from roadnet.model.train import TrainConfig, train
-    from roadnet.pipeline.config import load_config
 
     scene, labels = write_road_scene(tmp_path / "d", size=384, seed=5)
     config = _write_config(

@@ -14,9 +14,9 @@ from affine import Affine
 from scipy import ndimage
 from test_cli import run_cli
 
+from roadnet.config import load_config
 from roadnet.errors import ConfigError, InputError, OutputExistsError
-from roadnet.pipeline.config import load_config
-from roadnet.pipeline.labels import (
+from roadnet.pipeline.scenes.labels import (
     LABEL_NAMES,
     LabelsConfig,
     make_labels,
@@ -24,7 +24,7 @@ from roadnet.pipeline.labels import (
     window_halo,
     write_labels,
 )
-from roadnet.pipeline.roads import load_width_table, normalize_roads
+from roadnet.pipeline.scenes.roads import load_width_table, normalize_roads
 
 UTM = "EPSG:32635"
 X0, Y0 = 385_000.0, 6_672_000.0

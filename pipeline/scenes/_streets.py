@@ -11,7 +11,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from roadnet.pipeline._textures import hash_uniform
+from roadnet.pipeline.scenes._textures import hash_uniform
 
 __all__ = [
     "CAR_SIZE_M",

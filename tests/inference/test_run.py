@@ -13,9 +13,15 @@ from _models import smooth_scene, test_model_path, write_scene
 from rasterio.enums import ColorInterp
 
 import roadnet
+from roadnet.config import load_config
 from roadnet.errors import ConfigError, InputError, ModelError, OutputExistsError
-from roadnet.pipeline.config import load_config
-from roadnet.pipeline.run import RunConfig, predict_scene, prepare_worker, run, run_to_zarr
+from roadnet.pipeline.inference.run import (
+    RunConfig,
+    predict_scene,
+    prepare_worker,
+    run,
+    run_to_zarr,
+)
 
 __all__ = ["test_model_path"]
 
@@ -98,7 +104,7 @@ def test_config_and_model_errors(tmp_path: Path) -> None:
 def test_relative_scene_is_resolved_and_workers_check_the_scene(
     tmp_path: Path, test_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from roadnet.pipeline.worker_model import model_call_count
+    from roadnet.pipeline.inference.runner import model_call_count
 
     write_scene(tmp_path / "s.tif", smooth_scene(64, 64))
     monkeypatch.chdir(tmp_path)
@@ -177,8 +183,8 @@ def test_banded_run_equals_lazy_result_computes_each_block_once_and_resumes(
 ) -> None:
     from distributed import LocalCluster
 
-    from roadnet.pipeline.worker_model import model_call_count
-    from roadnet.pipeline.zarr_store import staging_path
+    from roadnet.pipeline.inference.runner import model_call_count
+    from roadnet.pipeline.inference.store import staging_path
 
     # 700 x 520 px: 6 x 5 chunks of 128 px; the last inference column is two halves of
     # 136 px, so output chunks and pass-1 blocks do not line up along x.
@@ -191,7 +197,7 @@ def test_banded_run_equals_lazy_result_computes_each_block_once_and_resumes(
         options = {"model": test_model_path, "config": CFG, "scheduler": cluster.scheduler_address}
         calls_before = model_call_count()
         # One chunk row per band: five band borders, each shared by two bands.
-        summary = run_to_zarr(scene, out, band_chunks=1, progress=False, **options)
+        summary = run_to_zarr(scene, out, batch_chunks=1, progress=False, **options)
         assert summary.computed == summary.chunks == 30
         # In-process workers: this process's count is theirs. Every block predicted once,
         # besides the probe and the warm-up before the run.
@@ -207,6 +213,6 @@ def test_banded_run_equals_lazy_result_computes_each_block_once_and_resumes(
             region = (slice(row * 128, row * 128 + 128), slice(col * 128, col * 128 + 128))
             for task in ("surface", "edge", "centerline"):
                 group[task][region] = 7
-        resumed = run_to_zarr(scene, out, band_chunks=1, progress=False, **options)
+        resumed = run_to_zarr(scene, out, batch_chunks=1, progress=False, **options)
     assert resumed.computed == 3 and resumed.chunks == 30
     assert np.array_equal(_codes(roadnet.open_result(out).compute()), expected)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from _models import mean_predictor
 
-from roadnet.pipeline.blend import (
+from roadnet.pipeline.inference.blend import (
     BLOCK_SCALE,
     FILL_VALUE,
     encode_probability,

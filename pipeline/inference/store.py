@@ -28,7 +28,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.pipeline.blend import FILL_VALUE, TASKS
+from roadnet.pipeline.inference.blend import FILL_VALUE, TASKS
 
 __all__ = [
     "COMPLETE_ATTR",
@@ -147,10 +147,11 @@ def _open_arrays(path: str, job: str) -> tuple[zarr.Array, ...]:
 def write_chunk(
     codes: np.ndarray, *, path: str, row: int, col: int, chunk: int, job: str = ""
 ) -> None:
-    """Write one core chunk, then flag it done.
+    """Write whole output chunks, then flag them done.
 
     Args:
-        codes: ``(task, y, x)`` uint8 codes of chunk ``(row, col)``.
+        codes: ``(task, y, x)`` uint8 codes of the chunks from ``(row, col)`` on: one chunk,
+            or (at a ragged scene edge) a few whole chunks.
         path: store directory.
         row: chunk row.
         col: chunk column.
@@ -164,7 +165,8 @@ def write_chunk(
     region = (slice(y0, y0 + codes.shape[1]), slice(x0, x0 + codes.shape[2]))
     for array, plane in zip(planes, codes, strict=True):
         array[region] = plane
-    progress[row, col] = 1
+    rows, cols = -(-codes.shape[1] // chunk), -(-codes.shape[2] // chunk)
+    progress[row : row + rows, col : col + cols] = 1
 
 
 def done_chunks(path: Path) -> np.ndarray:

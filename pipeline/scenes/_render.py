@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from roadnet.pipeline._relief import MAX_CROWN_M, cast_shadow, draw_trees
-from roadnet.pipeline._streets import CAR_SIZE_M
-from roadnet.pipeline._textures import (
+from roadnet.pipeline.scenes._relief import MAX_CROWN_M, cast_shadow, draw_trees
+from roadnet.pipeline.scenes._streets import CAR_SIZE_M
+from roadnet.pipeline.scenes._textures import (
     fbm,
     hash_u32,
     hash_uniform,

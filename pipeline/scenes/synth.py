@@ -4,7 +4,7 @@
 over the requested scene size, and renders the scene window by window (each window with a
 halo, every random choice hashed from absolute positions and the seed, so the result does
 not depend on the window size). Next to ``scene.tif`` it writes the road labels on the
-same grid (:func:`roadnet.pipeline.labels.write_labels`) and the truth vectors.
+same grid (:func:`roadnet.pipeline.scenes.labels.write_labels`) and the truth vectors.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from roadnet.config import StrictModel, write_resolved_config
 from roadnet.errors import InputError
-from roadnet.pipeline._render import RenderParams, halo_px, render_window
-from roadnet.pipeline._scenery import Bounds, Scenery, tile_scenery, window_layers
-from roadnet.pipeline.config import StrictModel, write_resolved_config
-from roadnet.pipeline.labels import TILE, LabelsConfig, write_labels
-from roadnet.pipeline.osm import load_osm, resolve_extract
-from roadnet.pipeline.outputs import staged_output_dir
-from roadnet.pipeline.roads import load_width_table, normalize_roads
+from roadnet.outputs import staged_output_dir
+from roadnet.pipeline.scenes._render import RenderParams, halo_px, render_window
+from roadnet.pipeline.scenes._scenery import Bounds, Scenery, tile_scenery, window_layers
+from roadnet.pipeline.scenes.labels import TILE, LabelsConfig, write_labels
+from roadnet.pipeline.scenes.osm import load_osm, resolve_extract
+from roadnet.pipeline.scenes.roads import load_width_table, normalize_roads
 
 __all__ = [
     "SCENE_NAME",

@@ -4,7 +4,7 @@ Definitions, in pixels of the scene grid (``S`` is the surface mask; neighbours 
 4-connected ones):
 
 - ``surface``: pixels whose centre lies inside a road surface polygon (road lines buffered
-  to their width, see :func:`roadnet.pipeline.roads.road_surfaces`, and road polygons).
+  to their width, see :func:`roadnet.pipeline.scenes.roads.road_surfaces`, and road polygons).
 - ``edge``: the band straddling the surface boundary, ``edge_width_px`` wide: surface pixels
   within ``ceil(w / 2)`` 4-connected steps of a non-surface pixel, plus non-surface pixels
   within ``floor(w / 2)`` steps of a surface pixel. With the default ``w = 2``: every surface
@@ -41,10 +41,10 @@ from rasterio.windows import transform as window_transform
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+from roadnet.config import StrictModel, write_resolved_config
 from roadnet.errors import InputError
-from roadnet.pipeline.config import StrictModel, write_resolved_config
-from roadnet.pipeline.outputs import staged_output_dir
-from roadnet.pipeline.roads import (
+from roadnet.outputs import staged_output_dir
+from roadnet.pipeline.scenes.roads import (
     LINE_TYPES,
     POLYGON_TYPES,
     load_width_table,
@@ -162,7 +162,7 @@ def rasterize_labels(
     """Rasterize normalized roads into the labels of one window.
 
     Args:
-        roads: output of :func:`roadnet.pipeline.roads.normalize_roads`, in the grid's CRS.
+        roads: output of :func:`roadnet.pipeline.scenes.roads.normalize_roads`, in the grid's CRS.
         transform: affine transform of the window's top-left pixel corner.
         shape: ``(height, width)`` of the window in pixels.
         config: label options.
@@ -347,7 +347,7 @@ def make_labels(
 
     Args:
         scene: the scene raster whose grid (CRS, transform, size) the labels follow.
-        roads: road vectors (see :func:`roadnet.pipeline.roads.read_roads`), any CRS.
+        roads: road vectors (see :func:`roadnet.pipeline.scenes.roads.read_roads`), any CRS.
         out: output directory; gets ``surface.tif``, ``edge.tif``, ``centerline.tif`` and
             ``roadnet-config.yaml``.
         config: label options.

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+from roadnet.config import bundled_config_path, load_config
 from roadnet.model.io import load_model
 from roadnet.model.layers import ConvBNAct, InputNormalization, SideOutput
 from roadnet.model.roadnet import ModelConfig, build_roadnet, output_names, scaled_widths
-from roadnet.pipeline.config import bundled_config_path, load_config
 
 TINY = ModelConfig(name="tiny", width_multiplier=0.125)
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from roadnet.pipeline._textures import hash_uniform, value_noise
+from roadnet.pipeline.scenes._textures import hash_uniform, value_noise
 
 if TYPE_CHECKING:
-    from roadnet.pipeline._render import RenderParams, WindowLayers
+    from roadnet.pipeline.scenes._render import RenderParams, WindowLayers
 
 __all__ = ["MAX_CROWN_M", "cast_shadow", "draw_trees", "tree_list"]
 

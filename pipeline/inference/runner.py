@@ -23,7 +23,7 @@ import numpy as np
 
 from roadnet.errors import ModelError
 from roadnet.model.io import content_hash, load_model
-from roadnet.pipeline.blend import TASKS
+from roadnet.pipeline.inference.blend import TASKS
 
 __all__ = [
     "ModelRunner",

@@ -9,7 +9,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 
 from roadnet.errors import InputError
-from roadnet.pipeline.open import open_scene
+from roadnet.pipeline.inference.open import open_scene
 
 
 def test_opens_lazily_with_core_chunks(make_scene: Callable[..., Path]) -> None:

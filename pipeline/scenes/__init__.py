@@ -1,0 +1,1 @@
+"""Scene making: OpenStreetMap roads to labels and orthophoto-like training scenes."""
