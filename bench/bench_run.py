@@ -189,7 +189,8 @@ def bench_roadnet(  # type: ignore[type-arg]
 
 def throughput(args: argparse.Namespace, work: Path) -> dict:  # type: ignore[type-arg]
     from roadnet.model.io import content_hash
-    from roadnet.pipeline.inference.runner import ModelRunner, configure_tensorflow
+    from roadnet.model.runtime import configure_tensorflow
+    from roadnet.pipeline.inference.runner import ModelRunner
 
     model = make_model(args.model, work)
     scene = make_scene(work / "scene.tif", args.size)
@@ -249,7 +250,8 @@ def _layout(text: str) -> tuple[int, int, bool]:
 def _raw_calls_in_child(model: str, threads: int, calls: int, start: Any, out: Any) -> None:
     """Child process: time ``calls`` model calls with TensorFlow on ``threads`` threads."""
     from roadnet.model.io import content_hash
-    from roadnet.pipeline.inference.runner import ModelRunner, configure_tensorflow
+    from roadnet.model.runtime import configure_tensorflow
+    from roadnet.pipeline.inference.runner import ModelRunner
 
     configure_tensorflow(threads=threads)
     runner = ModelRunner(model=model, digest=content_hash(model), shape=SHAPE)

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 
 from roadnet.model.card import write_json_atomic
-from roadnet.model.roadnet import TASKS
+from roadnet.tasks import TASKS
 
 __all__ = ["MONITOR", "CurvesPlot", "MeanF1", "RunState", "TimeBudget", "plot_curves", "read_state"]
 

@@ -12,7 +12,13 @@ from typing import Any
 from roadnet import __version__
 from roadnet.model.io import content_hash
 
-__all__ = ["attach_evaluation", "make_model_card", "read_model_card", "write_json_atomic"]
+__all__ = [
+    "attach_evaluation",
+    "card_cutoffs",
+    "make_model_card",
+    "read_model_card",
+    "write_json_atomic",
+]
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
@@ -79,6 +85,25 @@ def read_model_card(path: Path) -> dict[str, Any]:
     """Read a model card JSON file."""
     card: dict[str, Any] = json.loads(Path(path).read_text())
     return card
+
+
+def card_cutoffs(model_path: str | Path) -> dict[str, float] | None:
+    """The per-task cut-offs in the card beside a model (``NAME.json``), if it has any.
+
+    Returns:
+        ``{task: probability}`` from the card's ``cutoffs``, or None when there is no card
+        or it records none.
+    """
+    card_path = Path(model_path).with_suffix(".json")
+    if not card_path.is_file():
+        return None
+    try:
+        cutoffs = read_model_card(card_path).get("cutoffs")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cutoffs, dict):
+        return None
+    return {str(task): float(value) for task, value in cutoffs.items()}
 
 
 def attach_evaluation(card_path: Path, report: dict[str, Any], *, name: str) -> dict[str, Any]:

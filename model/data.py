@@ -20,7 +20,8 @@ from skimage.transform import resize
 
 from roadnet.config import StrictModel
 from roadnet.errors import InputError
-from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS, output_names
+from roadnet.model.roadnet import output_names
+from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
 __all__ = [
     "AugmentConfig",

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from roadnet.metrics import pixel_scores, relaxed_scores
 from roadnet.model.data import LabelledScene
-from roadnet.model.metrics import pixel_scores, relaxed_scores
-from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS
+from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
 __all__ = [
     "evaluate_model_on_files",

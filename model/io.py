@@ -39,8 +39,13 @@ def _register_custom_objects() -> None:
     importlib.import_module("roadnet.model.layers")
 
 
-def load_model(path: str | Path | None = None) -> Any:
+def load_model(path: str | Path | None = None, *, compile: bool = False) -> Any:
     """Load a saved model (``.keras``) with ``safe_mode=True``; None loads the default model.
+
+    Args:
+        path: the ``.keras`` file.
+        compile: restore the saved optimizer, loss and metrics too (resuming training);
+            inference needs none of them.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, bands)`` float32 to a dict of logits.
@@ -57,6 +62,6 @@ def load_model(path: str | Path | None = None) -> Any:
 
     _register_custom_objects()
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:
         raise ModelError(f"cannot load model {path}: {type(exc).__name__}: {exc}") from exc

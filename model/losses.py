@@ -24,7 +24,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from roadnet.model.roadnet import TASKS
+from roadnet.tasks import TASKS
 
 __all__ = [
     "DEFAULT_SIDE_WEIGHTS",

@@ -24,18 +24,14 @@ from pydantic import Field, model_validator
 
 from roadnet.config import StrictModel
 from roadnet.model.layers import ConvBNAct, InputNormalization, SideOutput
+from roadnet.tasks import TASKS
 
 __all__ = [
-    "INPUT_MULTIPLE",
-    "TASKS",
     "ModelConfig",
     "build_roadnet",
     "output_names",
     "scaled_widths",
 ]
-
-TASKS = ("surface", "edge", "centerline")
-INPUT_MULTIPLE = 16  # 4 max-pools in the surface net
 
 
 class ModelConfig(StrictModel):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from pydantic import Field, model_validator
 
 from roadnet.config import (
@@ -43,17 +44,21 @@ from roadnet.model.card import make_model_card, write_json_atomic
 from roadnet.model.data import (
     AugmentConfig,
     CropDataset,
+    LabelledScene,
     label_targets,
     read_labelled_scene,
     validation_tiles,
     windows_overlap,
 )
 from roadnet.model.evaluate import evaluate_scene
+from roadnet.model.io import load_model
 from roadnet.model.losses import DEFAULT_SIDE_WEIGHTS, compile_losses
 from roadnet.model.metrics import task_metrics
-from roadnet.model.roadnet import INPUT_MULTIPLE, TASKS, ModelConfig, build_roadnet
+from roadnet.model.roadnet import ModelConfig, build_roadnet
+from roadnet.model.runtime import configure_tensorflow
+from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
-__all__ = ["ScenePair", "TrainConfig", "TrainResult", "configure_threads", "train"]
+__all__ = ["ScenePair", "TrainConfig", "TrainResult", "train"]
 
 log = logging.getLogger("roadnet.train")
 
@@ -128,19 +133,6 @@ class TrainResult:
     card: dict[str, Any]
 
 
-def configure_threads(threads: int) -> None:
-    """Set TensorFlow's thread pools (no effect once TensorFlow has started executing)."""
-    if keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    except RuntimeError:
-        log.debug("TensorFlow already initialized; thread settings unchanged")
-
-
 def load_variant(name: str) -> ModelConfig:
     """A model variant config from a bundled name (``roadnet-lite``) or a YAML path."""
     path = Path(name)
@@ -189,20 +181,31 @@ def _scene_entry(pair: ScenePair) -> dict[str, Any]:
     }
 
 
-def train(
-    config: TrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False
-) -> TrainResult:
-    """Train a RoadNet variant and write the run directory (see the module docstring).
+@dataclass(frozen=True)
+class _Data:
+    """The training scenes and the validation scene with its fixed tiles.
 
-    Raises:
-        ConfigError: the variant config does not validate.
-        InputError: a scene or label file is missing or unsuitable; nothing to resume.
-        OutputExistsError: ``out`` is not empty and neither ``overwrite`` nor ``resume``.
+    ``x_val`` and ``y_val`` are ``(n, size, size, 3)`` float32 images and labels
+    (:func:`~roadnet.model.data.validation_tiles`).
     """
-    configure_threads(config.threads)
-    variant = load_variant(config.model)
-    state = _prepare_run_dir(out, overwrite=overwrite, resume=resume)
-    keras.utils.set_random_seed(config.seed)
+
+    scenes: list[LabelledScene]
+    validation: LabelledScene
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where training starts: the epoch count so far and the best score up to it."""
+
+    epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+
+
+def _read_data(config: TrainConfig) -> _Data:
+    """Read every training scene and cut the validation scene's tiles."""
     scenes = [read_labelled_scene(p.scene, p.labels, window=p.window) for p in config.train]
     val_scene = read_labelled_scene(
         config.validation.scene, config.validation.labels, window=config.validation.window
@@ -210,34 +213,39 @@ def train(
     x_val, y_val = validation_tiles(
         val_scene, size=config.crop_size, max_tiles=config.validation_tiles
     )
-    write_resolved_config(config, out, extra={"variant": variant.model_dump(mode="json")})
-    initial_epoch, best, best_epoch = 0, -1.0, 0
-    if state is not None:
-        from roadnet.model.io import _register_custom_objects
+    return _Data(scenes=scenes, validation=val_scene, x_val=x_val, y_val=y_val)
 
-        _register_custom_objects()
-        model = keras.saving.load_model(out / "last.keras", safe_mode=True)
+
+def _model_and_start(
+    config: TrainConfig, variant: ModelConfig, out: Path, state: dict[str, Any] | None
+) -> tuple[keras.Model, _Start]:
+    """A new compiled model, or the last checkpoint and its state when resuming.
+
+    Raises:
+        ConfigError: the resumed run already has ``config.epochs`` epochs.
+    """
+    start = _Start()
+    if state is not None:
+        model = load_model(out / "last.keras", compile=True)
         model.jit_compile = config.jit_compile
-        initial_epoch = int(state["epoch"])
-        best, best_epoch = float(state["best"]), int(state["best_epoch"])
-        log.info("resuming %s after epoch %d (best %s %.4f)", out, initial_epoch, MONITOR, best)
+        start = _Start(
+            epoch=int(state["epoch"]),
+            best=float(state["best"]),
+            best_epoch=int(state["best_epoch"]),
+        )
+        log.info("resuming %s after epoch %d (best %s %.4f)", out, start.epoch, MONITOR, start.best)
     else:
         model = build_roadnet(variant)
         _compile(model, config)
-    if initial_epoch >= config.epochs:
-        raise ConfigError(f"run {out} already has {initial_epoch} epochs; raise `epochs`")
-    dataset = CropDataset(
-        scenes,
-        crop_size=config.crop_size,
-        batch_size=config.batch_size,
-        steps=config.steps_per_epoch,
-        augment_config=config.augment,
-        seed=config.seed,
-        workers=1,
-        use_multiprocessing=False,
-    )
-    dataset.epoch = initial_epoch
-    budget = TimeBudget(config.max_minutes * 60) if config.max_minutes else None
+    if start.epoch >= config.epochs:
+        raise ConfigError(f"run {out} already has {start.epoch} epochs; raise `epochs`")
+    return model, start
+
+
+def _callbacks(
+    config: TrainConfig, out: Path, start: _Start, *, resume: bool, budget: TimeBudget | None
+) -> list[keras.callbacks.Callback]:
+    """The epoch-end callbacks, in the order their logs depend on each other."""
     # order matters: MeanF1 adds the monitored key and ReduceLROnPlateau the learning rate
     # to the epoch logs that the later callbacks read
     callbacks: list[keras.callbacks.Callback] = [
@@ -252,41 +260,85 @@ def train(
         keras.callbacks.EarlyStopping(
             monitor=MONITOR, mode="max", patience=config.early_stopping_patience
         ),
-        RunState(out, best=best, best_epoch=best_epoch),
+        RunState(out, best=start.best, best_epoch=start.best_epoch),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
         CurvesPlot(out / "history.csv", out / "curves.png"),
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
     ]
     if budget is not None:
         callbacks.append(budget)
+    return callbacks
+
+
+def _fit(
+    model: keras.Model,
+    data: _Data,
+    config: TrainConfig,
+    out: Path,
+    start: _Start,
+    *,
+    resume: bool,
+) -> tuple[float, TimeBudget | None]:
+    """Fit from ``start.epoch`` to ``config.epochs``; return wall seconds and the time budget."""
+    dataset = CropDataset(
+        data.scenes,
+        crop_size=config.crop_size,
+        batch_size=config.batch_size,
+        steps=config.steps_per_epoch,
+        augment_config=config.augment,
+        seed=config.seed,
+        workers=1,
+        use_multiprocessing=False,
+    )
+    dataset.epoch = start.epoch
+    budget = TimeBudget(config.max_minutes * 60) if config.max_minutes else None
+    callbacks = _callbacks(config, out, start, resume=resume, budget=budget)
     started = time.monotonic()
     model.fit(
         dataset,
         epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        validation_data=(x_val, label_targets(y_val)),
+        initial_epoch=start.epoch,
+        validation_data=(data.x_val, label_targets(data.y_val)),
         validation_batch_size=config.batch_size,
         callbacks=callbacks,
         verbose=2,
     )
-    wall_s = time.monotonic() - started
-    final_state = read_state(out / "state.json")
-    best_model = keras.saving.load_model(out / "best.keras", compile=False, safe_mode=True)
+    return time.monotonic() - started, budget
+
+
+def _save_final_model(out: Path) -> tuple[Path, keras.Model]:
+    """Save the best checkpoint without optimizer state as ``model.keras``; return it too."""
+    best_model = load_model(out / "best.keras")
     model_path = out / "model.keras"
     tmp = out / f".tmp-{model_path.name}"
     best_model.save(tmp)  # uncompiled: weights only, no optimizer state
     tmp.replace(model_path)
+    return model_path, best_model
+
+
+def _finish(
+    config: TrainConfig,
+    variant: ModelConfig,
+    out: Path,
+    data: _Data,
+    *,
+    wall_s: float,
+    budget: TimeBudget | None,
+) -> TrainResult:
+    """Write the final model, the curves and the model card of a finished run."""
+    final_state = read_state(out / "state.json")
+    model_path, best_model = _save_final_model(out)
     plot_curves(out / "history.csv", out / "curves.png")
     metrics: dict[str, Any] = {
         "monitor": MONITOR,
         "best": final_state["best"],
         "best_epoch": final_state["best_epoch"],
         "threshold": config.threshold,
-        "validation_tiles": len(x_val),
+        "validation_tiles": len(data.x_val),
     }
     if config.evaluate_validation_scene:
         metrics["validation_scene"] = evaluate_scene(
-            best_model, val_scene, threshold=config.threshold
+            best_model, data.validation, threshold=config.threshold
         )
     card = make_model_card(
         model_path,
@@ -312,3 +364,24 @@ def train(
     card_path = write_json_atomic(out / "model.json", card)
     log.info("wrote %s (%s)", model_path, card["content_hash"])
     return TrainResult(model_path=model_path, card_path=card_path, card=card)
+
+
+def train(
+    config: TrainConfig, out: Path, *, overwrite: bool = False, resume: bool = False
+) -> TrainResult:
+    """Train a RoadNet variant and write the run directory (see the module docstring).
+
+    Raises:
+        ConfigError: the variant config does not validate.
+        InputError: a scene or label file is missing or unsuitable; nothing to resume.
+        OutputExistsError: ``out`` is not empty and neither ``overwrite`` nor ``resume``.
+    """
+    configure_tensorflow(threads=config.threads, inter_op=2)
+    variant = load_variant(config.model)
+    state = _prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    keras.utils.set_random_seed(config.seed)
+    data = _read_data(config)
+    write_resolved_config(config, out, extra={"variant": variant.model_dump(mode="json")})
+    model, start = _model_and_start(config, variant, out, state)
+    wall_s, budget = _fit(model, data, config, out, start, resume=resume)
+    return _finish(config, variant, out, data, wall_s=wall_s, budget=budget)

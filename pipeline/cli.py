@@ -141,14 +141,24 @@ def preview(
         Path | None,
         typer.Option("--result", help="A roadnet run Zarr store to overlay (probability >= 0.5)."),
     ] = None,
+    roads: Annotated[
+        Path | None,
+        typer.Option("--roads", help="A roadnet vectorize road layer (roads.gpkg) to draw."),
+    ] = None,
     max_size: Annotated[int, typer.Option("--max-size", help="Longest side in pixels.")] = 1600,
     overwrite: Overwrite = False,
 ) -> None:
-    """Write a downsampled RGB quicklook PNG, optionally with labels or predictions overlaid."""
+    """Write a downsampled RGB quicklook PNG with labels, predictions or roads overlaid."""
     from roadnet.pipeline.preview import make_preview
 
     make_preview(
-        raster, out, labels_dir=labels_dir, result=result, max_size=max_size, overwrite=overwrite
+        raster,
+        out,
+        labels_dir=labels_dir,
+        result=result,
+        roads=roads,
+        max_size=max_size,
+        overwrite=overwrite,
     )
 
 
@@ -193,12 +203,20 @@ def run(
             "--dashboard", help="Serve the local cluster's Dask dashboard and log its link."
         ),
     ] = False,
+    vectorize_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--vectorize",
+            help="Then vectorize the result into this road layer (roads.gpkg), same cluster.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Predict road surface, edge and centerline probabilities into a Zarr store on Dask."""
     from roadnet.config import load_config
+    from roadnet.pipeline.cluster import dask_client
     from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
 
     band_list = [b.strip() for b in bands.split(",")] if bands else None
@@ -214,17 +232,120 @@ def run(
             "nodata": nodata,
         },
     )
-    summary = run_to_zarr(
-        scene,
+    if vectorize_out is None:
+        summary = run_to_zarr(
+            scene,
+            out,
+            model=model,
+            config=cfg,
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            overwrite=overwrite,
+            progress=progress,
+            dashboard=dashboard,
+        )
+        typer.echo(summary.line())
+        return
+    from roadnet.pipeline.vectorize.layers import check_outputs
+    from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
+
+    check_outputs(vectorize_out, fmt="gpkg", overwrite=overwrite)  # refuse before the run
+    vcfg = load_config(VectorizeConfig, "vectorize")
+    with dask_client(
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        dashboard=dashboard,
+    ) as client:
+        summary = run_to_zarr(
+            scene,
+            out,
+            model=model,
+            config=cfg,
+            overwrite=overwrite,
+            progress=progress,
+            client=client,
+        )
+        typer.echo(summary.line())
+        vsummary = vectorize_result(
+            out, vectorize_out, config=vcfg, overwrite=overwrite, progress=progress, client=client
+        )
+    typer.echo(vsummary.line())
+
+
+@app.command()
+def vectorize(
+    result: Annotated[Path, typer.Argument(help="A roadnet run Zarr store (RESULT.zarr).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="roads.gpkg, or a directory for --format parquet.")
+    ],
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local cluster worker processes.")
+    ] = None,
+    threads_per_worker: Annotated[
+        int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Surface cut-off in (0, 1) (default: model card, 0.5)."),
+    ] = None,
+    min_area: Annotated[
+        float | None, typer.Option("--min-area", help="Drop road components below this, m².")
+    ] = None,
+    hole_area: Annotated[
+        float | None, typer.Option("--hole-area", help="Fill holes below this, m².")
+    ] = None,
+    simplify: Annotated[
+        float | None,
+        typer.Option("--simplify", help="Simplification tolerance, m (default: one pixel)."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="gpkg (one GeoPackage) or parquet (GeoParquet dir).")
+    ] = "gpkg",
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Turn a result into the dissolved road-surface layer and the centerline road graph."""
+    from roadnet.config import load_config
+    from roadnet.errors import InputError
+    from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
+
+    if fmt not in ("gpkg", "parquet"):
+        raise InputError(f"--format must be gpkg or parquet, got {fmt!r}")
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InputError(f"--threshold must be in (0, 1), got {threshold}")
+    cfg = load_config(
+        VectorizeConfig,
+        config or "vectorize",
+        overrides=set_ or [],
+        values={
+            "threshold": threshold,
+            "min_area_m2": min_area,
+            "hole_area_m2": hole_area,
+            "simplify_m": simplify,
+        },
+    )
+    summary = vectorize_result(
+        result,
         out,
-        model=model,
         config=cfg,
+        fmt=fmt,  # type: ignore[arg-type]
         scheduler=scheduler,
         workers=workers,
         threads_per_worker=threads_per_worker,
         overwrite=overwrite,
         progress=progress,
-        dashboard=dashboard,
     )
     typer.echo(summary.line())
 

@@ -25,11 +25,11 @@ __all__ = ["dask_client", "default_layout", "scheduler_address", "visible_gpus"]
 
 log = logging.getLogger(__name__)
 
-#: Dask settings for the LocalCluster. Its background work — the workers' statistical
+#: Dask settings for the LocalCluster. They cut its background work — the workers' statistical
 #: profiler (a stack sample every 10 ms), the system and memory monitors, the event-loop tick
-#: check — took 0.68 CPU-s per 10 s idle on a 2-core machine, 0.14 with these (measured).
-#: On a small machine every such cycle is taken from TensorFlow's threads. The profiler feeds
-#: only the dashboard's profile page.
+#: check — because on a small machine every such cycle is taken from TensorFlow's threads
+#: (BENCHMARKS.md, "Figures behind design choices in the code"). The profiler feeds only the
+#: dashboard's profile page.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "2s",
@@ -37,8 +37,8 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.memory.monitor-interval": "1s",
 }
 
-#: Memory a worker process is given room for: TensorFlow and the model (~0.6 GiB resident),
-#: the blocks of the chunks in flight and headroom.
+#: Memory a worker process is given room for: TensorFlow and the model, the blocks of the
+#: chunks in flight and headroom (BENCHMARKS.md, "Figures behind design choices in the code").
 WORKER_MEMORY = 2 * 2**30
 
 
@@ -48,13 +48,13 @@ def default_layout(
     """``(workers, threads_per_worker)`` for a LocalCluster.
 
     On CPUs, one worker process per core, each with one thread, so that each model call runs
-    on a single TensorFlow thread: on 2 cores two such processes predicted 1.2-1.27 x as
-    many blocks per second as one process running TensorFlow on both cores (a 640 px block
-    took 382-393 CPU-ms on one thread, 410-441 on two, which wait on each other at every
-    layer; see BENCHMARKS.md). Memory caps the count at one worker per
-    :data:`WORKER_MEMORY`. With GPUs (counted as in :func:`visible_gpus`) one worker uses the
-    first, with all the cores: the model calls queue on it while the other threads read,
-    blend and write; several GPUs need one worker each (dask-cuda, see the README).
+    on a single TensorFlow thread: TensorFlow's threads wait on each other at every layer, so
+    on 2 cores two single-threaded processes predicted more blocks per second than one
+    process running TensorFlow on both (BENCHMARKS.md, "roadnet run"). Memory caps the count
+    at one worker per :data:`WORKER_MEMORY`. With GPUs (counted as in :func:`visible_gpus`)
+    one worker uses the first, with all the cores: the model calls queue on it while the
+    other threads read, blend and write; several GPUs need one worker each (dask-cuda, see
+    the README).
 
     Args:
         cores: CPU cores (default: all).
@@ -111,9 +111,9 @@ def dask_client(
         workers: LocalCluster worker processes (default: :func:`default_layout`).
         threads_per_worker: threads per LocalCluster worker (default: :func:`default_layout`).
         dashboard: serve the LocalCluster's dashboard and log its link. Off by default: the
-            progress bar shows a local run, and the dashboard's cost on 2 cores is unsettled
-            (4-19 % slower in 3 alternating pairs, faster in 2 of 3 benchmark repetitions;
-            BENCHMARKS.md). An existing scheduler's link is always logged.
+            progress bar shows a local run, and the dashboard's cost on a small machine is
+            unsettled (BENCHMARKS.md, "roadnet run"). An existing scheduler's link is always
+            logged.
 
     Raises:
         InputError: the scheduler cannot be reached, or both a scheduler and a local layout
@@ -134,13 +134,33 @@ def dask_client(
             log.info("scheduler %s, dashboard %s", address, client.dashboard_link)
             yield client
         return
+    n_workers, threads = _local_layout(workers, threads_per_worker)
+    with (
+        _local_cluster(n_workers, threads, dashboard=dashboard) as cluster,
+        Client(cluster) as client,
+    ):
+        log.info(
+            "local cluster: %d worker(s) x %d thread(s)%s",
+            n_workers,
+            threads,
+            f", dashboard {client.dashboard_link}" if dashboard else "",
+        )
+        yield client
+
+
+def _local_layout(workers: int | None, threads_per_worker: int | None) -> tuple[int, int]:
+    """``(workers, threads_per_worker)``: the given ones, the rest from :func:`default_layout`."""
     if workers is None:  # only then: the layout may ask nvidia-smi
         n_workers, default_threads = default_layout()
     else:
         n_workers, default_threads = workers, max(1, (os.cpu_count() or 1) // workers)
-    threads = threads_per_worker or default_threads
+    return n_workers, threads_per_worker or default_threads
+
+
+def _local_cluster(n_workers: int, threads: int, *, dashboard: bool) -> LocalCluster:
+    """Start a LocalCluster of worker processes with :data:`LOCAL_CLUSTER_CONFIG`."""
     with dask.config.set(LOCAL_CLUSTER_CONFIG):  # read as the scheduler and workers start
-        cluster = LocalCluster(
+        return LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads,
             processes=True,
@@ -152,11 +172,3 @@ def dask_client(
                 "GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64"),
             },
         )
-    with cluster, Client(cluster) as client:
-        log.info(
-            "local cluster: %d worker(s) x %d thread(s)%s",
-            n_workers,
-            threads,
-            f", dashboard {client.dashboard_link}" if dashboard else "",
-        )
-        yield client

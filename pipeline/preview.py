@@ -167,12 +167,52 @@ def _read_result(path: Path, src: DatasetReader, factor: int) -> dict[str, np.nd
     return out
 
 
+def _read_roads(path: Path, src: DatasetReader, factor: int) -> dict[str, np.ndarray]:
+    """Rasterize a vectorize run's layers onto the preview grid: name -> (y, x) uint8.
+
+    ``road_surface`` polygons are filled as the surface, ``road_centerline`` lines and
+    ``road_node`` points (3 x 3 px) drawn as centerlines, each reprojected to the scene's CRS.
+    """
+    import geopandas as gpd
+    import pyogrio
+    from rasterio.features import rasterize
+
+    if not path.is_file():
+        raise InputError(f"road layer not found: {path}")
+    try:
+        names = {row[0] for row in pyogrio.list_layers(path)}
+    except Exception as exc:  # pyogrio raises DataSourceError and others
+        raise InputError(f"{path}: not a readable vector file ({exc})") from exc
+    if "road_surface" not in names:
+        raise InputError(f"{path}: has no road_surface layer (write it with roadnet vectorize)")
+    transform = src.transform * src.transform.scale(factor, factor)
+    shape = (math.ceil(src.height / factor), math.ceil(src.width / factor))
+    out: dict[str, np.ndarray] = {}
+    for layer, name, touched in (
+        ("road_surface", "surface", False),
+        ("road_centerline", "centerline", True),
+    ):
+        if layer not in names:
+            continue
+        frame = gpd.read_file(path, layer=layer, engine="pyogrio")
+        if src.crs is not None and frame.crs is not None:
+            frame = frame.to_crs(src.crs)
+        geoms = [g for g in frame.geometry if g is not None and not g.is_empty]
+        out[name] = (
+            rasterize(geoms, out_shape=shape, transform=transform, all_touched=touched)
+            if geoms
+            else np.zeros(shape, np.uint8)
+        )
+    return out
+
+
 def make_preview(
     raster: Path,
     out: Path,
     *,
     labels_dir: Path | None = None,
     result: Path | None = None,
+    roads: Path | None = None,
     max_size: int = 1600,
     overwrite: bool = False,
 ) -> Path:
@@ -186,6 +226,8 @@ def make_preview(
             raster's grid (e.g. from ``roadnet labels``); those present are overlaid.
         result: a ``roadnet run`` Zarr store on the raster's grid; its probabilities at or
             above :data:`RESULT_THRESHOLD` are overlaid in the label colours.
+        roads: a ``roadnet vectorize`` GeoPackage; its road surface and centerline layers
+            are drawn in the label colours.
         max_size: the preview's longest side is at most this many pixels; the scene is
             shrunk by the smallest whole factor that fits (never enlarged).
         overwrite: replace an existing ``out``.
@@ -194,15 +236,15 @@ def make_preview(
         The path of the written image.
 
     Raises:
-        InputError: missing or unreadable raster, labels or result, or one on another
-            grid, or both ``labels_dir`` and ``result`` given.
+        InputError: missing or unreadable raster, labels, result or road layer, a result
+            on another grid, or more than one overlay given.
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
     """
     out = Path(out)
     if max_size < 1:
         raise InputError(f"max size must be a positive number of pixels, got {max_size}")
-    if labels_dir is not None and result is not None:
-        raise InputError("overlay either --labels or --result, not both")
+    if sum(x is not None for x in (labels_dir, result, roads)) > 1:
+        raise InputError("overlay one of --labels, --result or --roads, not several")
     if not out.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{out}: preview must end in one of {', '.join(IMAGE_SUFFIXES)}")
     # every block is read once: a large GDAL block cache (5 % of RAM by default) only costs
@@ -222,6 +264,8 @@ def make_preview(
             rgb = overlay_labels(rgb, {n: _read_label(p, src, factor) for n, p in present.items()})
         elif result is not None:
             rgb = overlay_labels(rgb, _read_result(Path(result), src, factor))
+        elif roads is not None:
+            rgb = overlay_labels(rgb, _read_roads(Path(roads), src, factor))
     check_output_file(out, overwrite=overwrite)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}{out.suffix}")
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from roadnet.errors import OutputExistsError
 
-__all__ = ["check_output_file", "staged_output_dir"]
+__all__ = ["check_output_file", "replace_with", "staged_output_dir"]
 
 
 def _is_nonempty(path: Path) -> bool:
@@ -53,9 +53,18 @@ def staged_output_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
-    staging.rename(out)
+    replace_with(staging, out)
+
+
+def replace_with(staging: Path, out: Path) -> None:
+    """Move a finished ``staging`` file or directory to ``out``, replacing what is there.
+
+    The caller has already checked ``overwrite``. Both lie in one directory, so the final
+    step is a rename: readers see the old output or the new one, never a half-written one
+    (an old directory is removed just before).
+    """
+    if out.is_dir() and not out.is_symlink():
+        shutil.rmtree(out)
+    elif out.exists() and staging.is_dir():
+        out.unlink()
+    os.replace(staging, out)

@@ -328,3 +328,83 @@ def test_killed_local_run_resumes(job: dict[str, Path], workdir: Path) -> None:
     assert "local cluster: 1 worker(s) x 1 thread(s)" in log and "dashboard" not in log, log
     assert 0 < _computed(line) <= 64 - 12, line
     _assert_same(job["local"], out)
+
+
+@pytest.fixture(scope="module")
+def roads_job(workdir: Path) -> dict[str, Path]:
+    """A synthetic road result big enough to interrupt, vectorized once on a LocalCluster."""
+    from _results import road_codes, write_result
+
+    result = write_result(
+        workdir / "roads.zarr", road_codes(2048, 2048, seed=6, roads=24), chunk=128
+    )
+    local = workdir / "roads-local.gpkg"
+    line, _ = _run_ok(
+        [
+            *ROADNET,
+            "vectorize",
+            str(result),
+            "--out",
+            str(local),
+            "--workers",
+            "2",
+            "--threads-per-worker",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert "road components" in line, line
+    return {"result": result, "local": local}
+
+
+def _assert_same_layers(a: Path, b: Path) -> None:
+    import geopandas as gpd
+    import shapely
+
+    for layer in ("road_surface", "road_centerline", "road_node"):
+        fa = gpd.read_file(a, layer=layer, engine="pyogrio")
+        fb = gpd.read_file(b, layer=layer, engine="pyogrio")
+        assert len(fa) == len(fb), layer
+        assert shapely.equals_exact(fa.geometry.to_numpy(), fb.geometry.to_numpy(), 0).all()
+        assert fa.drop(columns="geometry").equals(fb.drop(columns="geometry")), layer
+
+
+def _vectorize_on(cluster: str, result: Path, out: Path) -> subprocess.Popen[bytes]:
+    args = [*ROADNET, "vectorize", str(result), "--out", str(out), "--scheduler", cluster,
+            "--no-progress"]  # fmt: skip
+    return _start(args, out.with_suffix(".log"))
+
+
+def test_scheduler_vectorize_equals_local(
+    cluster: str, roads_job: dict[str, Path], workdir: Path
+) -> None:
+    out = workdir / "roads-remote.gpkg"
+    proc = _vectorize_on(cluster, roads_job["result"], out)
+    assert proc.wait(timeout=300) == 0, out.with_suffix(".log").read_text()[-2000:]
+    _assert_same_layers(roads_job["local"], out)
+
+
+def test_worker_killed_mid_vectorize(
+    cluster: str, roads_job: dict[str, Path], workdir: Path
+) -> None:
+    from distributed import Client
+
+    out = workdir / "roads-killed.gpkg"
+    with Client(cluster) as client:
+        before = sum(client.run(lambda dask_worker: len(dask_worker.data)).values())
+        proc = _vectorize_on(cluster, roads_job["result"], out)
+        try:
+            deadline = time.monotonic() + 120
+            # wait until the workers hold some finished vectorize tasks, then kill one
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, "vectorize ended before it could be interrupted"
+                held = sum(client.run(lambda dask_worker: len(dask_worker.data)).values())
+                if held - before >= 8:
+                    break
+                time.sleep(0.05)
+            pids = client.run(os.getpid)
+            os.kill(sorted(pids.values())[0], signal.SIGKILL)
+            assert proc.wait(timeout=300) == 0, out.with_suffix(".log").read_text()[-2000:]
+        finally:
+            _stop(proc)
+    _assert_same_layers(roads_job["local"], out)

@@ -170,5 +170,5 @@ def test_result_overlay_draws_thresholded_predictions(tmp_path: Path) -> None:
     other = write_scene(tmp_path / "o.tif", smooth_scene(64, 64))
     with pytest.raises(InputError, match="differs"):
         make_preview(other, tmp_path / "o.png", result=store)
-    with pytest.raises(InputError, match="not both"):
+    with pytest.raises(InputError, match="not several"):
         make_preview(scene, tmp_path / "b.png", result=store, labels_dir=tmp_path)

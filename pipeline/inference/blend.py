@@ -25,10 +25,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from roadnet.tasks import TASKS
+
 __all__ = [
     "FILL_VALUE",
     "SCALE_FACTOR",
-    "TASKS",
     "default_margin",
     "encode_probability",
     "merge_neighbours",
@@ -40,16 +41,15 @@ __all__ = [
     "valid_mask",
 ]
 
-TASKS = ("surface", "edge", "centerline")
 FILL_VALUE = 255
 CODE_MAX = 254
 SCALE_FACTOR = 1.0 / CODE_MAX
 #: Pass-1 blocks hold ``w·p`` and ``w`` (both in [0, 1]) as ``round(v * BLOCK_SCALE)`` in
 #: uint16: blocks move between workers for the blend, and at half the bytes of float32 a
-#: 2-worker run was 5-13 % faster (BENCHMARKS.md). The blended ``p = Σ w·p / Σ w`` moves by
-#: at most 1.2e-4 (the rounding of up to four blocks' terms over ``Σ w ≥ 1/2``), a thirtieth
-#: of the 1/254 output step: a code changes only where ``p · 254`` lies that close to a
-#: rounding boundary.
+#: 2-worker run was faster (BENCHMARKS.md, "roadnet run"). The blended ``p = Σ w·p / Σ w``
+#: moves by at most 1.2e-4 (the rounding of up to four blocks' terms over ``Σ w ≥ 1/2``), a
+#: thirtieth of the 1/254 output step: a code changes only where ``p · 254`` lies that close
+#: to a rounding boundary.
 BLOCK_SCALE = 65535
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -202,6 +202,14 @@ def quantize_block(block: np.ndarray) -> np.ndarray:
     return result
 
 
+def _centre(blocks: list[list[np.ndarray | None]]) -> np.ndarray:
+    """The chunk's own block, ``blocks[1][1]`` of a 3 x 3 neighbourhood."""
+    centre = blocks[1][1]
+    if centre is None:
+        raise ValueError("a neighbourhood needs its centre block")
+    return centre
+
+
 def pad_from_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> np.ndarray:
     """One chunk with ``overlap`` px of context from its neighbours, mirrored beyond the scene.
 
@@ -217,8 +225,7 @@ def pad_from_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) 
         ``symmetric`` mode, dask's ``reflect`` boundary), corners mirrored along both axes.
     """
     d = overlap
-    centre = blocks[1][1]
-    assert centre is not None
+    centre = _centre(blocks)
     if d == 0:
         return centre
     bands, h, w = centre.shape
@@ -261,8 +268,7 @@ def merge_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) -> 
         ``(3, core_y, core_x)`` uint8 probability codes (see :func:`encode_probability`).
     """
     d = overlap
-    centre = blocks[1][1]
-    assert centre is not None
+    centre = _centre(blocks)
     h, w = centre.shape[1] - 2 * d, centre.shape[2] - 2 * d
     total = centre[:, d : d + h, d : d + w].astype(np.float32)
     if d:

@@ -10,10 +10,11 @@ model runs once per chunk.
 Both passes are ``map_overlap`` in what they compute, but each is one graph layer of one
 task per chunk whose inputs are the chunk's and its neighbours' blocks themselves
 (:func:`_neighbourhood_layer`); ``da.map_overlap`` would first cut every neighbour's strip
-out in a task of its own and concatenate the pieces. A chunk now takes 3 tasks (read,
-predict, blend-and-write) where two ``map_overlap`` passes took 34: on a small machine the
-scheduler's and workers' per-task work is taken from TensorFlow (see BENCHMARKS.md). A test
-checks pass 1's padded blocks against ``da.map_overlap`` with a reflect boundary.
+out in a task of its own and concatenate the pieces. So a chunk takes three tasks (read,
+predict, blend-and-write), far fewer than two ``map_overlap`` passes make: on a small
+machine the scheduler's and workers' per-task work is taken from TensorFlow (BENCHMARKS.md,
+"roadnet run"). A test checks pass 1's padded blocks against ``da.map_overlap`` with a
+reflect boundary.
 """
 
 from __future__ import annotations
@@ -30,19 +31,19 @@ from dask.highlevelgraph import HighLevelGraph
 
 from roadnet.errors import InputError
 from roadnet.pipeline.inference.batches import Stencil, Unit
+from roadnet.pipeline.inference.blend import Predictor as Predictor
 from roadnet.pipeline.inference.blend import (
-    TASKS,
     merge_neighbours,
     pad_from_neighbours,
     plan_chunks,
     predict_block,
 )
-from roadnet.pipeline.inference.blend import Predictor as Predictor
+from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
 __all__ = ["BlendPlan", "blend_plan", "model_shape_for", "predict_array"]
 
 
-def _round_up(n: int, multiple: int = 16) -> int:
+def _round_up(n: int, multiple: int = INPUT_MULTIPLE) -> int:
     return -(-n // multiple) * multiple
 
 

@@ -27,6 +27,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from roadnet.errors import InputError
+from roadnet.paths import is_url
 
 __all__ = ["MODEL_BANDS", "Scene", "default_input_max", "open_scene", "probe_scene"]
 
@@ -70,7 +71,7 @@ def default_input_max(dtype: np.dtype[Any]) -> float:
 
 def _open_kwargs(source: str) -> tuple[str, dict[str, Any]]:
     """Path and rasterio open options for a local path, GDAL path or fsspec URL."""
-    if "://" not in source:
+    if not is_url(source):
         return source, {}
     import fsspec
 
@@ -161,7 +162,8 @@ def open_scene(
         cache=False,
         **kwargs,
     )
-    assert isinstance(data, xr.DataArray)
+    if not isinstance(data, xr.DataArray):  # a file of subdatasets opens as a list
+        raise InputError(f"{source}: not a single raster (it holds subdatasets)")
     data = data.isel(band=[b - 1 for b in picked])
     return Scene(
         data=data,

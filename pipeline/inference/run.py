@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -27,9 +28,11 @@ from pydantic import Field, model_validator
 from roadnet import __version__
 from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
+from roadnet.model.card import card_cutoffs
 from roadnet.model.io import content_hash, default_model_path
+from roadnet.paths import is_url
 from roadnet.pipeline.inference.batches import run_stencil
-from roadnet.pipeline.inference.blend import FILL_VALUE, SCALE_FACTOR, TASKS
+from roadnet.pipeline.inference.blend import FILL_VALUE, SCALE_FACTOR
 from roadnet.pipeline.inference.graph import blend_plan, model_shape_for, predict_array
 from roadnet.pipeline.inference.open import MODEL_BANDS, Scene, open_scene, probe_scene
 from roadnet.pipeline.inference.runner import ModelRunner, fetch_model, validate_model
@@ -41,8 +44,16 @@ from roadnet.pipeline.inference.store import (
     prepare_store,
     write_chunk,
 )
+from roadnet.tasks import TASKS
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+#: Result attribute holding the model card's per-task cut-offs (JSON ``{task: p}``).
+CUTOFFS_ATTR = "roadnet:cutoffs"
 
 __all__ = [
+    "CUTOFFS_ATTR",
     "Prediction",
     "RunConfig",
     "RunSummary",
@@ -121,7 +132,7 @@ def _resolve_model(model: str | Path | None) -> str:
             raise ModelError(f"no model at the default path {path}; pass --model PATH")
         return str(path)
     text = str(model)
-    return text if "://" in text else str(Path(text).resolve())
+    return text if is_url(text) else str(Path(text).resolve())
 
 
 def _scene_ref(scene: str | Path) -> str:
@@ -130,7 +141,7 @@ def _scene_ref(scene: str | Path) -> str:
     Workers of a remote cluster need not share this process's working directory.
     """
     text = str(scene)
-    if "://" in text or text.startswith("/vsi") or not Path(text).exists():
+    if is_url(text) or text.startswith("/vsi") or not Path(text).exists():
         return text
     return str(Path(text).resolve())
 
@@ -141,7 +152,7 @@ def prepare_worker(runner: ModelRunner, scene: str) -> None:
     Run on every worker (``client.run``) before a run's clock starts, as part of start-up.
     Unpickling this function imports this module and with it what the tasks need (xarray,
     rioxarray, rasterio, zarr): a worker's first tasks would otherwise do that on its event
-    loop, about 2 CPU-s per process (measured), and the first chunks would wait for the model.
+    loop (BENCHMARKS.md, "roadnet run"), and the first chunks would wait for the model.
 
     Raises:
         InputError: this worker cannot read the scene (e.g. a path only the client sees).
@@ -209,6 +220,10 @@ def predict_scene(
         "encoding_note": "probability = code / 254; code 255 = nodata",
         "created": dt.datetime.now(dt.UTC).isoformat(),
     }
+    cutoffs = None if is_url(model_ref) else card_cutoffs(model_ref)
+    if cutoffs:
+        # the road layer's default cut-offs (roadnet vectorize)
+        attrs[CUTOFFS_ATTR] = json.dumps(cutoffs)
     return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs)
 
 
@@ -287,6 +302,7 @@ def run_to_zarr(
     progress: bool = True,
     batch_chunks: int = 32,
     dashboard: bool = False,
+    client: Client | None = None,
 ) -> RunSummary:
     """Predict a scene on a Dask cluster into a Zarr store; resume a killed run.
 
@@ -305,6 +321,8 @@ def run_to_zarr(
             memory.
         dashboard: serve a local cluster's dashboard (see
             :func:`~roadnet.pipeline.cluster.dask_client`).
+        client: run on this client's cluster instead (e.g. to vectorize next on the same
+            cluster); ``scheduler`` and the layout options are then ignored.
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
@@ -323,12 +341,17 @@ def run_to_zarr(
     computed = int(todo.sum())
     log.info("%d of %d chunks to compute%s", computed, todo.size, " (resuming)" * resume)
     seconds = 0.0
-    with dask_client(
-        scheduler=scheduler,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        dashboard=dashboard,
-    ) as client:
+    cluster = (
+        contextlib.nullcontext(client)
+        if client is not None
+        else dask_client(
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            dashboard=dashboard,
+        )
+    )
+    with cluster as client:
         runner = prediction.runner
         client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()
         client.run(prepare_worker, runner, prediction.scene.source)

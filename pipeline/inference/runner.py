@@ -23,30 +23,23 @@ import numpy as np
 
 from roadnet.errors import ModelError
 from roadnet.model.io import content_hash, load_model
-from roadnet.pipeline.inference.blend import TASKS
+from roadnet.model.runtime import configure_tensorflow
+from roadnet.paths import is_url
+from roadnet.tasks import TASKS
 
-__all__ = [
-    "ModelRunner",
-    "configure_tensorflow",
-    "fetch_model",
-    "loaded_model_count",
-    "mixed_precision_model",
-    "model_call_count",
-    "validate_model",
-]
+__all__ = ["ModelRunner", "fetch_model", "mixed_precision_model", "validate_model"]
 
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], Any] = {}
 _FUNCTIONS: dict[tuple[str, str, tuple[int, int], int, bool], Any] = {}
-_CONFIGURED: list[bool] = []
 _CALLS: list[int] = [0]
 
 
 def fetch_model(model: str) -> Path:
     """Local path of a model given as a path or an fsspec URL (copied to a local cache)."""
-    if "://" not in model:
+    if not is_url(model):
         return Path(model)
     import fsspec
 
@@ -78,27 +71,6 @@ def _worker_threads() -> int | None:
         return None
 
 
-def configure_tensorflow(*, threads: int | None) -> None:
-    """Set TensorFlow's threads and GPU memory growth; effective only before TF initializes.
-
-    Args:
-        threads: intra-op threads (None keeps TensorFlow's default: all cores).
-    """
-    if _CONFIGURED:
-        return
-    _CONFIGURED.append(True)
-    import tensorflow as tf
-
-    try:
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-        if threads:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        log.debug("TensorFlow already initialized; thread and GPU settings left as they are")
-
-
 def mixed_precision_model(model: Any) -> Any:
     """A copy of a loaded model that computes in float16 and keeps float32 weights.
 
@@ -124,12 +96,18 @@ def mixed_precision_model(model: Any) -> Any:
 
 
 def model_call_count() -> int:
-    """How many model calls this process has made (warm-ups and probes included)."""
+    """How many model calls this process has made (warm-ups and probes included).
+
+    For tests and benchmarks; not part of the public API (not in ``__all__``).
+    """
     return _CALLS[0]
 
 
 def loaded_model_count() -> int:
-    """How many models this process has loaded (each load is cached for reuse)."""
+    """How many models this process has loaded (each load is cached for reuse).
+
+    For tests; not part of the public API (not in ``__all__``).
+    """
     return len(_MODELS)
 
 

@@ -28,7 +28,9 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.pipeline.inference.blend import FILL_VALUE, TASKS
+from roadnet.outputs import replace_with
+from roadnet.pipeline.inference.blend import FILL_VALUE
+from roadnet.tasks import TASKS
 
 __all__ = [
     "COMPLETE_ATTR",
@@ -106,9 +108,9 @@ def create_store(
     """
     ds = template.copy()
     ds.attrs = {**attrs, COMPLETE_ATTR: False}
-    # zstd level 1: on a noisy 512 px code plane 0.3 ms against level 3's 2.4 ms, 4 % larger;
-    # on road-like planes both 3.8 x smaller in about 1 ms (measured). A chunk's write cost
-    # 9 CPU-ms instead of 16-19, taken from the model on a small machine.
+    # zstd level 1: much cheaper than level 3 on noisy code planes and as small on road-like
+    # ones; a chunk write's CPU is taken from the model on a small machine (BENCHMARKS.md,
+    # "Figures behind design choices in the code").
     encoding = {
         name: {
             "_FillValue": FILL_VALUE,
@@ -192,9 +194,7 @@ def finish_store(staging: Path, out: Path, *, attrs: dict[str, Any]) -> None:
         # it saves readers one request per array, so the warning is expected here.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(str(staging))
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    replace_with(staging, out)
 
 
 def open_result(path: str | Path, **kwargs: Any) -> xr.Dataset:

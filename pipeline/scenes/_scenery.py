@@ -14,14 +14,14 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import geopandas as gpd
 import numpy as np
 import shapely
 from affine import Affine
-from rasterio.features import rasterize
 
+from roadnet.pipeline.scenes._rasters import burn
 from roadnet.pipeline.scenes._render import WindowLayers
 from roadnet.pipeline.scenes._streets import (
     CAR_SIZE_M,
@@ -33,7 +33,7 @@ from roadnet.pipeline.scenes._streets import (
 )
 from roadnet.pipeline.scenes._textures import hash_u32, hash_uniform
 from roadnet.pipeline.scenes.osm import COVER_CLASSES
-from roadnet.pipeline.scenes.roads import road_surfaces
+from roadnet.pipeline.scenes.roads import Bounds, road_surfaces
 
 __all__ = ["ROAD_GROUPS", "Scenery", "tile_scenery", "window_layers"]
 
@@ -47,8 +47,6 @@ _SIDEWALK_CLASSES = {"primary", "secondary", "tertiary", "residential", "unclass
 _SIDEWALK_M = 2.5
 _VERGE_M = 4.0
 _PAINT_M = 0.15
-
-Bounds = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -208,18 +206,6 @@ def tile_scenery(
     )
 
 
-def _burn(
-    pairs: Iterable[tuple[Any, Any]], shape: tuple[int, int], transform: Affine, dtype: str
-) -> np.ndarray:
-    items = [(g, v) for g, v in pairs if g is not None and not g.is_empty]
-    if not items:
-        return np.zeros(shape, dtype=dtype)
-    out: np.ndarray = rasterize(
-        items, out_shape=shape, transform=transform, fill=0, all_touched=False, dtype=dtype
-    )
-    return out
-
-
 def _long_axes(polygons: np.ndarray) -> np.ndarray:
     """Unit x/y direction of the long side of every polygon's minimum rotated rectangle."""
     rects = shapely.minimum_rotated_rectangle(polygons)
@@ -246,6 +232,164 @@ def _with_zero(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((1, *values.shape[1:]), values.dtype), values])
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """A padded window's pixel grid and the boxes (scene CRS) its features are looked up in.
+
+    ``box`` is the window's footprint; ``wide`` reaches 12 m beyond it, and roads, cars and
+    single trees are looked up there.
+    """
+
+    transform: Affine
+    shape: tuple[int, int]
+    box: shapely.Polygon
+    wide: shapely.Polygon
+
+    def burn(self, pairs: Iterable[tuple[Any, Any]], dtype: str) -> np.ndarray:
+        """``(y, x)`` raster of ``(geometry, value)`` pairs on this grid."""
+        return burn(pairs, shape=self.shape, transform=self.transform, dtype=dtype)
+
+
+def _window_grid(
+    s: Scenery, *, transform: Affine, row0: int, col0: int, height: int, width: int
+) -> _Grid:
+    wt = transform @ Affine.translation(col0, row0)
+    x0, y1 = wt.c, wt.f
+    x1, y0 = x0 + width * s.gsd, y1 - height * s.gsd
+    return _Grid(
+        transform=wt,
+        shape=(height, width),
+        box=shapely.box(x0, y0, x1, y1),
+        wide=shapely.box(x0 - 12.0, y0 - 12.0, x1 + 12.0, y1 + 12.0),
+    )
+
+
+class _Streets(NamedTuple):
+    """Road surfaces and what lines them, as :class:`WindowLayers` holds them."""
+
+    road: np.ndarray
+    road_tone: np.ndarray
+    road_group: np.ndarray
+    sidewalk: np.ndarray
+    verge: np.ndarray
+
+
+def _streets(s: Scenery, hits: np.ndarray, roads: gpd.GeoDataFrame, grid: _Grid) -> _Streets:
+    """Road ids with their asphalt tone and group, sidewalks (by material) and verges.
+
+    ``hits`` are the row positions of ``roads`` in ``s.roads``.
+    """
+    ids = np.arange(1, hits.size + 1)
+    road = grid.burn(zip(s.surfaces.to_numpy()[hits], ids, strict=True), "int32")
+    keys = roads["key"].to_numpy()
+    group = roads["group"].to_numpy()
+    mean = np.array([0.0, 0.26, 0.31, 0.36], dtype=np.float32)[group]
+    tone = mean + 0.05 * (hash_uniform(s.seed, 51, keys) - 0.5)
+    old = (group == 3) & (hash_uniform(s.seed, 52, keys) < 0.2)
+    tone = np.where(old, 0.47 + 0.06 * hash_uniform(s.seed, 53, keys), tone)
+
+    walk = roads["highway"].isin(_SIDEWALK_CLASSES).to_numpy()
+    half = roads["width_m"].to_numpy(dtype=float) / 2.0
+    lines = roads.geometry.to_numpy()
+    material = np.where(hash_uniform(s.seed, 54, keys) < 0.5, 1, 2).astype(np.uint8)
+    sidewalk = grid.burn(
+        zip(
+            shapely.buffer(lines[walk], half[walk] + _SIDEWALK_M, quad_segs=2),
+            material[walk],
+            strict=True,
+        ),
+        "uint8",
+    )
+    verge = grid.burn(
+        ((g, 1) for g in shapely.buffer(lines, half + _SIDEWALK_M * walk + _VERGE_M, quad_segs=2)),
+        "uint8",
+    )
+    return _Streets(
+        road=road,
+        road_tone=_with_zero(tone.astype(np.float32)),
+        road_group=_with_zero(group.astype(np.uint8)),
+        sidewalk=sidewalk,
+        verge=verge.astype(bool),
+    )
+
+
+class _Cars(NamedTuple):
+    """Cars on the roads and in parking lots, and the lots' stall lines."""
+
+    car: np.ndarray
+    car_kind: np.ndarray
+    car_centre: np.ndarray
+    car_axis: np.ndarray
+    stalls: np.ndarray
+
+
+def _cars(
+    s: Scenery,
+    roads: gpd.GeoDataFrame,
+    areas: gpd.GeoDataFrame,
+    grid: _Grid,
+    car_density: float,
+) -> _Cars:
+    parking = areas[areas["cover"].to_numpy() == COVER_CLASSES.index("parking")]
+    pc, pa, pk, stalls = parking_cars(
+        parking.geometry.to_numpy(), parking["key"].to_numpy(), s.seed, car_density
+    )
+    rc, ra, rk = road_cars(roads, s.seed, car_density)
+    centre, axis, car_keys = np.vstack([rc, pc]), np.vstack([ra, pa]), np.concatenate([rk, pk])
+    cars = rectangles(centre, axis, *CAR_SIZE_M)
+    seen = shapely.intersects(cars, grid.wide)
+    cars, centre, axis, car_keys = cars[seen], centre[seen], axis[seen], car_keys[seen]
+    return _Cars(
+        car=grid.burn(zip(cars, np.arange(1, cars.size + 1), strict=True), "int32"),
+        car_kind=_with_zero(hash_u32(s.seed, 71, car_keys)),
+        car_centre=_with_zero(s.to_pixels(centre).astype(np.float32)),
+        car_axis=_with_zero(_pixel_axis(axis)),
+        stalls=stalls,
+    )
+
+
+def _paint(s: Scenery, roads: gpd.GeoDataFrame, stalls: np.ndarray, grid: _Grid) -> np.ndarray:
+    """Road markings and parking stall lines (1) and zebra crossings (2)."""
+    paint_lines = np.concatenate([markings(roads, s.seed), stalls])
+    if s.gsd <= _PAINT_M:
+        paint_lines = shapely.buffer(paint_lines, _PAINT_M / 2.0, cap_style="flat")
+    zebra = crossings(roads, s.seed)
+    return grid.burn(
+        itertools.chain(((g, 1) for g in paint_lines), ((g, 2) for g in zebra)), "uint8"
+    )
+
+
+class _Buildings(NamedTuple):
+    """Building ids and their per-building tables, as :class:`WindowLayers` holds them."""
+
+    building: np.ndarray
+    building_height: np.ndarray
+    building_roof: np.ndarray
+    building_pitched: np.ndarray
+    building_axis: np.ndarray
+    building_centre: np.ndarray
+
+
+def _buildings(s: Scenery, grid: _Grid) -> _Buildings:
+    bh = s.query("building", grid.box)
+    blds = s.buildings.iloc[bh]
+    bgeoms = blds.geometry.to_numpy()
+    building = grid.burn(zip(bgeoms, np.arange(1, bh.size + 1), strict=True), "int32")
+    long_axis = _long_axes(bgeoms)
+    bkeys = blds["key"].to_numpy()
+    pitched = (hash_uniform(s.seed, 61, bkeys) < 0.45) & (shapely.area(bgeoms) < 1500.0)
+    return _Buildings(
+        building=building,
+        building_height=_with_zero(blds["height_m"].to_numpy(dtype=np.float32)),
+        building_roof=_with_zero(hash_u32(s.seed, 62, bkeys)),
+        building_pitched=_with_zero(pitched),
+        building_axis=_with_zero(_pixel_axis(long_axis)),
+        building_centre=_with_zero(
+            s.to_pixels(shapely.get_coordinates(shapely.centroid(bgeoms))).astype(np.float32)
+        ),
+    )
+
+
 def window_layers(
     s: Scenery,
     *,
@@ -267,99 +411,35 @@ def window_layers(
         width: window width in pixels.
         car_density: multiplier of the car probabilities.
     """
-    wt = transform @ Affine.translation(col0, row0)
-    shape = (height, width)
-    x0, y1 = wt.c, wt.f
-    x1, y0 = x0 + width * s.gsd, y1 - height * s.gsd
-    box = shapely.box(x0, y0, x1, y1)
-    wide = shapely.box(x0 - 12.0, y0 - 12.0, x1 + 12.0, y1 + 12.0)
-
-    ah = s.query("area", box)
-    areas = s.areas.iloc[ah]
-    cover = _burn(zip(areas.geometry, areas["cover"], strict=True), shape, wt, "uint8")
-
-    rh = s.query("road", wide)
-    roads = s.roads.iloc[rh]
-    ids = np.arange(1, rh.size + 1)
-    road = _burn(zip(s.surfaces.to_numpy()[rh], ids, strict=True), shape, wt, "int32")
-    keys = roads["key"].to_numpy()
-    group = roads["group"].to_numpy()
-    mean = np.array([0.0, 0.26, 0.31, 0.36], dtype=np.float32)[group]
-    tone = mean + 0.05 * (hash_uniform(s.seed, 51, keys) - 0.5)
-    old = (group == 3) & (hash_uniform(s.seed, 52, keys) < 0.2)
-    tone = np.where(old, 0.47 + 0.06 * hash_uniform(s.seed, 53, keys), tone)
-
-    walk = roads["highway"].isin(_SIDEWALK_CLASSES).to_numpy()
-    half = roads["width_m"].to_numpy(dtype=float) / 2.0
-    lines = roads.geometry.to_numpy()
-    material = np.where(hash_uniform(s.seed, 54, keys) < 0.5, 1, 2).astype(np.uint8)
-    sidewalk = _burn(
-        zip(
-            shapely.buffer(lines[walk], half[walk] + _SIDEWALK_M, quad_segs=2),
-            material[walk],
-            strict=True,
-        ),
-        shape,
-        wt,
-        "uint8",
-    )
-    verge = _burn(
-        ((g, 1) for g in shapely.buffer(lines, half + _SIDEWALK_M * walk + _VERGE_M, quad_segs=2)),
-        shape,
-        wt,
-        "uint8",
-    )
-
-    parking = areas[areas["cover"].to_numpy() == COVER_CLASSES.index("parking")]
-    pc, pa, pk, stalls = parking_cars(
-        parking.geometry.to_numpy(), parking["key"].to_numpy(), s.seed, car_density
-    )
-    rc, ra, rk = road_cars(roads, s.seed, car_density)
-    centre, axis, car_keys = np.vstack([rc, pc]), np.vstack([ra, pa]), np.concatenate([rk, pk])
-    cars = rectangles(centre, axis, *CAR_SIZE_M)
-    seen = shapely.intersects(cars, wide)
-    cars, centre, axis, car_keys = cars[seen], centre[seen], axis[seen], car_keys[seen]
-    car = _burn(zip(cars, np.arange(1, cars.size + 1), strict=True), shape, wt, "int32")
-
-    paint_lines = np.concatenate([markings(roads, s.seed), stalls])
-    if s.gsd <= _PAINT_M:
-        paint_lines = shapely.buffer(paint_lines, _PAINT_M / 2.0, cap_style="flat")
-    zebra = crossings(roads, s.seed)
-    paint = _burn(
-        itertools.chain(((g, 1) for g in paint_lines), ((g, 2) for g in zebra)), shape, wt, "uint8"
-    )
-
-    bh = s.query("building", box)
-    blds = s.buildings.iloc[bh]
-    bgeoms = blds.geometry.to_numpy()
-    building = _burn(zip(bgeoms, np.arange(1, bh.size + 1), strict=True), shape, wt, "int32")
-    long_axis = _long_axes(bgeoms)
-    bkeys = blds["key"].to_numpy()
-    pitched = (hash_uniform(s.seed, 61, bkeys) < 0.45) & (shapely.area(bgeoms) < 1500.0)
-
-    th = s.query("tree", wide)
-    tree_xy = shapely.get_coordinates(s.trees[th])
+    grid = _window_grid(s, transform=transform, row0=row0, col0=col0, height=height, width=width)
+    areas = s.areas.iloc[s.query("area", grid.box)]
+    cover = grid.burn(zip(areas.geometry, areas["cover"], strict=True), "uint8")
+    road_hits = s.query("road", grid.wide)
+    roads = s.roads.iloc[road_hits]
+    streets = _streets(s, road_hits, roads, grid)
+    cars = _cars(s, roads, areas, grid, car_density)
+    paint = _paint(s, roads, cars.stalls, grid)
+    blds = _buildings(s, grid)
+    tree_xy = shapely.get_coordinates(s.trees[s.query("tree", grid.wide)])
     return WindowLayers(
         row0=row0,
         col0=col0,
         cover=cover,
-        road=road,
-        road_tone=_with_zero(tone.astype(np.float32)),
-        road_group=_with_zero(group.astype(np.uint8)),
-        sidewalk=sidewalk,
-        verge=verge.astype(bool),
+        road=streets.road,
+        road_tone=streets.road_tone,
+        road_group=streets.road_group,
+        sidewalk=streets.sidewalk,
+        verge=streets.verge,
         paint=paint,
-        building=building,
-        building_height=_with_zero(blds["height_m"].to_numpy(dtype=np.float32)),
-        building_roof=_with_zero(hash_u32(s.seed, 62, bkeys)),
-        building_pitched=_with_zero(pitched),
-        building_axis=_with_zero(_pixel_axis(long_axis)),
-        building_centre=_with_zero(
-            s.to_pixels(shapely.get_coordinates(shapely.centroid(bgeoms))).astype(np.float32)
-        ),
-        car=car,
-        car_kind=_with_zero(hash_u32(s.seed, 71, car_keys)),
-        car_centre=_with_zero(s.to_pixels(centre).astype(np.float32)),
-        car_axis=_with_zero(_pixel_axis(axis)),
+        building=blds.building,
+        building_height=blds.building_height,
+        building_roof=blds.building_roof,
+        building_pitched=blds.building_pitched,
+        building_axis=blds.building_axis,
+        building_centre=blds.building_centre,
+        car=cars.car,
+        car_kind=cars.car_kind,
+        car_centre=cars.car_centre,
+        car_axis=cars.car_axis,
         trees=s.to_pixels(tree_xy).astype(np.float32),
     )

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,6 @@ import rasterio
 import shapely
 from affine import Affine
 from pydantic import Field, model_validator
-from rasterio.features import rasterize
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
@@ -44,18 +44,20 @@ from skimage.morphology import skeletonize
 from roadnet.config import StrictModel, write_resolved_config
 from roadnet.errors import InputError
 from roadnet.outputs import staged_output_dir
+from roadnet.pipeline.scenes._rasters import TILE, burn, tiled_profile
 from roadnet.pipeline.scenes.roads import (
     LINE_TYPES,
     POLYGON_TYPES,
+    RoadWidths,
     load_width_table,
     metres_per_unit,
     read_roads,
     road_surfaces,
 )
+from roadnet.tasks import TASKS
 
 __all__ = [
     "LABEL_NAMES",
-    "TILE",
     "LabelsConfig",
     "SceneGrid",
     "make_labels",
@@ -68,8 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LABEL_NAMES = ("surface", "edge", "centerline")
-TILE = 512
+LABEL_NAMES = TASKS
 #: Roads are read this far beyond the scene (more than half the widest road).
 READ_MARGIN_M = 50.0
 
@@ -108,18 +109,9 @@ class LabelsConfig(StrictModel):
         return self
 
 
-def _burn(geoms: np.ndarray, *, transform: Affine, shape: tuple[int, int], touched: bool) -> Any:
-    geoms = geoms[~shapely.is_empty(geoms)]
-    if geoms.size == 0:
-        return np.zeros(shape, dtype=np.uint8)
-    return rasterize(
-        ((g, 1) for g in geoms),
-        out_shape=shape,
-        transform=transform,
-        fill=0,
-        all_touched=touched,
-        dtype="uint8",
-    )
+def _burn(geoms: np.ndarray, *, transform: Affine, shape: tuple[int, int], **options: Any) -> Any:
+    """Burn an array of shapes as 1 onto a grid (see :func:`~._rasters.burn`)."""
+    return burn(((g, 1) for g in geoms), shape=shape, transform=transform, **options)
 
 
 def _edge(surface: np.ndarray, width_px: int) -> np.ndarray:
@@ -183,16 +175,14 @@ def rasterize_labels(
     kinds = roads.geom_type.to_numpy()
     surface_geoms = surfaces.to_numpy()
 
-    surface = _burn(surface_geoms, transform=big_transform, shape=big, touched=False).astype(bool)
+    surface = _burn(surface_geoms, transform=big_transform, shape=big).astype(bool)
     edge = _edge(surface, config.edge_width_px)
     centerline = _burn(
-        geoms[np.isin(kinds, LINE_TYPES)], transform=big_transform, shape=big, touched=True
+        geoms[np.isin(kinds, LINE_TYPES)], transform=big_transform, shape=big, all_touched=True
     ).astype(bool)
     is_polygon = np.isin(kinds, POLYGON_TYPES)
     if config.polygon_centerlines and is_polygon.any():
-        polygons = _burn(
-            surface_geoms[is_polygon], transform=big_transform, shape=big, touched=False
-        )
+        polygons = _burn(surface_geoms[is_polygon], transform=big_transform, shape=big)
         centerline |= skeletonize(polygons.astype(bool))
     if config.centerline_dilate_px:
         size = 2 * config.centerline_dilate_px + 1
@@ -242,22 +232,19 @@ def write_labels(
     if surfaces is None:
         surfaces = road_surfaces(roads, cap_style=config.cap_style)
     tree = shapely.STRtree(surfaces.to_numpy())
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": 1,
-        "dtype": "uint8",
-        "crs": crs,
-        "transform": transform,
-        "tiled": True,
-        "blockxsize": TILE,
-        "blockysize": TILE,
-        "compress": "deflate",
-        "BIGTIFF": "IF_SAFER",
-    }
+    profile = tiled_profile(
+        crs=crs, transform=transform, width=width, height=height, count=1, compress="deflate"
+    )
     paths = {name: Path(out_dir) / f"{name}.tif" for name in LABEL_NAMES}
-    halo = window_halo(roads, transform=transform, config=config)
+    labels_of = partial(
+        _window_labels,
+        roads=roads,
+        surfaces=surfaces,
+        tree=tree,
+        transform=transform,
+        config=config,
+        halo=window_halo(roads, transform=transform, config=config),
+    )
     with contextlib.ExitStack() as stack:
         dsts = {
             name: stack.enter_context(rasterio.open(p, "w", **profile)) for name, p in paths.items()
@@ -267,27 +254,57 @@ def write_labels(
         for row in range(0, height, block):
             for col in range(0, width, block):
                 window = Window(col, row, min(block, width - col), min(block, height - row))
-                padded = Window(
-                    col - halo, row - halo, window.width + 2 * halo, window.height + 2 * halo
-                )
-                hits = tree.query(
-                    shapely.box(*window_bounds(padded, transform)), predicate="intersects"
-                )
-                if hits.size == 0:
+                arrays = labels_of(window)
+                if arrays is None:
                     continue  # GDAL fills never-written tiles with zeros on close
-                hits.sort()
-                arrays = rasterize_labels(
-                    roads.iloc[hits],
-                    transform=window_transform(window, transform),
-                    shape=(int(window.height), int(window.width)),
-                    config=config,
-                    surfaces=surfaces.iloc[hits],
-                    halo_px=halo,
-                )
                 for name, dst in dsts.items():
                     dst.write(arrays[name], 1, window=window)
             log.debug("labelled rows %d-%d of %d", row, min(row + block, height), height)
     return paths
+
+
+def _window_labels(
+    window: Window,
+    *,
+    roads: gpd.GeoDataFrame,
+    surfaces: gpd.GeoSeries,
+    tree: shapely.STRtree,
+    transform: Affine,
+    config: LabelsConfig,
+    halo: int,
+) -> dict[str, np.ndarray] | None:
+    """:func:`rasterize_labels` of one window of the grid, from the roads within its halo.
+
+    Args:
+        window: the window, in pixels of the grid.
+        roads: normalized roads of the whole grid.
+        surfaces: their :func:`road_surfaces`, in the same order.
+        tree: an STRtree of ``surfaces``.
+        transform: the grid's affine transform.
+        config: label options.
+        halo: margin in px (:func:`window_halo`).
+
+    Returns:
+        The labels, or None where no road surface reaches into the window's halo.
+    """
+    padded = Window(
+        window.col_off - halo,
+        window.row_off - halo,
+        window.width + 2 * halo,
+        window.height + 2 * halo,
+    )
+    hits = tree.query(shapely.box(*window_bounds(padded, transform)), predicate="intersects")
+    if hits.size == 0:
+        return None
+    hits.sort()
+    return rasterize_labels(
+        roads.iloc[hits],
+        transform=window_transform(window, transform),
+        shape=(int(window.height), int(window.width)),
+        config=config,
+        surfaces=surfaces.iloc[hits],
+        halo_px=halo,
+    )
 
 
 @contextlib.contextmanager
@@ -363,28 +380,7 @@ def make_labels(
     grid = scene_grid(scene)
     widths = load_width_table(config.widths)
     with staged_output_dir(out, overwrite=overwrite) as staging:
-        # read a margin beyond the scene: roads just outside it can reach in with their width
-        gsd = max(abs(grid.transform[0]), abs(grid.transform[4]))
-        pad = config.halo_px * gsd + READ_MARGIN_M / metres_per_unit(grid.crs)
-        minx, miny, maxx, maxy = grid.bounds
-        gdf = read_roads(
-            roads,
-            crs=grid.crs,
-            widths=widths,
-            bounds=(minx - pad, miny - pad, maxx + pad, maxy + pad),
-            layer=config.layer,
-        )
-        surfaces = road_surfaces(gdf, cap_style=config.cap_style)
-        if not surfaces.intersects(shapely.box(*grid.bounds)).any():
-            raise InputError(f"no roads of {roads} lie in the extent of {scene}")
-        # roads just outside the scene still shape its edge band and skeletons
-        margin = config.halo_px * gsd
-        inside = np.asarray(
-            surfaces.intersects(
-                shapely.box(minx - margin, miny - margin, maxx + margin, maxy + margin)
-            )
-        )
-        gdf, surfaces = gdf[inside], surfaces[inside]
+        gdf, surfaces = _roads_near_grid(roads, grid, config=config, widths=widths, scene=scene)
         log.info("rasterizing %d roads onto a %d x %d grid", len(gdf), grid.width, grid.height)
         write_labels(
             gdf,
@@ -403,8 +399,38 @@ def make_labels(
             extra={
                 "scene": str(Path(scene).resolve()),
                 "roads": str(Path(roads).resolve()),
-                "roads_in_extent": int(inside.sum()),
+                "roads_in_extent": len(gdf),
                 "width_table": widths.model_dump(mode="json"),
             },
         )
     return {name: Path(out) / f"{name}.tif" for name in LABEL_NAMES}
+
+
+def _roads_near_grid(
+    roads: Path, grid: SceneGrid, *, config: LabelsConfig, widths: RoadWidths, scene: Path
+) -> tuple[gpd.GeoDataFrame, gpd.GeoSeries]:
+    """The roads whose surfaces reach within ``config.halo_px`` of the grid, and those surfaces.
+
+    Raises:
+        InputError: bad road vectors, or no road in the extent of ``scene``.
+    """
+    # read a margin beyond the scene: roads just outside it can reach in with their width
+    gsd = max(abs(grid.transform[0]), abs(grid.transform[4]))
+    pad = config.halo_px * gsd + READ_MARGIN_M / metres_per_unit(grid.crs)
+    minx, miny, maxx, maxy = grid.bounds
+    gdf = read_roads(
+        roads,
+        crs=grid.crs,
+        widths=widths,
+        bounds=(minx - pad, miny - pad, maxx + pad, maxy + pad),
+        layer=config.layer,
+    )
+    surfaces = road_surfaces(gdf, cap_style=config.cap_style)
+    if not surfaces.intersects(shapely.box(*grid.bounds)).any():
+        raise InputError(f"no roads of {roads} lie in the extent of {scene}")
+    # roads just outside the scene still shape its edge band and skeletons
+    margin = config.halo_px * gsd
+    inside = np.asarray(
+        surfaces.intersects(shapely.box(minx - margin, miny - margin, maxx + margin, maxy + margin))
+    )
+    return gdf[inside], surfaces[inside]

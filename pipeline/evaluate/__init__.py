@@ -1,0 +1,1 @@
+"""Evaluate: pixel, buffer and APLS scores of a road layer against truth."""

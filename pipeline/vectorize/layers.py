@@ -1,0 +1,230 @@
+"""The road layer's files: GeoPackage or GeoParquet layers and the road graph, written safely.
+
+A vectorize run writes three layers and a graph:
+
+- ``road_surface``: one polygon per connected road component, with ``area_m2``,
+  ``perimeter_m`` and ``model_sha256`` (the result's model);
+- ``road_centerline``: the road graph's edges, LineStrings with ``u``, ``v`` (node ids) and
+  ``length_m``;
+- ``road_node``: its nodes, Points with ``id`` and ``degree``;
+- the graph as GraphML, which ``networkx.read_graphml`` loads (:func:`read_graph` gives
+  it back as a ``MultiGraph`` with coordinates, lengths and edge geometry).
+
+Formats: ``gpkg`` writes ``OUT.gpkg`` (the three layers), ``OUT.graphml`` and
+``OUT.roadnet-config.yaml`` side by side; ``parquet`` writes the directory ``OUT`` holding
+``road_surface.parquet``, ``road_centerline.parquet``, ``road_node.parquet``,
+``roads.graphml`` and ``roadnet-config.yaml``. Every file is written under a temporary name
+and renamed into place once all are written, the layer file (or directory) last, so a killed
+run never leaves a file that looks complete; existing outputs are replaced only with
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import shapely
+
+from roadnet.errors import InputError, OutputExistsError
+from roadnet.outputs import replace_with
+
+__all__ = [
+    "LAYERS",
+    "Format",
+    "RoadLayers",
+    "frame",
+    "layer_paths",
+    "read_graph",
+    "write_layers",
+]
+
+Format = Literal["gpkg", "parquet"]
+LAYERS = ("road_surface", "road_centerline", "road_node")
+CONFIG_NAME = "roadnet-config.yaml"
+
+
+@dataclass(frozen=True)
+class RoadLayers:
+    """The three layers of a road map, in one projected CRS.
+
+    Attributes:
+        surface: ``road_surface`` polygons with ``area_m2``, ``perimeter_m``,
+            ``model_sha256``.
+        centerline: ``road_centerline`` LineStrings with ``u``, ``v``, ``length_m``.
+        nodes: ``road_node`` Points with ``id``, ``degree``.
+    """
+
+    surface: gpd.GeoDataFrame
+    centerline: gpd.GeoDataFrame
+    nodes: gpd.GeoDataFrame
+
+    def frames(self) -> dict[str, gpd.GeoDataFrame]:
+        """``{layer name: GeoDataFrame}`` in :data:`LAYERS` order."""
+        return dict(zip(LAYERS, (self.surface, self.centerline, self.nodes), strict=True))
+
+    def graph(self) -> nx.MultiGraph:
+        """The road graph as a ``networkx.MultiGraph``.
+
+        Nodes carry ``x``, ``y``, ``degree``; edges ``length`` (metres) and ``geometry`` (a
+        shapely LineString from ``u`` to ``v``).
+        """
+        graph = nx.MultiGraph(crs=self.nodes.crs.to_wkt() if self.nodes.crs else "")
+        xy = shapely.get_coordinates(self.nodes.geometry.to_numpy())
+        for i, (x, y), degree in zip(
+            self.nodes["id"].tolist(), xy.tolist(), self.nodes["degree"].tolist(), strict=True
+        ):
+            graph.add_node(int(i), x=float(x), y=float(y), degree=int(degree))
+        for u, v, length, line in zip(
+            self.centerline["u"].tolist(),
+            self.centerline["v"].tolist(),
+            self.centerline["length_m"].tolist(),
+            self.centerline.geometry.to_numpy(),
+            strict=True,
+        ):
+            graph.add_edge(int(u), int(v), length=float(length), geometry=line)
+        return graph
+
+
+def layer_paths(out: Path, *, fmt: Format) -> dict[str, Path]:
+    """Where a run writes: ``layers`` (file or directory), ``graph`` and ``config``."""
+    out = Path(out)
+    if fmt == "gpkg":
+        return {
+            "layers": out,
+            "graph": out.with_suffix(".graphml"),
+            "config": out.with_name(f"{out.stem}.{CONFIG_NAME}"),
+        }
+    return {"layers": out, "graph": out / "roads.graphml", "config": out / CONFIG_NAME}
+
+
+def check_outputs(out: Path, *, fmt: Format, overwrite: bool) -> None:
+    """Refuse to start when the layers already exist and ``overwrite`` is false.
+
+    Raises:
+        OutputExistsError: ``out`` exists.
+        InputError: ``out`` does not suit the format (a ``.gpkg`` name for GeoPackage).
+    """
+    out = Path(out)
+    if fmt == "gpkg" and out.suffix.lower() != ".gpkg":
+        raise InputError(f"--out {out} must end in .gpkg for --format gpkg")
+    if fmt == "parquet" and out.suffix.lower() == ".gpkg":
+        raise InputError(f"--out {out} is a GeoPackage name; give a directory for --format parquet")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+
+
+@contextmanager
+def _staged(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path``, removed if the body fails."""
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_layers(
+    layers: RoadLayers,
+    out: Path,
+    *,
+    fmt: Format = "gpkg",
+    config_text: str = "",
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write the layers, the graph and the resolved config; return their paths.
+
+    Args:
+        layers: the road layers.
+        out: ``OUT.gpkg`` or (parquet) an output directory.
+        fmt: ``gpkg`` or ``parquet``.
+        config_text: the resolved config as YAML, written beside the layers.
+        overwrite: replace existing outputs.
+
+    Raises:
+        OutputExistsError: an output exists and ``overwrite`` is false.
+    """
+    out = Path(out)
+    check_outputs(out, fmt=fmt, overwrite=overwrite)
+    paths = layer_paths(out, fmt=fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _staged(paths["layers"]) as staged:
+        if fmt == "gpkg":
+            for name, frame in layers.frames().items():
+                frame.to_file(staged, layer=name, driver="GPKG", engine="pyogrio")
+            with _staged(paths["graph"]) as graph, _staged(paths["config"]) as config:
+                _write_graphml(layers.graph(), graph)
+                config.write_text(config_text)
+                replace_with(graph, paths["graph"])
+                replace_with(config, paths["config"])
+        else:
+            staged.mkdir()
+            for name, frame in layers.frames().items():
+                frame.to_parquet(staged / f"{name}.parquet", index=False)
+            _write_graphml(layers.graph(), staged / paths["graph"].name)
+            (staged / CONFIG_NAME).write_text(config_text)
+        replace_with(staged, paths["layers"])
+    return paths
+
+
+def _write_graphml(graph: nx.MultiGraph, path: Path) -> None:
+    """GraphML with edge geometry as WKT (GraphML holds numbers and strings only)."""
+    plain = nx.MultiGraph(**graph.graph)
+    plain.add_nodes_from(graph.nodes(data=True))
+    for u, v, data in graph.edges(data=True):
+        plain.add_edge(u, v, length=data["length"], geometry=shapely.to_wkt(data["geometry"]))
+    nx.write_graphml(plain, path)
+
+
+def read_graph(path: str | Path) -> nx.MultiGraph:
+    """Load a vectorize run's road graph as a ``networkx.MultiGraph``.
+
+    Args:
+        path: the ``.graphml`` file, the ``.gpkg`` beside it, or a parquet output directory.
+
+    Returns:
+        Nodes (int ids) with ``x``, ``y`` (map coordinates) and ``degree``; edges with
+        ``length`` (metres) and ``geometry`` (shapely LineString); the graph attribute
+        ``crs`` holds the CRS as WKT.
+
+    Raises:
+        InputError: no graph there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "roads.graphml"
+    elif path.suffix.lower() != ".graphml":
+        path = path.with_suffix(".graphml")
+    if not path.is_file():
+        raise InputError(f"no road graph at {path}")
+    loaded = nx.read_graphml(path, node_type=int, force_multigraph=True)
+    graph = nx.MultiGraph(**loaded.graph)
+    graph.add_nodes_from(loaded.nodes(data=True))
+    for u, v, data in loaded.edges(data=True):
+        graph.add_edge(
+            u, v, length=float(data["length"]), geometry=shapely.from_wkt(data["geometry"])
+        )
+    return graph
+
+
+def frame(columns: dict[str, Any], *, crs: Any) -> gpd.GeoDataFrame:
+    """A GeoDataFrame of ``columns`` (name to numpy array) and a ``geometry`` column."""
+    data = {k: np.asarray(v) for k, v in columns.items() if k != "geometry"}
+    return gpd.GeoDataFrame(data, geometry=np.asarray(columns["geometry"]), crs=crs)

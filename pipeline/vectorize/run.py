@@ -1,0 +1,333 @@
+"""``roadnet vectorize``: a run's Zarr result in, the citywide road layer and road graph out.
+
+:func:`vectorize_result` reads a complete result store lazily, builds the two chunked graphs
+(the exact polygon dissolve of :mod:`~roadnet.pipeline.vectorize.dissolve` and the
+centerline pieces of :mod:`~roadnet.pipeline.vectorize.centerlines`), computes them together
+on a Dask cluster, gathers the final polygons and graph pieces as they finish (the client
+holds the output layer, never the raster), joins the graph, and writes the layers
+(:mod:`~roadnet.pipeline.vectorize.layers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+import yaml
+from pydantic import Field
+
+from roadnet.config import StrictModel
+from roadnet.errors import InputError
+from roadnet.pipeline.inference.run import CUTOFFS_ATTR
+from roadnet.pipeline.vectorize.centerlines import (
+    DEFAULT_HALO_PX,
+    DEFAULT_HOLE_PX,
+    Source,
+    centerline_pieces,
+)
+from roadnet.pipeline.vectorize.dissolve import dissolve_tree
+from roadnet.pipeline.vectorize.graph import (
+    DEFAULT_MERGE_M,
+    DEFAULT_PRUNE_M,
+    GraphPiece,
+    join_pieces,
+)
+from roadnet.pipeline.vectorize.layers import (
+    Format,
+    RoadLayers,
+    check_outputs,
+    frame,
+    write_layers,
+)
+from roadnet.pipeline.vectorize.polygons import feature_columns, finish_polygons
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from distributed import Client
+
+__all__ = [
+    "VectorizeConfig",
+    "VectorizeSummary",
+    "default_threshold",
+    "road_layers",
+    "vectorize_result",
+]
+
+log = logging.getLogger(__name__)
+
+
+class VectorizeConfig(StrictModel):
+    """Options of ``roadnet vectorize`` (defaults in ``configs/vectorize.yaml``)."""
+
+    threshold: float | None = Field(
+        default=None, gt=0, lt=1, description="surface cut-off (default: model card, else 0.5)"
+    )
+    sieve_px: int = Field(default=16, ge=0, description="speckle smaller than this is removed")
+    min_area_m2: float = Field(default=10.0, ge=0, description="smaller components are dropped")
+    hole_area_m2: float = Field(default=10.0, ge=0, description="smaller holes are filled")
+    simplify_m: float | None = Field(
+        default=None, ge=0, description="simplification tolerance (default: one pixel)"
+    )
+    graph_source: Source = Field(default="surface", description="mask the graph is thinned from")
+    centerline_threshold: float | None = Field(
+        default=None, gt=0, lt=1, description="centerline cut-off for the combined source"
+    )
+    halo_px: int = Field(default=DEFAULT_HALO_PX, ge=0, description="skeleton context, px")
+    graph_hole_px: int = Field(default=DEFAULT_HOLE_PX, ge=0, description="holes filled, px")
+    prune_m: float = Field(default=DEFAULT_PRUNE_M, ge=0, description="shorter spurs pruned")
+    merge_m: float = Field(default=DEFAULT_MERGE_M, ge=0, description="closer junctions merged")
+
+
+@dataclass(frozen=True)
+class VectorizeSummary:
+    """What a :func:`vectorize_result` call made."""
+
+    out: Path
+    components: int
+    km: float
+    nodes: int
+    edges: int
+    threshold: float
+    seconds: float
+
+    def line(self) -> str:
+        """One line: components, km of centerline, nodes, seconds."""
+        return (
+            f"{self.out}: {self.components} road components, {self.km:.2f} km of centerline "
+            f"in {self.edges} edges, {self.nodes} nodes (cut-off {self.threshold:g}), "
+            f"{self.seconds:.1f} s"
+        )
+
+
+def default_threshold(attrs: dict[str, Any]) -> float:
+    """The surface cut-off recorded with a result's model (its card), else 0.5."""
+    raw = attrs.get(CUTOFFS_ATTR)
+    if raw:
+        cutoffs = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        value = cutoffs.get("surface")
+        if value is not None:
+            return float(value)
+    return 0.5
+
+
+def _open_codes(result: str | Path) -> xr.Dataset:
+    """The result's uint8 codes, lazily, with CRS; refuses stores that are not finished."""
+    from roadnet.pipeline.inference.store import open_result
+
+    ds = open_result(result, mask_and_scale=False)
+    if ds.rio.crs is None:
+        raise InputError(f"{result} has no CRS: cannot place the road layer on the map")
+    if not ds.rio.crs.is_projected:
+        raise InputError(
+            f"{result} is in a geographic CRS ({ds.rio.crs}); road areas and lengths need "
+            "metres: run on a projected scene"
+        )
+    for task in ("surface", "centerline"):
+        if task not in ds or ds[task].dtype != np.uint8:
+            raise InputError(f"{result} has no uint8 {task} codes: not a roadnet result")
+    return ds
+
+
+def road_layers(
+    client: Client,
+    result: str | Path,
+    *,
+    config: VectorizeConfig | None = None,
+    progress: bool = False,
+) -> tuple[RoadLayers, float]:
+    """Vectorize a complete result on ``client``'s cluster.
+
+    Args:
+        client: the Dask client.
+        result: the ``roadnet run`` Zarr store.
+        config: options.
+        progress: show a progress bar of the tasks.
+
+    Returns:
+        The road layers in the result's CRS and the surface cut-off used.
+
+    Raises:
+        InputError: the store is missing, unfinished, not georeferenced or not a result.
+    """
+    from distributed import as_completed
+
+    config = config or VectorizeConfig()
+    ds = _open_codes(result)
+    threshold = config.threshold or default_threshold(dict(ds.attrs))
+    transform = ds.rio.transform()
+    pixel = float(np.sqrt(abs(transform.determinant)))
+    surface, centerline = ds["surface"].data, ds["centerline"].data
+    polygons = dissolve_tree(surface, threshold=threshold, sieve_px=config.sieve_px)
+    pieces = centerline_pieces(
+        surface,
+        centerline,
+        source=config.graph_source,
+        threshold=threshold,
+        centerline_threshold=config.centerline_threshold,
+        halo_px=config.halo_px,
+        hole_px=config.graph_hole_px,
+    )
+    futures = client.compute([*polygons, *pieces])
+    kind = {f.key: i < len(polygons) for i, f in enumerate(futures)}
+    found: list[np.ndarray] = []
+    graph_pieces: list[GraphPiece] = []
+    with _bar(len(futures), enabled=progress) as advance:
+        for future, value in as_completed(futures, with_results=True):
+            if kind[future.key]:
+                found.append(value)
+            else:
+                graph_pieces.append(value)
+            future.release()
+            advance()
+    simplify = pixel if config.simplify_m is None else config.simplify_m
+    found_px = np.concatenate(found) if found else np.empty(0, dtype=object)
+    # One form per shape whatever the chunking: collinear vertices left where chunk pieces
+    # were joined are dropped and every ring starts at its lowest vertex, so simplification
+    # (which depends on a ring's start) and the written layer are the same for any chunks.
+    found_px = shapely.normalize(shapely.simplify(found_px, 0))
+    polys = finish_polygons(
+        found_px,
+        transform=transform,
+        hole_area_m2=config.hole_area_m2,
+        min_area_m2=config.min_area_m2,
+        simplify_m=simplify,
+    )
+    nodes, edges = join_pieces(
+        graph_pieces,
+        transform=transform,
+        prune_m=config.prune_m,
+        merge_m=config.merge_m,
+        simplify_m=simplify,
+    )
+    crs = ds.rio.crs
+    model = str(ds.attrs.get("model_sha256", ""))
+    polys = _ordered(polys)
+    layers = RoadLayers(
+        surface=frame(
+            {
+                **feature_columns(polys),
+                "model_sha256": np.full(len(polys), model, dtype=object),
+                "geometry": polys,
+            },
+            crs=crs,
+        ),
+        centerline=frame(
+            {
+                "u": edges["u"],
+                "v": edges["v"],
+                "length_m": edges["length_m"],
+                "geometry": edges["geometry"],
+            },
+            crs=crs,
+        ),
+        nodes=frame(
+            {
+                "id": nodes["id"],
+                "degree": nodes["degree"],
+                "geometry": shapely.points(nodes["x"], nodes["y"]),
+            },
+            crs=crs,
+        ),
+    )
+    return layers, threshold
+
+
+def _ordered(polys: np.ndarray) -> np.ndarray:
+    """Polygons in a fixed order (top-left first), whatever order the tasks finished in."""
+    if len(polys) == 0:
+        return polys
+    bounds = shapely.bounds(polys)
+    order = np.lexsort((shapely.area(polys), bounds[:, 0], -bounds[:, 3]))
+    ordered: np.ndarray = polys[order]
+    return ordered
+
+
+@contextlib.contextmanager
+def _bar(total: int, *, enabled: bool) -> Any:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=False) as bar:
+        task = bar.add_task("vectorize", total=total)
+        yield lambda: bar.advance(task)
+
+
+def vectorize_result(
+    result: str | Path,
+    out: str | Path,
+    *,
+    config: VectorizeConfig | None = None,
+    fmt: Format = "gpkg",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    client: Client | None = None,
+) -> VectorizeSummary:
+    """Vectorize a result on a Dask cluster and write the road layers and graph.
+
+    Args:
+        result: the ``roadnet run`` Zarr store.
+        out: ``roads.gpkg``, or an output directory for ``fmt="parquet"``.
+        config: options.
+        fmt: ``gpkg`` or ``parquet`` (see :mod:`~roadnet.pipeline.vectorize.layers`).
+        scheduler: Dask scheduler address (else ``DASK_SCHEDULER_ADDRESS``, else local).
+        workers: local worker processes.
+        threads_per_worker: threads per local worker.
+        overwrite: replace existing outputs.
+        progress: show a progress bar.
+        client: run on this client's cluster (``scheduler`` and the layout are ignored).
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        InputError: bad result store or options.
+    """
+    from roadnet.pipeline.cluster import dask_client
+
+    config = config or VectorizeConfig()
+    out = Path(out).resolve()
+    check_outputs(out, fmt=fmt, overwrite=overwrite)
+    _open_codes(result)  # fail before starting a cluster
+    cluster = (
+        contextlib.nullcontext(client)
+        if client is not None
+        else dask_client(
+            scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker
+        )
+    )
+    start = time.perf_counter()
+    with cluster as active:
+        layers, threshold = road_layers(active, result, config=config, progress=progress)
+    seconds = time.perf_counter() - start
+    resolved = {
+        "vectorize": {**config.model_dump(mode="json"), "threshold": threshold},
+        "result": str(Path(result).resolve()) if Path(str(result)).exists() else str(result),
+        "format": fmt,
+        "seconds": round(seconds, 3),
+    }
+    write_layers(
+        layers,
+        out,
+        fmt=fmt,
+        config_text=yaml.safe_dump(resolved, sort_keys=False),
+        overwrite=overwrite,
+    )
+    return VectorizeSummary(
+        out=out,
+        components=len(layers.surface),
+        km=float(layers.centerline["length_m"].sum()) / 1000.0,
+        nodes=len(layers.nodes),
+        edges=len(layers.centerline),
+        threshold=threshold,
+        seconds=seconds,
+    )
