@@ -445,6 +445,100 @@ def evaluate_model(
         )
 
 
+@app.command()
+def evaluate(
+    pred: Annotated[
+        Path, typer.Option("--pred", help="RESULT.zarr (roadnet run) or roads.gpkg (vectorize).")
+    ],
+    truth: Annotated[
+        Path,
+        typer.Option("--truth", help="Label directory, or road vectors (truth.gpkg, .osm.pbf)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON report (metrics.json).")],
+    rho: Annotated[float, typer.Option("--rho", help="Relaxed-score tolerance, px.")] = 2.0,
+    buffer_m: Annotated[
+        float, typer.Option("--buffer-m", help="Buffer of the centerline scores, m.")
+    ] = 2.0,
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="Error map PNG (hits, false alarms, misses).")
+    ] = None,
+    errors_task: Annotated[
+        str, typer.Option("--errors-task", help="Task the error map shows.")
+    ] = "surface",
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Probability cut of every task (default: card, 0.5)."),
+    ] = None,
+    graph_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--graph-source",
+            help="Vectorize with surface, centerline or combined; repeat to compare.",
+        ),
+    ] = None,
+    truth_layer: Annotated[
+        str | None, typer.Option("--truth-layer", help="Layer of a multi-layer truth file.")
+    ] = None,
+    scene: Annotated[
+        Path | None, typer.Option("--scene", help="Error map background (default: the source).")
+    ] = None,
+    max_size: Annotated[
+        int, typer.Option("--max-size", help="Longest side of the error map, px.")
+    ] = 1600,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local cluster worker processes.")
+    ] = None,
+    threads_per_worker: Annotated[
+        int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Score a road layer against truth: pixel, buffer and APLS scores, and an error map."""
+    from typing import get_args
+
+    from roadnet.config import load_config
+    from roadnet.errors import InputError
+    from roadnet.pipeline.evaluate.run import evaluate as run_evaluate
+    from roadnet.pipeline.evaluate.run import format_report
+    from roadnet.pipeline.vectorize.centerlines import Source
+    from roadnet.pipeline.vectorize.run import VectorizeConfig
+
+    sources = [s for item in graph_source or [] for s in item.split(",") if s]
+    bad = [s for s in sources if s not in get_args(Source)]
+    if bad:
+        raise InputError(f"--graph-source {bad[0]!r}: use surface, centerline or combined")
+    vcfg = load_config(VectorizeConfig, config or "vectorize", overrides=set_ or [])
+    report = run_evaluate(
+        pred,
+        truth,
+        out,
+        rho=rho,
+        buffer_m=buffer_m,
+        errors=errors,
+        errors_task=errors_task,
+        threshold=threshold,
+        graph_sources=sources or None,  # type: ignore[arg-type]
+        vectorize=vcfg,
+        truth_layer=truth_layer,
+        scene=scene,
+        max_size=max_size,
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        overwrite=overwrite,
+    )
+    typer.echo(format_report(report))
+    typer.echo(f"{out}: written in {report['seconds']:.1f} s")
+
+
 def main() -> None:
     """Console entry point: run the app, turn roadnet errors into one line and exit code 2."""
     try:

@@ -336,7 +336,7 @@ def roads_job(workdir: Path) -> dict[str, Path]:
     from _results import road_codes, write_result
 
     result = write_result(
-        workdir / "roads.zarr", road_codes(2048, 2048, seed=6, roads=24), chunk=128
+        workdir / "roads.zarr", road_codes(1280, 1280, seed=6, roads=16), chunk=128
     )
     local = workdir / "roads-local.gpkg"
     line, _ = _run_ok(

@@ -340,7 +340,6 @@ def run_to_zarr(
     todo = ~done_chunks(staging) if resume else np.ones(grid, bool)
     computed = int(todo.sum())
     log.info("%d of %d chunks to compute%s", computed, todo.size, " (resuming)" * resume)
-    seconds = 0.0
     cluster = (
         contextlib.nullcontext(client)
         if client is not None
@@ -352,35 +351,66 @@ def run_to_zarr(
         )
     )
     with cluster as client:
-        runner = prediction.runner
-        client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()
-        client.run(prepare_worker, runner, prediction.scene.source)
-        if not resume:
-            attrs = {**prediction.attrs, JOB_ATTR: job}
-            create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
-        start = time.perf_counter()
-        plan = blend_plan(
-            prediction.scene.data.data,
-            predict=runner,
-            core=config.chunk,
-            overlap=config.overlap,
-            model_shape=runner.shape,
-            scale=prediction.scene.scale,
-            nodata=prediction.scene.nodata,
-            alpha=prediction.scene.alpha,
-            consume=partial(write_chunk, path=str(staging), chunk=config.chunk, job=job),
-        )
-        run_stencil(
+        seconds = _compute_store(
             client,
-            plan.stencil,
-            grid=plan.grid,
-            units=plan.units(todo),
+            prediction,
+            staging,
+            job=job,
+            todo=todo,
+            create=not resume,
+            config=config,
             batch_chunks=batch_chunks,
             progress=progress,
         )
-        seconds = time.perf_counter() - start
     finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
     h, w = prediction.scene.shape
     return RunSummary(
         out=out, pixels=h * w, chunks=grid[0] * grid[1], computed=computed, seconds=seconds
     )
+
+
+def _compute_store(
+    client: Client,
+    prediction: Prediction,
+    staging: Path,
+    *,
+    job: str,
+    todo: np.ndarray,
+    create: bool,
+    config: RunConfig,
+    batch_chunks: int,
+    progress: bool,
+) -> float:
+    """Ready the workers, create the store if new, write the chunks ``todo``; seconds taken.
+
+    The seconds count from the first chunk submitted to the last written: after the model
+    has been checked on a worker and every worker prepared (:func:`prepare_worker`).
+    """
+    runner = prediction.runner
+    client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()
+    client.run(prepare_worker, runner, prediction.scene.source)
+    if create:
+        attrs = {**prediction.attrs, JOB_ATTR: job}
+        grid = todo.shape
+        create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
+    start = time.perf_counter()
+    plan = blend_plan(
+        prediction.scene.data.data,
+        predict=runner,
+        core=config.chunk,
+        overlap=config.overlap,
+        model_shape=runner.shape,
+        scale=prediction.scene.scale,
+        nodata=prediction.scene.nodata,
+        alpha=prediction.scene.alpha,
+        consume=partial(write_chunk, path=str(staging), chunk=config.chunk, job=job),
+    )
+    run_stencil(
+        client,
+        plan.stencil,
+        grid=plan.grid,
+        units=plan.units(todo),
+        batch_chunks=batch_chunks,
+        progress=progress,
+    )
+    return time.perf_counter() - start

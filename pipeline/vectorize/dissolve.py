@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar, cast
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 from roadnet.errors import InputError
 from roadnet.pipeline.vectorize.polygons import (
@@ -121,44 +119,29 @@ def tree_levels(windows: list[list[PixelWindow]]) -> list[list[list[TreeNode]]]:
 def union_touching(pieces: Pieces) -> Pieces:
     """Union the pieces that touch into one Polygon per 4-connected component.
 
-    The pieces are grouped into clusters of touching or overlapping pieces (an STRtree query
-    and scipy's connected components), and each cluster of two or more is unioned by itself;
-    lone pieces pass unchanged. Pieces that meet at a single corner land in one cluster, but
-    their union is a MultiPolygon, split again into its parts: diagonal neighbours are separate
-    4-connected components.
+    ``shapely.disjoint_subset_union_all`` unions each subset of mutually connected pieces by
+    itself (GEOS clusters them first), and the result is split into its Polygons: pieces that
+    meet only at a corner (diagonal pixels) stay separate 4-connected components.
 
-    ``shapely.union_all`` per cluster was measured against ``shapely.disjoint_subset_union_all``
-    (GEOS's own disjoint-subset union) over all pieces at once: both gave the same geometry on
-    the exactness tests; the cluster loop was about as fast or faster, mostly because lone
-    pieces skip GEOS entirely (timings in the vectorize notes of BENCHMARKS.md).
+    Measured on a synthetic 4096 x 4096 px city (512 px chunks, CPU time of all tree merges,
+    2 shared cores): with sieve 20 px (one component, 2,200 holes) all strategies took
+    1.0-1.2 s, within noise; unsieved (23,800 components) ``disjoint_subset_union_all`` took
+    1.3-1.4 s, clustering with an STRtree ``intersects`` query plus scipy connected components
+    and ``union_all`` per cluster 1.3-1.6 s (the exact predicate on large pieces costs what
+    clustering saves), ``union_all`` of the whole group 2.0-2.3 s. All gave the same layer.
 
     Args:
         pieces: ``(n,)`` object array of pixel-coordinate Polygons that overlap only along
-            shared edges (a coverage).
+            shared edges.
 
     Returns:
         ``(m,)`` object array of Polygons, m <= n.
     """
     pieces = np.asarray(pieces, dtype=object)
-    n = len(pieces)
-    if n < 2:
+    if len(pieces) < 2:
         return pieces
-    left, right = shapely.STRtree(pieces).query(pieces, predicate="intersects")
-    graph = coo_array((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
-    n_clusters, labels = connected_components(graph, directed=False)
-    if n_clusters == n:
-        return pieces
-    order = np.argsort(labels, kind="stable")
-    starts = np.flatnonzero(np.diff(labels[order], prepend=-1))
-    stops = np.append(starts[1:], n)
-    lone = [pieces[order[s]] for s, e in zip(starts, stops, strict=True) if e - s == 1]
-    merged = [
-        shapely.union_all(pieces[order[s:e]])
-        for s, e in zip(starts, stops, strict=True)
-        if e - s > 1
-    ]
-    parts = shapely.get_parts(np.asarray(merged, dtype=object))
-    return np.concatenate([np.asarray(lone, dtype=object), parts])
+    parts: Pieces = shapely.get_parts(shapely.disjoint_subset_union_all(pieces))
+    return parts
 
 
 def merge_group(

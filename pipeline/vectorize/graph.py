@@ -24,10 +24,15 @@ pixel and the pieces' polylines simply become the edges of one ``networkx.MultiG
    every edge with ``shapely.simplify`` (topology-preserving Douglas-Peucker; it keeps the
    endpoints, so edges still meet at their nodes).
 
-Lengths (``prune_m``, ``merge_m``, ``length_m``) are in the units of the transform's CRS,
-metres for the projected CRSs this pipeline writes. Nodes are numbered by their pixel in
-row-major order, and every edge runs from its lower node id, so the result does not depend
-on the chunking: a chunked run equals a whole-image run of the same mask.
+Lengths are in the units of the transform's CRS, metres for the projected CRSs this
+pipeline writes. ``prune_m`` and ``merge_m`` compare the pixel polyline (centre to centre,
+so a staircase counts a little longer than the road); ``length_m`` is the length of the
+simplified line.
+
+Nodes are numbered by their pixel in row-major order, every edge runs from its lower node
+id, edge lengths are kept as integer counts of pixel steps (so they add up exactly), and
+every tie is broken by pixels: the result does not depend on the chunking, a chunked run
+equals a whole-image run of the same mask to the last bit.
 """
 
 from __future__ import annotations

@@ -185,6 +185,12 @@ def test_halo_skeleton_cores_equal_whole_image_skeleton() -> None:
     assert mismatches(4) > 0  # the halo matters: too little context changes the skeleton
 
 
+def test_too_narrow_halo_warns() -> None:
+    codes = network((384, 384), seed=3)
+    with pytest.warns(UserWarning, match="halo_px"):
+        dask_graph(codes, 128, halo_px=4)
+
+
 def test_chunks_cut_a_road_at_one_shared_border_pixel() -> None:
     codes = band((128, 256), [shapely.LineString([(-5, 40), (261, 90)])], 9)
     skeleton = window_skeleton(codes, None)

@@ -171,7 +171,7 @@ def test_fill_holes_by_area():
 
 def test_finish_polygons_fills_holes_drops_small_and_simplifies():
     stairs = shapely.Polygon(
-        [(50, 0), (60, 0), (60, 1), (61, 1), (61, 2), (62, 2)] + [(62, 20), (50, 20)]
+        [(50, 0), (60, 0), (60, 1), (61, 1), (61, 2), (62, 2), (62, 20), (50, 20)]
     )
     speck = shapely.box(100, 100, 102, 102)  # 4 px = 1 m2
     polys = np.array([_square_with_holes(), speck, stairs], dtype=object)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio.features
 import shapely
+from _models import smooth_scene, test_model_path, write_scene
 from _results import CRS, TRANSFORM, road_codes, write_result
 from distributed import Client, LocalCluster
 
@@ -24,6 +25,8 @@ from roadnet.pipeline.vectorize.run import VectorizeConfig, default_threshold, v
 
 ROADNET = [sys.executable, "-m", "roadnet.pipeline.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+__all__ = ["test_model_path"]  # the session fixture, used below
+
 EXACT = VectorizeConfig(min_area_m2=0, hole_area_m2=0, simplify_m=0, sieve_px=16)
 
 
@@ -244,3 +247,22 @@ def test_cli_vectorizes_with_a_summary_line(tmp_path: Path) -> None:
     assert "road components" in line and "km of centerline" in line and "nodes" in line
     assert out.is_file() and out.with_suffix(".graphml").is_file()
     assert out.with_name("roads.roadnet-config.yaml").is_file()
+
+
+def test_run_with_vectorize_goes_from_scene_to_roads(tmp_path: Path, test_model_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(300, 260))
+    out, roads = tmp_path / "r.zarr", tmp_path / "roads.gpkg"
+    base = ["run", str(scene), "--out", str(out), "--model", str(test_model_path),
+            "--chunk", "128", "--overlap", "32", "--workers", "1", "--no-progress"]  # fmt: skip
+    proc = _cli(*base, "--vectorize", str(roads))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert "chunks computed" in lines[-2] and "road components" in lines[-1], lines
+    assert out.is_dir() and roads.is_file() and roads.with_suffix(".graphml").is_file()
+    # an existing road layer is refused before anything runs: the result stays as it was
+    stamp = (out / "zarr.json").stat().st_mtime_ns
+    roads_bytes = roads.read_bytes()
+    proc = _cli(*base[:3], str(tmp_path / "r2.zarr"), *base[4:], "--vectorize", str(roads))
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r2.zarr").exists() and roads.read_bytes() == roads_bytes
+    assert (out / "zarr.json").stat().st_mtime_ns == stamp
