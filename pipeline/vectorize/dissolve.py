@@ -123,12 +123,11 @@ def union_touching(pieces: Pieces) -> Pieces:
     itself (GEOS clusters them first), and the result is split into its Polygons: pieces that
     meet only at a corner (diagonal pixels) stay separate 4-connected components.
 
-    Measured on a synthetic 4096 x 4096 px city (512 px chunks, CPU time of all tree merges,
-    2 shared cores): with sieve 20 px (one component, 2,200 holes) all strategies took
-    1.0-1.2 s, within noise; unsieved (23,800 components) ``disjoint_subset_union_all`` took
-    1.3-1.4 s, clustering with an STRtree ``intersects`` query plus scipy connected components
-    and ``union_all`` per cluster 1.3-1.6 s (the exact predicate on large pieces costs what
-    clustering saves), ``union_all`` of the whole group 2.0-2.3 s. All gave the same layer.
+    Chosen by measurement on a synthetic 4096 px city (figures for BENCHMARKS.md): with one
+    big component all strategies tie; with thousands of small ones this is fastest, ahead of
+    clustering first (STRtree ``intersects`` query + scipy connected components, then
+    ``union_all`` per cluster: the exact predicate on large pieces costs what clustering
+    saves) and well ahead of one ``union_all`` of the group. All gave the same layer.
 
     Args:
         pieces: ``(n,)`` object array of pixel-coordinate Polygons that overlap only along
@@ -167,8 +166,8 @@ def merge_group(
     on_border = touched_sides(merged, window=group_bounds, scene_shape=scene_shape) != 0
     # A union keeps the vertices where seams met straight edges. Douglas-Peucker with tolerance
     # 0 drops exactly those collinear vertices (the point set is unchanged, so validity too),
-    # making a final polygon the same whatever the chunking. Done once, on finals only:
-    # 0.09 s for a 4096 px city, against 0.32 s with preserve_topology and 0.66 s at every level.
+    # making a final polygon the same whatever the chunking. Done once, on finals only (at
+    # every level, and with preserve_topology, it cost several times more).
     final = shapely.simplify(merged[~on_border], 0.0, preserve_topology=False)
     return final, merged[on_border]
 

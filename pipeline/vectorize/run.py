@@ -50,7 +50,7 @@ from roadnet.pipeline.vectorize.polygons import feature_columns, finish_polygons
 
 if TYPE_CHECKING:
     import xarray as xr
-    from distributed import Client
+    from distributed import Client, Security
 
 __all__ = [
     "VectorizeConfig",
@@ -273,6 +273,7 @@ def vectorize_result(
     overwrite: bool = False,
     progress: bool = True,
     client: Client | None = None,
+    security: Security | None = None,
 ) -> VectorizeSummary:
     """Vectorize a result on a Dask cluster and write the road layers and graph.
 
@@ -286,7 +287,10 @@ def vectorize_result(
         threads_per_worker: threads per local worker.
         overwrite: replace existing outputs.
         progress: show a progress bar.
-        client: run on this client's cluster (``scheduler`` and the layout are ignored).
+        client: run on this client's cluster (``scheduler``, ``security`` and the layout are
+            ignored).
+        security: TLS settings for a ``tls://`` scheduler (see
+            :func:`~roadnet.pipeline.cluster.cluster_security`); None: from Dask's config.
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
@@ -302,7 +306,10 @@ def vectorize_result(
         contextlib.nullcontext(client)
         if client is not None
         else dask_client(
-            scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            security=security,
         )
     )
     start = time.perf_counter()

@@ -14,6 +14,7 @@ from skimage.morphology import skeletonize
 
 from roadnet.errors import InputError
 from roadnet.pipeline.vectorize.centerlines import (
+    Source,
     centerline_graph,
     centerline_pieces,
     fill_small_holes,
@@ -271,8 +272,8 @@ def test_sources_choose_the_mask_the_graph_follows() -> None:
     centerline = band(shape, [road], 5)  # the centerline task is confident there
     centerline[:, :100] = 0  # and fragmentary elsewhere
 
-    def graph(source: str) -> tuple[NodeTable, EdgeTable]:
-        return graph_from_arrays(surface, centerline, transform=T, source=source)  # type: ignore[arg-type]
+    def graph(source: Source) -> tuple[NodeTable, EdgeTable]:
+        return graph_from_arrays(surface, centerline, transform=T, source=source)
 
     assert len(graph("surface")[1]["u"]) == 2  # two pieces either side of the gap
     ((line,),) = [graph("combined")[1]["geometry"]]  # bridged: one road across

@@ -151,11 +151,11 @@ def test_unmatched_border_pixel_warns() -> None:
 
 
 def test_nodes_and_edges_are_in_map_coordinates() -> None:
-    transform = Affine.translation(500.0, 900.0) * Affine.rotation(30) * Affine.scale(0.5, -0.5)
+    transform = Affine.translation(500.0, 900.0) @ Affine.rotation(30) @ Affine.scale(0.5, -0.5)
     road = px_line((10, 5), (10, 80), (60, 130))
     nodes, edges = join_pieces([GraphPiece.from_paths([road])], transform=transform, simplify_m=0.0)
     for i in range(2):
-        x, y = transform * (nodes["col"][i] + 0.5, nodes["row"][i] + 0.5)
+        x, y = transform @ (nodes["col"][i] + 0.5, nodes["row"][i] + 0.5)
         assert (nodes["x"][i], nodes["y"][i]) == pytest.approx((x, y))
     assert (nodes["row"].tolist(), nodes["col"].tolist()) == ([10, 60], [5, 130])
     (geometry,) = edges["geometry"]
