@@ -4,6 +4,12 @@ The scheduler address comes from ``--scheduler`` or ``DASK_SCHEDULER_ADDRESS``. 
 LocalCluster of worker processes is started (see :func:`default_layout`); each process loads
 the model once and runs one model call at a time, with TensorFlow using the process's
 threads (one per process on CPUs).
+
+TLS: a ``tls://`` scheduler needs the cluster's CA and a client certificate and key, from
+``--tls-ca-file``/``--tls-cert``/``--tls-key`` (:func:`cluster_security`) or, without them,
+from Dask's own config (``distributed.comm.tls.ca-file``, ``distributed.comm.tls.client.cert``
+and ``.key``, or the ``DASK_DISTRIBUTED__COMM__TLS__...`` environment variables), which
+``distributed.Security()`` reads by itself.
 """
 
 from __future__ import annotations
@@ -12,16 +18,24 @@ import contextlib
 import logging
 import os
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import dask
 import psutil
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Security
 
 from roadnet.errors import InputError
 
-__all__ = ["dask_client", "default_layout", "scheduler_address", "visible_gpus"]
+__all__ = [
+    "cluster_security",
+    "dask_client",
+    "default_layout",
+    "scheduler_address",
+    "visible_gpus",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +109,68 @@ def scheduler_address(scheduler: str | None) -> str | None:
     return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
 
 
+def cluster_security(
+    *,
+    ca_file: str | Path | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+) -> Security | None:
+    """TLS settings for a client from the ``--tls-*`` options, or None when none is given.
+
+    Each option given overrides its Dask config key (``distributed.comm.tls.ca-file``,
+    ``distributed.comm.tls.client.cert``, ``distributed.comm.tls.client.key``); the others
+    still come from the config. Encryption is then required: the client refuses a plain
+    ``tcp://`` scheduler. With no option, None: the client then uses ``Security()``, which
+    reads the whole TLS configuration (and ``distributed.comm.require-encryption``) from
+    Dask's config and environment.
+
+    Args:
+        ca_file: PEM file of the CA that signed the scheduler's and workers' certificates.
+        cert: PEM file of this client's certificate (it may hold the key too).
+        key: PEM file of the certificate's private key.
+
+    Raises:
+        InputError: a given file does not exist.
+    """
+    given = {
+        name: str(value)
+        for name, value in (
+            ("tls_ca_file", ca_file),
+            ("tls_client_cert", cert),
+            ("tls_client_key", key),
+        )
+        if value is not None
+    }
+    if not given:
+        return None
+    flags = {"tls_ca_file": "--tls-ca-file", "tls_client_cert": "--tls-cert"}
+    for name, value in given.items():
+        if not Path(value).is_file():
+            raise InputError(f"{flags.get(name, '--tls-key')} {value}: no such file")
+    return Security(require_encryption=True, **given)
+
+
+def _check_tls(address: str, security: Security | None) -> None:
+    """Refuse TLS settings that cannot work with ``address`` before connecting.
+
+    Raises:
+        InputError: a ``tls://`` address without a CA and client certificate, or TLS
+            options with a plain address.
+    """
+    tls = address.startswith("tls://")
+    effective = security if security is not None else Security()
+    # Security sets its fields with setattr (from the arguments or the config).
+    ca, cert = (getattr(effective, f, None) for f in ("tls_ca_file", "tls_client_cert"))
+    if tls and not (ca and cert):
+        raise InputError(
+            f"the scheduler {address} uses TLS: give --tls-ca-file and --tls-cert (and "
+            "--tls-key), or set distributed.comm.tls.ca-file and "
+            "distributed.comm.tls.client.cert/.key in the Dask config"
+        )
+    if security is not None and security.require_encryption and not tls:
+        raise InputError(f"--tls-* options need a tls:// scheduler address, not {address}")
+
+
 @contextlib.contextmanager
 def dask_client(
     *,
@@ -102,6 +178,7 @@ def dask_client(
     workers: int | None = None,
     threads_per_worker: int | None = None,
     dashboard: bool = False,
+    security: Security | None = None,
 ) -> Iterator[Client]:
     """Yield a distributed Client on an existing scheduler or a new LocalCluster.
 
@@ -114,10 +191,14 @@ def dask_client(
             progress bar shows a local run, and the dashboard's cost on a small machine is
             unsettled (BENCHMARKS.md, "roadnet run"). An existing scheduler's link is always
             logged.
+        security: TLS settings for an existing scheduler (see :func:`cluster_security`);
+            None: Dask's config decides (``Security()``), which for a ``tls://`` address must
+            name the CA and a client certificate.
 
     Raises:
-        InputError: the scheduler cannot be reached, or both a scheduler and a local layout
-            were given.
+        InputError: the scheduler cannot be reached (or refuses this client's certificate),
+            its address and the TLS settings do not fit, a TLS file does not load, or a local
+            layout or TLS settings were given without a scheduler.
     """
     if not logging.getLogger("roadnet").isEnabledFor(logging.DEBUG):
         # distributed resets its loggers to INFO when first imported.
@@ -126,14 +207,19 @@ def dask_client(
     if address is not None:
         if workers is not None or threads_per_worker is not None:
             raise InputError("--workers/--threads-per-worker apply to a local cluster only")
+        _check_tls(address, security)
         try:
-            client = Client(address, timeout="20s")
+            client = Client(address, timeout="20s", security=security)
+        except ssl.SSLError as exc:  # e.g. a certificate or key file that does not load
+            raise InputError(f"TLS with the Dask scheduler at {address} failed: {exc}") from exc
         except OSError as exc:
             raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
         with client:
             log.info("scheduler %s, dashboard %s", address, client.dashboard_link)
             yield client
         return
+    if security is not None:
+        raise InputError("--tls-* options apply to an existing scheduler (--scheduler) only")
     n_workers, threads = _local_layout(workers, threads_per_worker)
     with (
         _local_cluster(n_workers, threads, dashboard=dashboard) as cluster,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # A UTM zone 35N grid near Helsinki, 0.3 m/px: the defaults of every fixture scene.
 SCENE_CRS = "EPSG:32635"
@@ -55,3 +59,17 @@ def make_scene(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """A distributed client of an in-process LocalCluster: one worker, two threads."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

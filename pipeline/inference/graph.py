@@ -105,8 +105,7 @@ def predict_array(
     d = overlap
     ys, xs, _ = model_shape_for(data.shape[1:], core=core, overlap=d)
     data = data.rechunk(((data.shape[0],), ys, xs))
-    kernel = partial(
-        predict_block,
+    kernel = _kernel(
         predict=predict,
         overlap=d,
         model_shape=model_shape,
@@ -130,6 +129,27 @@ def predict_array(
     blended = _blend(weighted, ys=ys, xs=xs, overlap=d)
     result: da.Array = blended.rechunk((len(TASKS), core, core))
     return result
+
+
+def _kernel(
+    *,
+    predict: Predictor,
+    overlap: int,
+    model_shape: tuple[int, int],
+    scale: float,
+    nodata: float | None,
+    alpha: bool,
+) -> Any:
+    """Pass 1's per-block call: :func:`~roadnet.pipeline.inference.blend.predict_block`."""
+    return partial(
+        predict_block,
+        predict=predict,
+        overlap=overlap,
+        model_shape=model_shape,
+        scale=scale,
+        nodata=nodata,
+        alpha=alpha,
+    )
 
 
 def _predict_padded(
@@ -259,8 +279,7 @@ def blend_plan(
     d = overlap
     ys, xs, _ = model_shape_for(data.shape[1:], core=core, overlap=d)
     reads = data.rechunk(((data.shape[0],), ys, xs)).to_delayed(optimize_graph=True)
-    kernel = partial(
-        predict_block,
+    kernel = _kernel(
         predict=predict,
         overlap=d,
         model_shape=model_shape,

@@ -47,7 +47,7 @@ from roadnet.pipeline.inference.store import (
 from roadnet.tasks import TASKS
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, Security
 
 #: Result attribute holding the model card's per-task cut-offs (JSON ``{task: p}``).
 CUTOFFS_ATTR = "roadnet:cutoffs"
@@ -303,6 +303,7 @@ def run_to_zarr(
     batch_chunks: int = 32,
     dashboard: bool = False,
     client: Client | None = None,
+    security: Security | None = None,
 ) -> RunSummary:
     """Predict a scene on a Dask cluster into a Zarr store; resume a killed run.
 
@@ -322,7 +323,9 @@ def run_to_zarr(
         dashboard: serve a local cluster's dashboard (see
             :func:`~roadnet.pipeline.cluster.dask_client`).
         client: run on this client's cluster instead (e.g. to vectorize next on the same
-            cluster); ``scheduler`` and the layout options are then ignored.
+            cluster); ``scheduler``, ``security`` and the layout options are then ignored.
+        security: TLS settings for a ``tls://`` scheduler (see
+            :func:`~roadnet.pipeline.cluster.cluster_security`); None: from Dask's config.
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
@@ -348,6 +351,7 @@ def run_to_zarr(
             workers=workers,
             threads_per_worker=threads_per_worker,
             dashboard=dashboard,
+            security=security,
         )
     )
     with cluster as client:

@@ -4,7 +4,10 @@ Layout (zarr format 3): ``surface``, ``edge``, ``centerline`` over ``(y, x)``, u
 ``scale_factor`` 1/254 and ``_FillValue`` 255 (decoded by xarray to float probabilities with
 NaN on nodata), chunks equal to the inference cores, zstd-compressed; ``x``/``y``
 coordinates and ``spatial_ref`` (CRS and transform). A ``progress/done`` array holds one
-flag per chunk, set after the chunk's data is written.
+flag per chunk, set after the chunk's data is written. The metadata follows CF-1.8: the group
+says ``Conventions: CF-1.8``, ``x``/``y`` carry ``axis``, ``standard_name`` and ``units`` (see
+:func:`cf_coordinate_attrs`) and every task names ``spatial_ref`` as its ``grid_mapping``, so
+CF-aware readers (cf_xarray, xarray's ``decode_coords="all"``) find the axes and the CRS.
 
 A run writes into ``OUT.partial-run``; a rerun with the same job resumes there and computes
 only the chunks whose flag is unset. When every flag is set the store is marked
@@ -34,7 +37,9 @@ from roadnet.tasks import TASKS
 
 __all__ = [
     "COMPLETE_ATTR",
+    "CONVENTIONS",
     "JOB_ATTR",
+    "cf_coordinate_attrs",
     "create_store",
     "done_chunks",
     "finish_store",
@@ -48,6 +53,8 @@ COMPLETE_ATTR = "roadnet:complete"
 JOB_ATTR = "roadnet:job"
 PROGRESS = "progress/done"
 ZARR_FORMAT = 3
+#: The group's ``Conventions`` attribute.
+CONVENTIONS = "CF-1.8"
 
 
 def staging_path(out: Path) -> Path:
@@ -93,6 +100,47 @@ def prepare_store(out: Path, *, job: str, overwrite: bool) -> tuple[Path, bool]:
     return staging, False
 
 
+def cf_coordinate_attrs(crs: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """CF attributes of the ``x`` and ``y`` coordinates for a CRS.
+
+    Args:
+        crs: the scene's CRS (anything :class:`pyproj.CRS` accepts, e.g. ``ds.rio.crs``),
+            or None.
+
+    Returns:
+        ``(x attrs, y attrs)``: ``axis`` always; for a projected CRS also
+        ``projection_x_coordinate`` / ``projection_y_coordinate`` with the CRS's linear unit
+        in UDUNITS (``m``, or ``0.3048 m`` for feet); for a geographic one ``longitude`` /
+        ``latitude`` in ``degrees_east`` / ``degrees_north``.
+    """
+    x: dict[str, str] = {"axis": "X"}
+    y: dict[str, str] = {"axis": "Y"}
+    if crs is None:
+        return x, y
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs)
+    if crs.is_projected:
+        factor = next(
+            (a.unit_conversion_factor for a in crs.axis_info if a.unit_conversion_factor), 1.0
+        )
+        units = "m" if factor == 1.0 else f"{factor} m"
+        x.update(
+            standard_name="projection_x_coordinate",
+            long_name="x coordinate of projection",
+            units=units,
+        )
+        y.update(
+            standard_name="projection_y_coordinate",
+            long_name="y coordinate of projection",
+            units=units,
+        )
+    elif crs.is_geographic:
+        x.update(standard_name="longitude", long_name="longitude", units="degrees_east")
+        y.update(standard_name="latitude", long_name="latitude", units="degrees_north")
+    return x, y
+
+
 def create_store(
     path: Path, template: xr.Dataset, *, chunk: int, grid: tuple[int, int], attrs: dict[str, Any]
 ) -> None:
@@ -101,13 +149,17 @@ def create_store(
     Args:
         path: store directory (must not exist).
         template: Dataset of lazy uint8 ``(y, x)`` code arrays with coordinates and
-            ``spatial_ref``; only its metadata is written (``compute=False``).
+            ``spatial_ref``; only its metadata is written (``compute=False``), with the CF
+            attributes added (``Conventions``, the ``x``/``y`` axes).
         chunk: core chunk size.
         grid: ``(rows, cols)`` of chunks.
         attrs: dataset attributes (provenance); must include :data:`JOB_ATTR`.
     """
     ds = template.copy()
-    ds.attrs = {**attrs, COMPLETE_ATTR: False}
+    ds.attrs = {"Conventions": CONVENTIONS, **attrs, COMPLETE_ATTR: False}
+    x_attrs, y_attrs = cf_coordinate_attrs(ds.rio.crs)
+    ds["x"].attrs = {**ds["x"].attrs, **x_attrs}
+    ds["y"].attrs = {**ds["y"].attrs, **y_attrs}
     # zstd level 1: much cheaper than level 3 on noisy code planes and as small on road-like
     # ones; a chunk write's CPU is taken from the model on a small machine (BENCHMARKS.md,
     # "Figures behind design choices in the code").

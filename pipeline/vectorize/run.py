@@ -188,10 +188,11 @@ def road_layers(
             advance()
     simplify = pixel if config.simplify_m is None else config.simplify_m
     found_px = np.concatenate(found) if found else np.empty(0, dtype=object)
-    # One form per shape whatever the chunking: collinear vertices left where chunk pieces
-    # were joined are dropped and every ring starts at its lowest vertex, so simplification
-    # (which depends on a ring's start) and the written layer are the same for any chunks.
-    found_px = shapely.normalize(shapely.simplify(found_px, 0))
+    # One form per shape whatever the chunking: the dissolve already dropped the collinear
+    # vertices left where chunk pieces were joined; here every ring starts at its lowest
+    # vertex, so simplification (which depends on a ring's start) and the written layer are
+    # the same for any chunks.
+    found_px = shapely.normalize(found_px)
     polys = finish_polygons(
         found_px,
         transform=transform,

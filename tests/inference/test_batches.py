@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import dask
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from roadnet.pipeline.inference.batches import Stencil, batch_rows, plan_batches, run_stencil
 
@@ -70,17 +69,6 @@ def _expected(grid: tuple[int, int]) -> dict[tuple[int, int], int]:
 
 def _stencil() -> Stencil:
     return Stencil(read=lambda i, j: dask.delayed(_read)(i, j), first=_first, second=_second)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(autouse=True)

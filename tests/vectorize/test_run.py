@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,7 +15,7 @@ import rasterio.features
 import shapely
 from _models import smooth_scene, test_model_path, write_scene
 from _results import CRS, TRANSFORM, road_codes, write_result
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from roadnet.errors import InputError, OutputExistsError
 from roadnet.pipeline.inference.run import CUTOFFS_ATTR
@@ -28,17 +27,6 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 __all__ = ["test_model_path"]  # the session fixture, used below
 
 EXACT = VectorizeConfig(min_area_m2=0, hole_area_m2=0, simplify_m=0, sieve_px=16)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")
