@@ -41,6 +41,23 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: dotted.key=value (repeatable)."),
 ]
+TlsCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca-file",
+        help="CA of a tls:// scheduler (default: Dask config distributed.comm.tls.ca-file).",
+    ),
+]
+TlsCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert", help="Client certificate (default: distributed.comm.tls.client.cert)."
+    ),
+]
+TlsKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--tls-key", help="Client key (default: distributed.comm.tls.client.key)."),
+]
 
 
 def _version(value: bool) -> None:
@@ -181,6 +198,9 @@ def run(
     threads_per_worker: Annotated[
         int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
     ] = None,
+    tls_ca_file: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     chunk: Annotated[int | None, typer.Option("--chunk", help="Core chunk size, px.")] = None,
     overlap: Annotated[
         int | None, typer.Option("--overlap", help="Blended context per side, px.")
@@ -216,8 +236,10 @@ def run(
 ) -> None:
     """Predict road surface, edge and centerline probabilities into a Zarr store on Dask."""
     from roadnet.config import load_config
-    from roadnet.pipeline.cluster import dask_client
+    from roadnet.pipeline.cluster import cluster_security, dask_client
     from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
+
+    security = cluster_security(ca_file=tls_ca_file, cert=tls_cert, key=tls_key)
 
     band_list = [b.strip() for b in bands.split(",")] if bands else None
     cfg = load_config(
@@ -244,6 +266,7 @@ def run(
             overwrite=overwrite,
             progress=progress,
             dashboard=dashboard,
+            security=security,
         )
         typer.echo(summary.line())
         return
@@ -257,6 +280,7 @@ def run(
         workers=workers,
         threads_per_worker=threads_per_worker,
         dashboard=dashboard,
+        security=security,
     ) as client:
         summary = run_to_zarr(
             scene,
@@ -292,6 +316,9 @@ def vectorize(
     threads_per_worker: Annotated[
         int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
     ] = None,
+    tls_ca_file: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     threshold: Annotated[
         float | None,
         typer.Option("--threshold", help="Surface cut-off in (0, 1) (default: model card, 0.5)."),
@@ -319,6 +346,7 @@ def vectorize(
     """Turn a result into the dissolved road-surface layer and the centerline road graph."""
     from roadnet.config import load_config
     from roadnet.errors import InputError
+    from roadnet.pipeline.cluster import cluster_security
     from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
 
     if fmt not in ("gpkg", "parquet"):
@@ -346,6 +374,7 @@ def vectorize(
         threads_per_worker=threads_per_worker,
         overwrite=overwrite,
         progress=progress,
+        security=cluster_security(ca_file=tls_ca_file, cert=tls_cert, key=tls_key),
     )
     typer.echo(summary.line())
 
@@ -537,6 +566,25 @@ def evaluate(
     )
     typer.echo(format_report(report))
     typer.echo(f"{out}: written in {report['seconds']:.1f} s")
+
+
+@app.command()
+def export(
+    result: Annotated[Path, typer.Argument(help="A roadnet run Zarr store (RESULT.zarr).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory: one TASK.tif COG per task.")
+    ],
+    tasks: Annotated[
+        str | None,
+        typer.Option("--tasks", help="Comma-separated tasks (default: surface,edge,centerline)."),
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write Cloud-Optimized GeoTIFFs of a result, for QGIS and other GDAL readers."""
+    from roadnet.pipeline.inference.export import export_result, parse_tasks
+
+    summary = export_result(result, out, tasks=parse_tasks(tasks), overwrite=overwrite)
+    typer.echo(summary.line())
 
 
 def main() -> None:
