@@ -179,10 +179,13 @@ def dask_client(
     threads_per_worker: int | None = None,
     dashboard: bool = False,
     security: Security | None = None,
+    client: Client | None = None,
 ) -> Iterator[Client]:
     """Yield a distributed Client on an existing scheduler or a new LocalCluster.
 
     Args:
+        client: a client the caller holds (e.g. one cluster for several stages): yielded as
+            it is, nothing started or closed, the other arguments ignored.
         scheduler: address such as ``tcp://host:8786``; falls back to
             ``DASK_SCHEDULER_ADDRESS``; None starts a LocalCluster.
         workers: LocalCluster worker processes (default: :func:`default_layout`).
@@ -200,6 +203,9 @@ def dask_client(
             its address and the TLS settings do not fit, a TLS file does not load, or a local
             layout or TLS settings were given without a scheduler.
     """
+    if client is not None:
+        yield client
+        return
     if not logging.getLogger("roadnet").isEnabledFor(logging.DEBUG):
         # distributed resets its loggers to INFO when first imported.
         logging.getLogger("distributed").setLevel(logging.WARNING)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -343,16 +342,13 @@ def run_to_zarr(
     todo = ~done_chunks(staging) if resume else np.ones(grid, bool)
     computed = int(todo.sum())
     log.info("%d of %d chunks to compute%s", computed, todo.size, " (resuming)" * resume)
-    cluster = (
-        contextlib.nullcontext(client)
-        if client is not None
-        else dask_client(
-            scheduler=scheduler,
-            workers=workers,
-            threads_per_worker=threads_per_worker,
-            dashboard=dashboard,
-            security=security,
-        )
+    cluster = dask_client(
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        dashboard=dashboard,
+        security=security,
+        client=client,
     )
     with cluster as client:
         seconds = _compute_store(

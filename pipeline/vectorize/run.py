@@ -303,15 +303,12 @@ def vectorize_result(
     out = Path(out).resolve()
     check_outputs(out, fmt=fmt, overwrite=overwrite)
     _open_codes(result)  # fail before starting a cluster
-    cluster = (
-        contextlib.nullcontext(client)
-        if client is not None
-        else dask_client(
-            scheduler=scheduler,
-            workers=workers,
-            threads_per_worker=threads_per_worker,
-            security=security,
-        )
+    cluster = dask_client(
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        security=security,
+        client=client,
     )
     start = time.perf_counter()
     with cluster as active:
