@@ -47,6 +47,7 @@ __all__ = [
     "merge_group",
     "tree_levels",
     "union_touching",
+    "walk_tree",
 ]
 
 Chunks = tuple[tuple[int, ...], tuple[int, ...]]
@@ -206,7 +207,7 @@ def _run_chunk(
     return pieces
 
 
-def _walk_tree(
+def walk_tree(
     levels: list[list[list[TreeNode]]],
     leaf: Callable[[TreeNode], tuple[T, T]],
     merge: Callable[[list[T], TreeNode], tuple[T, T]],
@@ -274,7 +275,7 @@ def dissolve_array(
     def merge(children: list[Pieces], node: TreeNode) -> tuple[Pieces, Pieces]:
         return merge_group(children, node.window, scene_shape)
 
-    return np.concatenate(_walk_tree(levels, leaf, merge))
+    return np.concatenate(walk_tree(levels, leaf, merge))
 
 
 def _polygonize_blocks(
@@ -362,7 +363,7 @@ def dissolve_tree(codes: da.Array, *, threshold: float, sieve_px: int) -> list[D
         final, border = merge_node(children, node.window, scene_shape)
         return final, border
 
-    return _walk_tree(levels, leaf, merge)
+    return walk_tree(levels, leaf, merge)
 
 
 def dissolve(codes: da.Array, *, threshold: float, sieve_px: int) -> Pieces:

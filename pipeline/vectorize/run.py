@@ -25,14 +25,10 @@ from pydantic import Field
 
 from roadnet.config import StrictModel
 from roadnet.errors import InputError
+from roadnet.paths import is_url
 from roadnet.pipeline.inference.run import CUTOFFS_ATTR
-from roadnet.pipeline.vectorize.centerlines import (
-    DEFAULT_HALO_PX,
-    DEFAULT_HOLE_PX,
-    Source,
-    centerline_pieces,
-)
-from roadnet.pipeline.vectorize.dissolve import dissolve_tree
+from roadnet.pipeline.vectorize.centerlines import DEFAULT_HALO_PX, DEFAULT_HOLE_PX, Source
+from roadnet.pipeline.vectorize.chunks import vectorize_tasks
 from roadnet.pipeline.vectorize.graph import (
     DEFAULT_MERGE_M,
     DEFAULT_PRUNE_M,
@@ -163,13 +159,13 @@ def road_layers(
     threshold = config.threshold or default_threshold(dict(ds.attrs))
     transform = ds.rio.transform()
     pixel = float(np.sqrt(abs(transform.determinant)))
-    surface, centerline = ds["surface"].data, ds["centerline"].data
-    polygons = dissolve_tree(surface, threshold=threshold, sieve_px=config.sieve_px)
-    pieces = centerline_pieces(
-        surface,
-        centerline,
-        source=config.graph_source,
+    chunks = ds["surface"].data.chunks
+    polygons, pieces = vectorize_tasks(
+        str(Path(result).resolve()) if not is_url(result) else str(result),
+        chunks=(tuple(chunks[0]), tuple(chunks[1])),
         threshold=threshold,
+        sieve_px=config.sieve_px,
+        source=config.graph_source,
         centerline_threshold=config.centerline_threshold,
         halo_px=config.halo_px,
         hole_px=config.graph_hole_px,
