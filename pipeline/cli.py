@@ -41,6 +41,17 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: dotted.key=value (repeatable)."),
 ]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Local cluster worker processes.")
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 TlsCaOpt = Annotated[
     Path | None,
     typer.Option(
@@ -186,18 +197,9 @@ def run(
     model: Annotated[
         str | None, typer.Option("--model", help=".keras model path or URL (default: shipped).")
     ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Local cluster worker processes.")
-    ] = None,
-    threads_per_worker: Annotated[
-        int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
-    ] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
     tls_ca_file: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
@@ -214,9 +216,7 @@ def run(
     nodata: Annotated[
         float | None, typer.Option("--nodata", help="Nodata value overriding the file's.")
     ] = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
-    ] = True,
+    progress: ProgressOpt = True,
     dashboard: Annotated[
         bool,
         typer.Option(
@@ -304,18 +304,9 @@ def vectorize(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="roads.gpkg, or a directory for --format parquet.")
     ],
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Local cluster worker processes.")
-    ] = None,
-    threads_per_worker: Annotated[
-        int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
-    ] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
     tls_ca_file: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
@@ -336,9 +327,7 @@ def vectorize(
     fmt: Annotated[
         str, typer.Option("--format", help="gpkg (one GeoPackage) or parquet (GeoParquet dir).")
     ] = "gpkg",
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
-    ] = True,
+    progress: ProgressOpt = True,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Overwrite = False,
@@ -514,18 +503,9 @@ def evaluate(
     max_size: Annotated[
         int, typer.Option("--max-size", help="Longest side of the error map, px.")
     ] = 1600,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Local cluster worker processes.")
-    ] = None,
-    threads_per_worker: Annotated[
-        int | None, typer.Option("--threads-per-worker", help="Threads per local worker.")
-    ] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Overwrite = False,
