@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -47,6 +48,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -116,6 +118,22 @@ def write_store(path: Path, size: int, work: Path, args: argparse.Namespace) -> 
     return run_child("make", path, work, args.timeout, extra)
 
 
+def code_state() -> dict[str, str]:
+    """The commit and a digest of the vectorize stage's sources as they are on disk now."""
+    digest = hashlib.sha1()
+    for path in sorted((ROOT / "pipeline" / "vectorize").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    head = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    return {"head": head, "vectorize_sha1": digest.hexdigest()[:12]}
+
+
 # -- child processes: the measurements ------------------------------------------------------------
 
 
@@ -155,7 +173,7 @@ def child_whole(result: Path) -> dict[str, Any]:
     from roadnet.pipeline.vectorize.polygons import road_mask
 
     _warm_read(result)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     surface, transform = _read_surface(result)
     t1 = time.perf_counter()
     mask = road_mask(surface, threshold=THRESHOLD).astype(np.uint8)
@@ -170,6 +188,7 @@ def child_whole(result: Path) -> dict[str, Any]:
     t3 = time.perf_counter()
     return {
         "seconds": t3 - t0,
+        "cpu_s": time.process_time() - cpu0,
         "read_s": t1 - t0,
         "sieve_s": t2 - t1,
         "shapes_s": t3 - t2,
@@ -192,7 +211,7 @@ def child_naive(result: Path) -> dict[str, Any]:
     )
 
     _warm_read(result)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     surface, _ = _read_surface(result)
     t1 = time.perf_counter()
     shape = (int(surface.shape[0]), int(surface.shape[1]))
@@ -217,6 +236,7 @@ def child_naive(result: Path) -> dict[str, Any]:
     t3 = time.perf_counter()
     return {
         "seconds": t3 - t0,
+        "cpu_s": time.process_time() - cpu0,
         "read_s": t1 - t0,
         "polygonize_s": t2 - t1,
         "union_s": t3 - t2,
@@ -245,7 +265,7 @@ def child_skeleton(result: Path) -> dict[str, Any]:
     skan.summarize(skan.Skeleton(_tiny_skeleton()), separator="_")  # numba compilation
     jit_s = time.perf_counter() - t
     _warm_read(result)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     surface, _ = _read_surface(result)
     t1 = time.perf_counter()
     mask = road_mask(surface, None, source="surface", threshold=THRESHOLD)
@@ -258,6 +278,7 @@ def child_skeleton(result: Path) -> dict[str, Any]:
     t3 = time.perf_counter()
     return {
         "seconds": t3 - t0,
+        "cpu_s": time.process_time() - cpu0,
         "jit_s": jit_s,
         "read_s": t1 - t0,
         "skeletonize_s": t2 - t1,
@@ -288,6 +309,10 @@ def _worker_stats() -> dict[str, float]:
     return {"peak_mib": _rss_peak() / MIB, "cpu_s": time.process_time()}
 
 
+#: The client phase running now, for :class:`_Sampler` (set by the timing wrappers).
+PHASE = ["other (client)"]
+
+
 class _Timed:
     """Wrap a function and add its wall time to ``phases[name]``."""
 
@@ -296,9 +321,11 @@ class _Timed:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
+        outer, PHASE[0] = PHASE[0], self.name
         try:
             return self.func(*args, **kwargs)
         finally:
+            PHASE[0] = outer
             self.phases[self.name] += time.perf_counter() - start
 
 
@@ -308,6 +335,7 @@ class _TimedIterator:
     def __init__(self, phases: dict[str, float], name: str, inner: Any) -> None:
         self.phases, self.name, self.inner = phases, name, inner
         self.start = time.perf_counter()
+        self.outer, PHASE[0] = PHASE[0], name
 
     def __iter__(self) -> _TimedIterator:
         return self
@@ -316,8 +344,69 @@ class _TimedIterator:
         try:
             return next(self.inner)
         except StopIteration:
+            PHASE[0] = self.outer
             self.phases[self.name] += time.perf_counter() - self.start
             raise
+
+
+class _Sampler:
+    """Poll the RSS of this process (per client phase) and of each worker every 0.1 s."""
+
+    def __init__(self, workers: dict[str, int]) -> None:
+        self.client_peak: dict[str, float] = defaultdict(float)
+        self.client_samples: list[tuple[float, float, str]] = []
+        self.samples: dict[str, list[tuple[float, float]]] = {w: [] for w in workers}
+        self._procs = {w: psutil.Process(pid) for w, pid in workers.items()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            now = time.time()
+            with contextlib.suppress(psutil.Error):
+                phase = PHASE[0]
+                rss = me.memory_info().rss / MIB
+                self.client_peak[phase] = max(self.client_peak[phase], rss)
+                self.client_samples.append((now, rss, phase))
+                for w, proc in self._procs.items():
+                    self.samples[w].append((now, proc.memory_info().rss / MIB))
+            time.sleep(0.1)
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def client_timeline(self, start: float, points: int = 40) -> list[tuple[float, int, str]]:
+        """The client's RSS, about ``points`` samples: (s into the run, MiB, phase)."""
+        step = max(1, len(self.client_samples) // points)
+        picked = self.client_samples[::step] + self.client_samples[-1:]
+        return [(round(t - start, 1), round(rss), phase) for t, rss, phase in picked]
+
+    def worker_peaks(self, records: list[dict[str, Any]], start: float) -> list[dict[str, Any]]:
+        """Each worker's sampled peak: when (s into the run) and the task it was running."""
+        from dask.utils import key_split
+
+        peaks = []
+        for w, samples in self.samples.items():
+            if not samples:
+                continue
+            when, rss = max(samples, key=lambda s: s[1])
+            running = sorted(
+                {
+                    key_split(rec["key"])
+                    for rec in records
+                    if rec.get("worker") == w
+                    for ss in rec["startstops"]
+                    if ss["action"] == "compute" and ss["start"] - 0.15 <= when <= ss["stop"] + 0.15
+                }
+            )
+            peaks.append({"mib": round(rss), "at_s": round(when - start, 1), "running": running})
+        return peaks
 
 
 class _ShapelyProxy:
@@ -339,10 +428,16 @@ def _instrument(phases: dict[str, float], captured: dict[str, Any]) -> None:
 
     import roadnet.pipeline.vectorize.run as vr
 
-    vr.dissolve_tree = _Timed(phases, "build graphs (client)", vr.dissolve_tree)
-    vr.centerline_pieces = _Timed(phases, "build graphs (client)", vr.centerline_pieces)
-    vr.finish_polygons = _Timed(phases, "finish polygons (client)", vr.finish_polygons)
-    vr.join_pieces = _Timed(phases, "join graph (client)", vr.join_pieces)
+    wrapped = {
+        "vectorize_tasks": "build graphs (client)",  # one task per chunk (chunks.py)
+        "dissolve_tree": "build graphs (client)",  # before it: two graphs on dask arrays
+        "centerline_pieces": "build graphs (client)",
+        "finish_polygons": "finish polygons (client)",
+        "join_pieces": "join graph (client)",
+    }
+    for name, phase in wrapped.items():
+        if hasattr(vr, name):
+            setattr(vr, name, _Timed(phases, phase, getattr(vr, name)))
     vr.shapely = _ShapelyProxy(phases)  # type: ignore[assignment]
     write = _Timed(phases, "write GeoPackage (client)", vr.write_layers)
 
@@ -368,6 +463,7 @@ def _task_profile(records: list[dict[str, Any]]) -> dict[str, Any]:
     longest: dict[str, float] = defaultdict(float)
     stops: dict[str, float] = defaultdict(float)
     transfer = 0.0
+    merges: list[float] = []
     for rec in records:
         name = key_split(rec["key"])
         for ss in rec["startstops"]:
@@ -377,15 +473,18 @@ def _task_profile(records: list[dict[str, Any]]) -> dict[str, Any]:
                 count[name] += 1
                 longest[name] = max(longest[name], seconds)
                 stops[name] = max(stops[name], ss["stop"])
+                if name == "merge_group":
+                    merges.append(seconds)
             elif ss["action"] == "transfer":
                 transfer += seconds
-    leaves = max(stops.get("polygonize_blocks", 0.0), stops.get("window_piece", 0.0))
+    leaves = max(stops.get(k, 0.0) for k in ("chunk_task", "polygonize_blocks", "window_piece"))
     return {
         "compute_s": {k: round(v, 2) for k, v in sorted(total.items(), key=lambda kv: -kv[1])},
         "tasks": dict(count),
         "longest_s": {k: round(v, 2) for k, v in longest.items()},
         "transfer_s": round(transfer, 2),
         "merge_tail_s": round(max(stops.get("merge_group", 0.0) - leaves, 0.0), 2),
+        "merge_longest_s": [round(x, 2) for x in sorted(merges, reverse=True)[:6]],
     }
 
 
@@ -416,13 +515,13 @@ def child_cluster(result: Path, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     with dask_client(workers=2, threads_per_worker=1) as client:
         t1 = time.perf_counter()
-        client.run(_warm_worker)
+        pids = client.run(_warm_worker)
         t2 = time.perf_counter()
         base_mib = me.memory_info().rss / MIB
         before = client.run(_worker_stats)
         cpu0 = time.process_time()
-        with distributed.get_task_stream(client=client) as stream:
-            t3 = time.perf_counter()
+        with distributed.get_task_stream(client=client) as stream, _Sampler(pids) as sampler:
+            t3, wall3 = time.perf_counter(), time.time()
             summary = vectorize_result(
                 result,
                 out,
@@ -436,6 +535,7 @@ def child_cluster(result: Path, out: Path) -> dict[str, Any]:
         client_peak = _rss_peak() / MIB
         after = client.run(_worker_stats)
         profile = _task_profile(stream.data)
+        peaks = sampler.worker_peaks(stream.data, wall3)
         layers = captured.pop("layers")
         wkb = _wkb_mib(layers)
         del layers
@@ -473,6 +573,9 @@ def child_cluster(result: Path, out: Path) -> dict[str, Any]:
         "client_base_mib": base_mib,
         "client_peak_mib": client_peak,
         "worker_peak_mib": sorted(v["peak_mib"] for v in after.values()),
+        "worker_sampled_peaks": peaks,
+        "client_peak_by_phase_mib": {k: round(v) for k, v in sampler.client_peak.items()},
+        "client_timeline": sampler.client_timeline(wall3),
         "output_wkb_mib": wkb,
         "gpkg_mib": gpkg,
         "dissolve_s": bp_s,
@@ -736,6 +839,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             made.append(write_store(path, size, work, args))
             print(f"store {size}² written: {made[-1]}", flush=True)
         stores[size] = path
+    code = code_state()
+    print(f"code: {code}", flush=True)
     reps = []
     for rep in range(args.reps):
         print(f"repetition {rep + 1}", flush=True)
@@ -752,7 +857,22 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             rows.append(row)
         reps.append(rows)
         (work / "partial.json").write_text(json.dumps(reps, indent=1))
-    results = {"sizes": sizes, "roads": args.roads, "stores": made, "reps": reps}
+    seen = {row[k].get("code") for rep in reps for row in rep for k in ("a", "b", "c", "g1")}
+    seen.discard(None)
+    code["changed_during_run"] = sorted(seen) if len(seen) > 1 else []
+    if code["changed_during_run"]:
+        print(f"WARNING: the vectorize sources changed during the run: {seen}", flush=True)
+    results = {
+        "code": code,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "ram_gib": round(psutil.virtual_memory().total / 2**30),
+        },
+        "sizes": sizes,
+        "roads": args.roads,
+        "stores": made,
+        "reps": reps,
+    }
     if not args.keep:
         for path in stores.values():
             shutil.rmtree(path, ignore_errors=True)
@@ -793,6 +913,7 @@ def main() -> None:
             row = child_kernels(result, int(os.environ.get("BENCH_KERNEL_CHUNKS", "16")))
         else:
             raise SystemExit(f"unknown child {args.child}")
+        row["code"] = code_state()["vectorize_sha1"]
         Path(args.child_out).write_text(json.dumps(row))
         return
 

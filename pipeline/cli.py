@@ -506,6 +506,9 @@ def evaluate(
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
+    tls_ca_file: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Overwrite = False,
@@ -515,6 +518,7 @@ def evaluate(
 
     from roadnet.config import load_config
     from roadnet.errors import InputError
+    from roadnet.pipeline.cluster import cluster_security
     from roadnet.pipeline.evaluate.run import evaluate as run_evaluate
     from roadnet.pipeline.evaluate.run import format_report
     from roadnet.pipeline.vectorize.centerlines import Source
@@ -542,6 +546,7 @@ def evaluate(
         scheduler=scheduler,
         workers=workers,
         threads_per_worker=threads_per_worker,
+        security=cluster_security(ca_file=tls_ca_file, cert=tls_cert, key=tls_key),
         overwrite=overwrite,
     )
     typer.echo(format_report(report))

@@ -1,8 +1,9 @@
 """The error map: true positives, false positives and misses over a faded scene, as a PNG.
 
 Every class is a ``(y, x)`` mask of the scene grid, shrunk by a whole factor with a maximum
-(as ``roadnet preview`` shrinks labels, so one-pixel errors stay visible at any scale),
-lazily through dask, so a city-size result costs the small image plus a few chunks. The scene
+(as ``roadnet preview`` shrinks labels, so one-pixel errors stay visible at any scale). The
+pixel-score tasks shrink each chunk's share (:func:`shrink_block`) and the client ORs them
+into the small image, so a city-size result costs the small image plus a few chunks. The scene
 is read shrunk with preview's averaging reader (strips of rows, overviews when the file has
 them) and faded towards white; the classes are drawn on it in the order true positive
 (green), false positive (red), miss (blue), so an error is never hidden under a hit.
@@ -22,11 +23,13 @@ from roadnet.errors import InputError
 from roadnet.outputs import check_output_file
 
 __all__ = [
+    "CLASSES",
     "ERROR_COLORS",
     "error_classes",
     "error_image",
     "fade",
     "scene_background",
+    "shrink_block",
     "shrink_factor",
     "shrink_max",
     "write_error_map",
@@ -40,6 +43,8 @@ ERROR_COLORS: dict[str, tuple[int, int, int]] = {
     "fp": (230, 30, 30),
     "fn": (30, 90, 255),
 }
+#: The classes, in drawing order.
+CLASSES = tuple(ERROR_COLORS)
 #: Share of white mixed into the scene under the classes.
 FADE = 0.6
 #: Grey of the background when no scene is at hand.
@@ -84,6 +89,33 @@ def shrink_max(mask: Any, factor: int) -> Any:
     array = xr.DataArray(mask, dims=("y", "x")).astype(np.uint8)
     small = array.coarsen(y=factor, x=factor, boundary="pad").max()
     return small.data > 0
+
+
+def shrink_block(
+    mask: np.ndarray, *, origin: tuple[int, int], factor: int
+) -> tuple[int, int, np.ndarray]:
+    """A chunk's share of :func:`shrink_max` of the whole grid.
+
+    Args:
+        mask: ``(y, x)`` bool chunk.
+        origin: global ``(row, col)`` of the chunk's first pixel.
+        factor: whole shrink factor >= 1.
+
+    Returns:
+        ``(row0, col0, small)``: ``small`` ``(h, w)`` bool covers the shrunk pixels
+        ``row0 : row0 + h``, ``col0 : col0 + w`` the chunk reaches into; OR-ing every chunk's
+        share into a blank image gives :func:`shrink_max` of the whole grid exactly (a shrunk
+        pixel cut by a chunk border gets its part from each side).
+    """
+    row, col = origin
+    row0, col0 = row // factor, col // factor
+    h = -(-(row + mask.shape[0]) // factor) - row0
+    w = -(-(col + mask.shape[1]) // factor) - col0
+    padded = np.zeros((h * factor, w * factor), dtype=bool)
+    dy, dx = row - row0 * factor, col - col0 * factor
+    padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]] = mask
+    small = np.asarray(padded.reshape(h, factor, w, factor).any(axis=(1, 3)))
+    return row0, col0, small
 
 
 def fade(rgb: np.ndarray, *, amount: float = FADE) -> np.ndarray:

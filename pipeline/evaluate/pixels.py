@@ -2,18 +2,25 @@
 
 The scores are those of :mod:`roadnet.metrics` (the kernels ``roadnet evaluate-model`` uses):
 strict precision, recall, F1 and IoU, and the relaxed precision, recall and F1 within ``rho``
-pixels. Here they are computed from counts summed over the chunks of a dask array:
+pixels. Here they are computed from counts summed over the chunks of a grid, one dask task
+per chunk (:func:`window_task`):
 
 * **strict** counts (``tp``, ``fp``, ``fn``) of a chunk are those of its pixels;
-* **relaxed** counts need the neighbourhood: a chunk is read with a halo of ``ceil(rho)`` px
-  on every side (zeros beyond the scene edge, as :func:`~roadnet.metrics.within_distance`
-  treats the outside of a whole array), :func:`~roadnet.metrics.within_distance` is applied
-  to the padded block, and only the chunk's own pixels are counted. Every pixel within
-  ``rho`` of a core pixel lies in the halo, so the counts equal those of the whole array,
-  and the sums, hence the scores, equal :func:`in_memory_scores` exactly.
+* **relaxed** counts need the neighbourhood: the task reads the chunk's window with a halo
+  of ``ceil(rho)`` px on every side (zeros beyond the grid's edge, as
+  :func:`~roadnet.metrics.within_distance` treats the outside of a whole array), applies
+  :func:`~roadnet.metrics.within_distance` to it and counts only the chunk's own pixels.
+  Every pixel within ``rho`` of a chunk pixel lies in the halo, so the counts equal those
+  of the whole array, and the sums, hence the scores, equal :func:`in_memory_scores`
+  exactly.
 
-Memory is a few chunks per worker thread whatever the scene size (BENCHMARKS.md,
-"roadnet evaluate").
+The task reads its window itself, from the result's Zarr store and the truth GeoTIFFs
+(:class:`StoreWindows`): a few milliseconds of decompression, where taking it from dask
+arrays would send every chunk to its eight neighbours' tasks. :func:`score_windows` gives the
+tasks to the scheduler in bands of whole chunk rows, two bands at a time, so memory (of
+the workers and of the scheduler) is a few chunks per thread and a few bands whatever the
+scene size (BENCHMARKS.md, "roadnet evaluate"). The same task shrinks its share of the error
+map's classes (:func:`~roadnet.pipeline.evaluate.errors.shrink_block`).
 
 Pixels a result holds no data for (code 255) are left out: neither prediction nor truth
 there.
@@ -21,13 +28,12 @@ there.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from roadnet.errors import InputError
@@ -38,30 +44,31 @@ from roadnet.metrics import (
     scores_from_counts,
     within_distance,
 )
+from roadnet.pipeline.evaluate.errors import CLASSES, error_classes, shrink_block
 from roadnet.pipeline.inference.blend import CODE_MAX, FILL_VALUE
 from roadnet.tasks import TASKS
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 __all__ = [
     "COUNTS",
-    "Grid",
+    "ArrayWindows",
+    "Bounds",
+    "StoreWindows",
+    "Windows",
     "block_counts",
-    "check_same_grid",
     "chunked_scores",
     "halo_px",
     "in_memory_scores",
-    "lazy_counts",
-    "open_prediction",
-    "open_truth_labels",
     "predicted_mask",
+    "score_windows",
     "scores_from_pixel_counts",
-    "task_thresholds",
+    "window_task",
 ]
 
 #: The counts a chunk contributes, in the order of :func:`block_counts`.
 COUNTS = ("tp", "fp", "fn", "pred_correct", "pred", "truth_found", "truth")
-
-Grid = dict[str, Any]
-"""``{"crs": rasterio CRS or None, "transform": Affine, "width": int, "height": int}``."""
 
 
 def halo_px(rho: float) -> int:
@@ -151,195 +158,227 @@ def in_memory_scores(pred: np.ndarray, truth: np.ndarray, *, rho: float) -> dict
     return out
 
 
-def lazy_counts(pred: da.Array, truth: da.Array, *, rho: float) -> da.Array:
-    """Summed counts of two ``(y, x)`` masks, lazily, one task per chunk plus a tree sum.
+Bounds = tuple[int, int, int, int]
+"""``(row0, row1, col0, col1)``, half-open, in pixels of the grid."""
+
+
+@functools.lru_cache(maxsize=8)
+def _zarr_arrays(store: str) -> dict[str, Any]:
+    """A result's code arrays, opened once per process and store."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    return {task: group[task] for task in TASKS}
+
+
+@dataclass(frozen=True)
+class StoreWindows:
+    """Windows of a result store and of truth label GeoTIFFs on its grid, read by the tasks.
+
+    Attributes:
+        store: path of the ``roadnet run`` Zarr store (readable by every worker).
+        labels: per task (:data:`~roadnet.tasks.TASKS` order), the truth GeoTIFF's path.
+        cuts: per task, the probability cut (:func:`predicted_mask`).
+        shape: ``(height, width)`` of the grid.
+    """
+
+    store: str
+    labels: tuple[str, ...]
+    cuts: tuple[float, ...]
+    shape: tuple[int, int]
+
+    def read(self, bounds: Bounds) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """``[(pred, truth)]`` ``(y, x)`` bool per task, nodata removed from both, and nodata.
+
+        Returns:
+            The pairs, and the ``(y, x)`` bool nodata mask of the surface task.
+        """
+        import rasterio
+        from rasterio.windows import Window
+
+        r0, r1, c0, c1 = bounds
+        arrays = _zarr_arrays(self.store)
+        pairs, nodata = [], None
+        for task, path, cut in zip(TASKS, self.labels, self.cuts, strict=True):
+            pred, valid = predicted_mask(np.asarray(arrays[task][r0:r1, c0:c1]), threshold=cut)
+            with rasterio.open(path) as src:
+                truth = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0)) > 0
+            pairs.append((pred, truth & valid))
+            nodata = ~valid if nodata is None else nodata
+        assert nodata is not None
+        return pairs, nodata
+
+
+@dataclass(frozen=True)
+class ArrayWindows:
+    """Windows of ``(y, x)`` bool ``(pred, truth)`` pairs in memory (tests, small data)."""
+
+    pairs: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the arrays."""
+        height, width = self.pairs[0][0].shape
+        return int(height), int(width)
+
+    def read(self, bounds: Bounds) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """The pairs' windows (no nodata)."""
+        r0, r1, c0, c1 = bounds
+        pairs = [(p[r0:r1, c0:c1], t[r0:r1, c0:c1]) for p, t in self.pairs]
+        return pairs, np.zeros((r1 - r0, c1 - c0), dtype=bool)
+
+
+Windows = StoreWindows | ArrayWindows
+
+
+def window_task(
+    source: Windows,
+    *,
+    core: Bounds,
+    rho: float,
+    shrink: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, int, tuple[int, int, np.ndarray] | None]:
+    """Counts of one chunk: its window read with a halo, zeros beyond the grid.
 
     Args:
-        pred: ``(y, x)`` bool dask array.
-        truth: ``(y, x)`` bool dask (or numpy) array of the same shape; rechunked to
-            ``pred``'s chunks.
-        rho: relaxed-score tolerance, px.
+        source: where the windows come from.
+        core: the chunk.
+        rho: relaxed-score tolerance, px; the halo is ``ceil(rho)``.
+        shrink: ``(pair index, factor)``: also that pair's error classes, shrunk.
 
     Returns:
-        ``(7,)`` int64 dask array in :data:`COUNTS` order.
+        ``(counts, nodata, partial)``: ``(pairs, 7)`` int64 counts in :data:`COUNTS` order,
+        the chunk's nodata px, and ``(row0, col0, (3, h, w) bool)`` shares of the shrunk
+        tp / fp / fn (:func:`~roadnet.pipeline.evaluate.errors.shrink_block`) or None.
+    """
+    halo = halo_px(rho)
+    height, width = source.shape
+    r0, r1, c0, c1 = core
+    window = (max(r0 - halo, 0), min(r1 + halo, height), max(c0 - halo, 0), min(c1 + halo, width))
+    pairs, nodata = source.read(window)
+    pad = (
+        (window[0] - r0 + halo, r1 + halo - window[1]),
+        (window[2] - c0 + halo, c1 + halo - window[3]),
+    )
+    inner = (slice(r0 - window[0], r1 - window[0]), slice(c0 - window[2], c1 - window[2]))
+    counts = np.empty((len(pairs), len(COUNTS)), dtype=np.int64)
+    partial = None
+    for k, (pred, truth) in enumerate(pairs):
+        pred, truth = np.pad(pred, pad), np.pad(truth, pad)
+        counts[k] = block_counts(pred, truth, halo=halo, rho=rho)
+        if shrink is not None and shrink[0] == k:
+            core_px = (slice(halo, pred.shape[0] - halo), slice(halo, pred.shape[1] - halo))
+            classes = error_classes(pred[core_px], truth[core_px])
+            shares = [shrink_block(classes[c], origin=(r0, c0), factor=shrink[1]) for c in CLASSES]
+            partial = (shares[0][0], shares[0][1], np.stack([share[2] for share in shares]))
+    return counts, int(np.count_nonzero(nodata[inner])), partial
+
+
+def score_windows(
+    source: Windows,
+    *,
+    chunks: tuple[tuple[int, ...], tuple[int, ...]],
+    rho: float,
+    client: Client | None = None,
+    shrink: tuple[int, int] | None = None,
+    band_chunks: int = 256,
+) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Summed counts of every pair over the chunks, one task per chunk, band by band.
+
+    Each task reads its own window (:func:`window_task`): no chunk travels to a neighbour's
+    task. Chunk rows go to the scheduler in bands of about ``band_chunks`` chunks, two
+    bands at a time, so the scheduler holds a bounded part of any scene.
+
+    Args:
+        source: where the windows come from.
+        chunks: the chunks along ``y`` and ``x`` (the store's).
+        rho: relaxed-score tolerance, px.
+        client: compute on this cluster; None: dask's current scheduler.
+        shrink: ``(pair index, factor)``: also shrink that pair's error classes.
+        band_chunks: chunks per band (at least one chunk row).
+
+    Returns:
+        ``(counts, nodata, classes)``: ``(pairs, 7)`` int64 counts in :data:`COUNTS` order,
+        nodata px, and ``(3, ceil(y / factor), ceil(x / factor))`` bool tp / fp / fn or None.
+    """
+    from dask.base import compute
+    from dask.delayed import delayed
+
+    halo_px(rho)  # validates rho before any task runs
+    edges = [np.cumsum((0, *c)).tolist() for c in chunks]
+    rows = [(a, b) for a, b in zip(edges[0][:-1], edges[0][1:], strict=True)]
+    cols = [(a, b) for a, b in zip(edges[1][:-1], edges[1][1:], strict=True)]
+    if (edges[0][-1], edges[1][-1]) != source.shape:
+        raise InputError(f"chunks {edges[0][-1]}x{edges[1][-1]} do not cover {source.shape}")
+    step = max(1, band_chunks // len(cols))
+    task, src = delayed(window_task, pure=True), delayed(source, pure=True)
+    counts, nodata = None, 0
+    classes = None
+    if shrink is not None:
+        classes = np.zeros((3, *(math.ceil(n / shrink[1]) for n in source.shape)), dtype=bool)
+
+    def jobs(first: int) -> list[Any]:
+        return [
+            task(src, core=(r[0], r[1], c[0], c[1]), rho=rho, shrink=shrink)
+            for r in rows[first : first + step]
+            for c in cols
+        ]
+
+    def add(results: Sequence[tuple[np.ndarray, int, Any]]) -> None:
+        nonlocal counts, nodata
+        for part, missing, partial in results:
+            counts = part.copy() if counts is None else counts + part
+            nodata += missing
+            if partial is not None and classes is not None:
+                row0, col0, small = partial
+                classes[:, row0 : row0 + small.shape[1], col0 : col0 + small.shape[2]] |= small
+
+    if client is None:
+        for first in range(0, len(rows), step):
+            add(compute(*jobs(first)))
+    else:
+        pending: list[Any] = []
+        for first in range(0, len(rows), step):
+            pending.append(client.compute(jobs(first)))
+            if len(pending) == 2:  # the next band runs while this one is gathered
+                add(client.gather(pending.pop(0)))
+        for futures in pending:
+            add(client.gather(futures))
+    assert counts is not None
+    return counts, nodata, classes
+
+
+def chunked_scores(
+    pred: np.ndarray, truth: np.ndarray, *, chunks: int | tuple[int, int], rho: float
+) -> dict[str, float]:
+    """Scores of two ``(y, x)`` bool arrays counted chunk by chunk (dask's scheduler).
+
+    The same tasks as a store's (:func:`score_windows`); equals :func:`in_memory_scores`.
     """
     if pred.shape != truth.shape:
         raise InputError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
-    halo = halo_px(rho)
-    pred = pred.astype(bool)
-    truth = da.asarray(truth).astype(bool).rechunk(pred.chunks)
-    if halo:
-        # a constant 0 boundary: beyond the scene is neither road nor prediction
-        depth = {0: halo, 1: halo}
-        pred = da.overlap.overlap(pred, depth=depth, boundary={0: 0, 1: 0})
-        truth = da.overlap.overlap(truth, depth=depth, boundary={0: 0, 1: 0})
-    blocks = da.map_blocks(
-        _counts_block,
-        pred,
-        truth,
-        halo=halo,
-        rho=rho,
-        new_axis=2,
-        chunks=(1, 1, len(COUNTS)),
-        dtype=np.int64,
-        meta=np.empty((0, 0, 0), dtype=np.int64),
+    cy, cx = (chunks, chunks) if isinstance(chunks, int) else chunks
+    grid = tuple(
+        tuple(min(c, n - i) for i in range(0, n, c))
+        for n, c in zip(pred.shape, (cy, cx), strict=True)
     )
-    counts: da.Array = blocks.sum(axis=(0, 1), dtype=np.int64)
-    return counts
+    source = ArrayWindows(((np.asarray(pred, bool), np.asarray(truth, bool)),))
+    counts, _, _ = score_windows(source, chunks=grid, rho=rho, band_chunks=64)  # type: ignore[arg-type]
+    return scores_from_pixel_counts(counts[0])
 
 
-def _counts_block(pred: np.ndarray, truth: np.ndarray, *, halo: int, rho: float) -> np.ndarray:
-    return block_counts(pred, truth, halo=halo, rho=rho)[None, None, :]
-
-
-def chunked_scores(pred: da.Array, truth: da.Array, *, rho: float) -> dict[str, float]:
-    """:func:`lazy_counts` computed (with dask's current scheduler) and scored."""
-    counts = np.asarray(lazy_counts(pred, truth, rho=rho).compute())
-    return scores_from_pixel_counts(counts)
-
-
-def predicted_mask(codes: da.Array, *, threshold: float) -> tuple[da.Array, da.Array]:
+def predicted_mask(codes: Any, *, threshold: float) -> tuple[Any, Any]:
     """The predicted mask of a task and where the result holds data.
 
     Args:
-        codes: ``(y, x)`` uint8 codes ``round(p * 254)``, 255 = nodata.
+        codes: ``(y, x)`` uint8 codes ``round(p * 254)``, 255 = nodata; numpy or dask.
         threshold: probability cut in (0, 1): a pixel is road when ``p >= threshold`` (the
             road layer's rule, ``roadnet vectorize``).
 
     Returns:
-        ``(pred, valid)``, two ``(y, x)`` bool dask arrays.
+        ``(pred, valid)``, two ``(y, x)`` bool arrays of the same kind.
     """
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be in (0, 1), got {threshold}")
     valid = codes != FILL_VALUE
     return valid & (codes >= threshold * CODE_MAX), valid
-
-
-def open_prediction(path: Path) -> tuple[Any, Grid]:
-    """A result store's uint8 codes, lazily, and its grid.
-
-    Returns:
-        ``(dataset, grid)``: an xarray Dataset of ``surface``, ``edge``, ``centerline``
-        ``(y, x)`` uint8 codes (dask-backed, 255 = nodata) and its :data:`Grid`.
-
-    Raises:
-        InputError: no finished result there, no projected CRS, or no uint8 task codes.
-    """
-    from roadnet.pipeline.inference.store import open_result
-
-    ds = open_result(path, mask_and_scale=False)
-    crs = ds.rio.crs
-    if crs is None or not crs.is_projected:
-        raise InputError(f"{path} has no projected CRS: scores in metres need one")
-    for task in TASKS:
-        if task not in ds or ds[task].dtype != np.uint8:
-            raise InputError(f"{path} has no uint8 {task} codes: not a roadnet result")
-    grid = {
-        "crs": crs,
-        "transform": ds.rio.transform(),
-        "width": int(ds.sizes["x"]),
-        "height": int(ds.sizes["y"]),
-    }
-    return ds, grid
-
-
-def task_thresholds(
-    threshold: float | Mapping[str, float] | None, attrs: Mapping[str, Any]
-) -> dict[str, float]:
-    """Per-task probability cuts: the given ones, else the model card's, else 0.5.
-
-    Args:
-        threshold: one cut for every task, ``{task: cut}`` (tasks not named: 0.5), or None.
-        attrs: the result's attributes; ``roadnet:cutoffs`` holds the model card's cuts.
-    """
-    from roadnet.pipeline.inference.run import CUTOFFS_ATTR
-
-    if isinstance(threshold, Mapping):
-        cuts = {t: float(threshold.get(t, 0.5)) for t in TASKS}
-    elif threshold is not None:
-        cuts = dict.fromkeys(TASKS, float(threshold))
-    else:
-        raw = attrs.get(CUTOFFS_ATTR)
-        card = (json.loads(raw) if isinstance(raw, str) else dict(raw)) if raw else {}
-        cuts = {t: float(card.get(t, 0.5)) for t in TASKS}
-    for task, cut in cuts.items():
-        if not 0.0 < cut < 1.0:
-            raise InputError(f"{task} threshold must be in (0, 1), got {cut}")
-    return cuts
-
-
-def _describe(grid: Grid) -> str:
-    t = grid["transform"]
-    crs = grid["crs"]
-    name = "no CRS" if crs is None else (crs.to_string() if hasattr(crs, "to_string") else crs)
-    return (
-        f"{grid['width']}x{grid['height']} px of {abs(t.a):g} m at ({t.c:.2f}, {t.f:.2f}) in {name}"
-    )
-
-
-def check_same_grid(pred: Grid, truth: Grid, *, pred_name: str, truth_name: str) -> None:
-    """Refuse truth on another grid than the prediction, naming both.
-
-    Raises:
-        InputError: the CRSs, transforms or sizes differ (or a CRS is missing).
-    """
-    if pred["crs"] is None or truth["crs"] is None:
-        missing = pred_name if pred["crs"] is None else truth_name
-        raise InputError(f"{missing} has no CRS: cannot check it is on the same grid")
-    same_crs = pred["crs"] == truth["crs"]
-    same_grid = (pred["width"], pred["height"]) == (truth["width"], truth["height"]) and all(
-        math.isclose(a, b, rel_tol=0, abs_tol=1e-6)
-        for a, b in zip(tuple(pred["transform"])[:6], tuple(truth["transform"])[:6], strict=True)
-    )
-    if not (same_crs and same_grid):
-        what = "CRS" if not same_crs else "grid"
-        raise InputError(
-            f"truth {truth_name} ({_describe(truth)}) is not on the {what} of prediction "
-            f"{pred_name} ({_describe(pred)}); rasterize the truth onto the prediction's grid "
-            "(roadnet labels) or pass its vectors"
-        )
-
-
-def open_truth_labels(
-    labels_dir: Path, *, grid: Grid, chunks: tuple[tuple[int, ...], tuple[int, ...]], name: str
-) -> dict[str, da.Array]:
-    """The truth label rasters of a directory, lazily, on the prediction's grid and chunks.
-
-    Args:
-        labels_dir: a directory with ``surface.tif``, ``edge.tif``, ``centerline.tif``
-            (``roadnet labels`` output, 0 / 1 uint8).
-        grid: the prediction's grid (see :data:`Grid`).
-        chunks: the prediction's ``(y, x)`` chunks.
-        name: the prediction's name for error messages.
-
-    Returns:
-        ``{task: (y, x) bool dask array}`` for every task.
-
-    Raises:
-        InputError: a label file is missing or unreadable, or on another grid.
-    """
-    import rasterio
-    import rioxarray
-
-    out: dict[str, da.Array] = {}
-    for task in TASKS:
-        path = Path(labels_dir) / f"{task}.tif"
-        if not path.is_file():
-            raise InputError(f"{labels_dir}: no {task}.tif (write the truth with roadnet labels)")
-        try:
-            with rasterio.open(path) as src:
-                truth_grid = {
-                    "crs": src.crs,
-                    "transform": src.transform,
-                    "width": src.width,
-                    "height": src.height,
-                }
-        except rasterio.errors.RasterioIOError as exc:
-            raise InputError(f"{path}: not a raster GDAL can read") from exc
-        check_same_grid(grid, truth_grid, pred_name=name, truth_name=str(path))
-        array = rioxarray.open_rasterio(
-            path, chunks={"band": 1, "y": chunks[0], "x": chunks[1]}, lock=False
-        )
-        data: da.Array = array.data[0]  # type: ignore[union-attr]
-        out[task] = data > 0
-    return out

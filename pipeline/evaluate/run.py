@@ -11,7 +11,8 @@
   GeoPackage such as ``roadnet synth``'s ``truth.gpkg``, any vector file, an ``.osm.pbf``
   extract). Vectors are rasterized with the labels stage onto the result's grid, into a
   temporary directory beside ``out``, for the pixel scores; their lines, clipped to the
-  grid, are the truth of the buffer scores, and :func:`truth_graph` of them that of APLS.
+  grid, are the truth of the buffer scores, and their graph that of APLS (all read by
+  :mod:`~roadnet.pipeline.evaluate.inputs`).
 
 Pixel counts (:mod:`~roadnet.pipeline.evaluate.pixels`) and the shrunk error classes
 (:mod:`~roadnet.pipeline.evaluate.errors`) are computed in one pass over the store on the
@@ -23,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -43,33 +43,44 @@ from roadnet.outputs import check_output_file
 from roadnet.pipeline.evaluate.apls import apls_score
 from roadnet.pipeline.evaluate.buffer import buffer_scores
 from roadnet.pipeline.evaluate.errors import (
-    error_classes,
+    CLASSES,
     error_image,
     scene_background,
     shrink_factor,
-    shrink_max,
     write_error_map,
 )
-from roadnet.pipeline.evaluate.pixels import (
+from roadnet.pipeline.evaluate.inputs import (
     Grid,
-    halo_px,
-    lazy_counts,
+    describe_grid,
+    grid_bounds,
+    layer_extent,
     open_prediction,
-    open_truth_labels,
-    predicted_mask,
-    scores_from_pixel_counts,
+    rasterize_truth,
+    read_layer,
+    read_truth_roads,
+    sha256_tree,
     task_thresholds,
+    truth_graph,
+    truth_label_paths,
+    truth_lines,
+)
+from roadnet.pipeline.evaluate.pixels import (
+    StoreWindows,
+    halo_px,
+    score_windows,
+    scores_from_pixel_counts,
 )
 from roadnet.tasks import TASKS
 
 if TYPE_CHECKING:
     from distributed import Client
+    from distributed.security import Security
 
     from roadnet.pipeline.scenes.labels import LabelsConfig
     from roadnet.pipeline.vectorize.centerlines import Source
     from roadnet.pipeline.vectorize.run import VectorizeConfig
 
-__all__ = ["APLS_PARAMETERS", "evaluate", "format_report", "truth_graph"]
+__all__ = ["APLS_PARAMETERS", "evaluate", "format_report"]
 
 #: The APLS options every evaluation uses (the SpaceNet reference's defaults).
 APLS_PARAMETERS: dict[str, Any] = {
@@ -78,163 +89,31 @@ APLS_PARAMETERS: dict[str, Any] = {
     "min_path_m": 10.0,
     "max_pairs": 10_000,
 }
-#: Truth vectors are read this far beyond the result's extent, metres.
-READ_MARGIN_M = 50.0
-
-
-def truth_graph(lines: Any) -> nx.MultiGraph:
-    """The road graph of truth lines: nodes at line ends and crossings, one edge between.
-
-    Args:
-        lines: ``(n,)`` LineStrings / MultiLineStrings in a projected CRS in metres.
-
-    Returns:
-        A ``MultiGraph`` with node ``x``, ``y`` and edge ``length`` (metres) and ``geometry``
-        (LineString), the form :func:`~roadnet.pipeline.evaluate.apls.apls_score` reads.
-        Lines are noded where they cross or touch (``shapely.node``; overlaps count once) and
-        merged through points where exactly two meet (``shapely.line_merge``).
-    """
-    graph = nx.MultiGraph()
-    parts = shapely.get_parts(np.asarray(lines, dtype=object))
-    parts = parts[~shapely.is_empty(parts) & (shapely.length(parts) > 0)]
-    if parts.size == 0:
-        return graph
-    merged = shapely.get_parts(shapely.line_merge(shapely.node(shapely.multilinestrings(parts))))
-    ids: dict[tuple[float, float], int] = {}
-    for line in merged:
-        coords = shapely.get_coordinates(line)
-        ends = []
-        for x, y in (coords[0].tolist(), coords[-1].tolist()):
-            if (x, y) not in ids:
-                ids[(x, y)] = len(ids)
-                graph.add_node(ids[(x, y)], x=x, y=y)
-            ends.append(ids[(x, y)])
-        graph.add_edge(ends[0], ends[1], length=float(line.length), geometry=line)
-    return graph
-
-
-def _sha256(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's files (sorted relative names and contents)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_layer(pred: Path) -> tuple[Any, nx.MultiGraph]:
-    """The ``road_centerline`` lines (GeoSeries) of a vectorize road layer and its graph."""
-    import geopandas as gpd
-
-    from roadnet.pipeline.vectorize.layers import read_graph
-
-    try:
-        if pred.is_dir():
-            frame = gpd.read_parquet(pred / "road_centerline.parquet")
-        else:
-            frame = gpd.read_file(pred, layer="road_centerline", engine="pyogrio")
-    except Exception as exc:  # pyogrio and pyarrow raise several kinds
-        raise InputError(f"{pred}: no readable road_centerline layer ({exc})") from exc
-    if frame.crs is None or not frame.crs.is_projected:
-        raise InputError(f"{pred} has no projected CRS: scores in metres need one")
-    return frame.geometry, read_graph(pred)
-
-
-def _truth_roads(truth: Path, *, crs: Any, bounds: Any, layer: str | None) -> Any:
-    """Normalized truth roads in ``crs``, near ``bounds`` when given (labels' reader)."""
-    from roadnet.pipeline.scenes.roads import load_width_table, read_roads
-
-    if layer is None and truth.suffix.lower() == ".gpkg":
-        import pyogrio
-
-        with contextlib.suppress(Exception):  # an unreadable file: read_roads says so
-            if "road_centerline" in {row[0] for row in pyogrio.list_layers(truth)}:
-                layer = "road_centerline"
-    box = None
-    if bounds is not None:
-        m = READ_MARGIN_M
-        box = (bounds[0] - m, bounds[1] - m, bounds[2] + m, bounds[3] + m)
-    return read_roads(truth, crs=crs, widths=load_width_table(), bounds=box, layer=layer)
-
-
-def _truth_lines(roads: Any, *, bounds: Any, name: str, extent: str) -> np.ndarray:
-    """``(n,)`` truth line geometries, clipped to ``bounds`` when given.
-
-    Raises:
-        InputError: no truth line in the extent.
-    """
-    from roadnet.pipeline.scenes.roads import LINE_TYPES
-
-    lines = roads.geometry.to_numpy()[np.isin(roads.geom_type.to_numpy(), LINE_TYPES)]
-    if bounds is not None:
-        lines = shapely.clip_by_rect(lines, *bounds)
-    kept: np.ndarray = lines[~shapely.is_empty(lines)]
-    if kept.size == 0:
-        raise InputError(f"truth {name} has no road lines in the extent of {extent}")
-    return kept
-
-
-def _rasterize_truth(
-    roads: Any,
-    *,
-    grid: Grid,
-    bounds: tuple[float, float, float, float],
-    config: LabelsConfig,
-    out_dir: Path,
-    names: tuple[str, str],
-) -> Path:
-    """Write the truth's labels onto the result's grid with the labels stage."""
-    from roadnet.pipeline.scenes.labels import write_labels
-    from roadnet.pipeline.scenes.roads import road_surfaces
-
-    surfaces = road_surfaces(roads, cap_style=config.cap_style)
-    if not surfaces.intersects(shapely.box(*bounds)).any():
-        raise InputError(f"no roads of {names[0]} lie in the extent of {names[1]}")
-    write_labels(
-        roads,
-        crs=grid["crs"],
-        transform=grid["transform"],
-        width=grid["width"],
-        height=grid["height"],
-        out_dir=out_dir,
-        config=config,
-        block=config.block_px,
-        surfaces=surfaces,
-    )
-    return out_dir
 
 
 def _score_pixels(
     client: Client,
-    ds: Any,
-    truth: dict[str, Any],
+    pred: Path,
+    labels: dict[str, Path],
     *,
+    grid: Grid,
+    chunks: tuple[tuple[int, ...], tuple[int, ...]],
     cuts: dict[str, float],
     rho: float,
-    errors_task: str | None,
-    factor: int,
-) -> tuple[dict[str, dict[str, float]], int, dict[str, np.ndarray] | None]:
+    shrink: tuple[int, int] | None,
+) -> tuple[dict[str, dict[str, float]], int, np.ndarray | None]:
     """Scores of every task, nodata px and the shrunk error classes, in one pass."""
-    lazy: list[Any] = []
-    classes: dict[str, Any] = {}
-    for task in TASKS:
-        pred, valid = predicted_mask(ds[task].data, threshold=cuts[task])
-        target = truth[task].rechunk(pred.chunks) & valid
-        lazy.append(lazy_counts(pred, target, rho=rho))
-        if task == errors_task:
-            classes = {k: shrink_max(v, factor) for k, v in error_classes(pred, target).items()}
-    lazy.append((ds["surface"].data == 255).sum())
-    values = client.gather(client.compute([*lazy, *classes.values()]))
-    scores = {
-        t: scores_from_pixel_counts(np.asarray(v)) for t, v in zip(TASKS, values, strict=False)
-    }
-    n = len(TASKS) + 1
-    shrunk = {k: np.asarray(v) for k, v in zip(classes, values[n:], strict=True)}
-    return scores, int(values[n - 1]), shrunk or None
+    source = StoreWindows(
+        store=str(pred.resolve()),
+        labels=tuple(str(labels[t].resolve()) for t in TASKS),
+        cuts=tuple(cuts[t] for t in TASKS),
+        shape=(grid["height"], grid["width"]),
+    )
+    counts, nodata, classes = score_windows(
+        source, chunks=chunks, rho=rho, client=client, shrink=shrink
+    )
+    scores = {t: scores_from_pixel_counts(c) for t, c in zip(TASKS, counts, strict=True)}
+    return scores, nodata, classes
 
 
 def _vector_scores(
@@ -304,6 +183,7 @@ def evaluate(
     scheduler: str | None = None,
     workers: int | None = None,
     threads_per_worker: int | None = None,
+    security: Security | None = None,
     overwrite: bool = False,
     client: Client | None = None,
 ) -> dict[str, Any]:
@@ -329,6 +209,8 @@ def evaluate(
         scheduler: Dask scheduler address (else ``DASK_SCHEDULER_ADDRESS``, else local).
         workers: local worker processes.
         threads_per_worker: threads per local worker.
+        security: TLS settings for a ``tls://`` scheduler (see
+            :func:`~roadnet.pipeline.cluster.cluster_security`).
         overwrite: replace existing outputs.
         client: run on this client's cluster (``scheduler`` and the layout are ignored).
 
@@ -363,16 +245,17 @@ def evaluate(
     ds, grid, bounds = None, None, None
     if raster:
         ds, grid = open_prediction(pred)
-        bounds = tuple(float(b) for b in ds.rio.bounds())
+        bounds = grid_bounds(grid)
         crs = grid["crs"]
     else:
-        layer_lines, layer_graph = _read_layer(pred)
+        layer_lines, layer_graph = read_layer(pred)
         crs = layer_lines.crs
+        bounds = layer_extent(pred)
     cuts = task_thresholds(threshold, dict(ds.attrs) if ds is not None else {})
     roads = t_lines = None
     if not truth_is_labels:
-        roads = _truth_roads(truth, crs=crs, bounds=bounds, layer=truth_layer)
-        t_lines = _truth_lines(roads, bounds=bounds, name=str(truth), extent=str(pred))
+        roads = read_truth_roads(truth, crs=crs, bounds=bounds, layer=truth_layer)
+        t_lines = truth_lines(roads, bounds=bounds, name=str(truth), extent=str(pred))
     pixel: dict[str, dict[str, float]] = {}
     vector: dict[str, Any] = {}
     grid_info: dict[str, Any] | None = None
@@ -383,41 +266,34 @@ def evaluate(
             labels_dir = truth
             if roads is not None:
                 scratch = stack.enter_context(_scratch(Path(out) if out is not None else pred))
-                labels_dir = _rasterize_truth(
-                    roads,
-                    grid=grid,
-                    bounds=bounds,  # type: ignore[arg-type]
-                    config=lcfg,
-                    out_dir=scratch,
-                    names=(str(truth), str(pred)),
+                labels_dir = rasterize_truth(
+                    roads, grid=grid, config=lcfg, out_dir=scratch, names=(str(truth), str(pred))
                 )
-            active = client or stack.enter_context(
+            active = stack.enter_context(
                 dask_client(
-                    scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker
+                    scheduler=scheduler,
+                    workers=workers,
+                    threads_per_worker=threads_per_worker,
+                    security=security,
+                    client=client,
                 )
             )
             chunks = ds["surface"].data.chunks
-            arrays = open_truth_labels(labels_dir, grid=grid, chunks=chunks, name=str(pred))
+            paths = truth_label_paths(labels_dir, grid=grid, name=str(pred))
             factor = shrink_factor(grid["width"], grid["height"], max_size=max_size)
             pixel, nodata_px, shrunk = _score_pixels(
                 active,
-                ds,
-                arrays,
+                pred,
+                paths,
+                grid=grid,
+                chunks=chunks,
                 cuts=cuts,
                 rho=rho,
-                errors_task=errors_task if errors_path is not None else None,
-                factor=factor,
+                shrink=None if errors_path is None else (TASKS.index(errors_task), factor),
             )
             if all(pixel[t]["truth"] == 0 for t in TASKS):
                 raise InputError(f"truth {truth} has no road pixels in the extent of {pred}")
-            grid_info = {
-                "crs": crs.to_string(),
-                "transform": list(grid["transform"])[:6],
-                "width": grid["width"],
-                "height": grid["height"],
-                "chunk": [int(chunks[0][0]), int(chunks[1][0])],
-                "nodata_px": nodata_px,
-            }
+            grid_info = {**describe_grid(grid, chunks), "nodata_px": nodata_px}
         if t_lines is not None:
             t_graph = truth_graph(t_lines)
             if raster:
@@ -435,7 +311,8 @@ def evaluate(
     if errors_path is not None and shrunk is not None and grid is not None and ds is not None:
         shape = (grid["height"], grid["width"])
         background = scene_background(scene or ds.attrs.get("source"), factor=factor, shape=shape)
-        write_error_map(error_image(background, shrunk), errors_path, overwrite=overwrite)
+        classes = dict(zip(CLASSES, shrunk, strict=True))
+        write_error_map(error_image(background, classes), errors_path, overwrite=overwrite)
     report = {
         "roadnet_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(),
@@ -446,6 +323,7 @@ def evaluate(
         "parameters": {
             "rho_px": rho,
             "buffer_m": buffer_m,
+            "extent": None if bounds is None else list(bounds),
             "thresholds": cuts if raster else None,
             "graph_sources": sources if raster and vector else [],
             "vectorize": vcfg.model_dump(mode="json") if raster and vector else None,
@@ -466,7 +344,7 @@ def evaluate(
 
 
 def _input(path: Path, kind: str) -> dict[str, str]:
-    return {"path": str(path.resolve()), "kind": kind, "sha256": _sha256(path)}
+    return {"path": str(path.resolve()), "kind": kind, "sha256": sha256_tree(path)}
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

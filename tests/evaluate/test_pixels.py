@@ -14,18 +14,19 @@ from affine import Affine
 from rasterio.crs import CRS as RioCRS
 
 from roadnet.errors import InputError
+from roadnet.pipeline.evaluate.inputs import check_same_grid, task_thresholds, truth_label_paths
 from roadnet.pipeline.evaluate.pixels import (
     COUNTS,
+    ArrayWindows,
+    StoreWindows,
     block_counts,
-    check_same_grid,
     chunked_scores,
     halo_px,
     in_memory_scores,
-    lazy_counts,
-    open_truth_labels,
     predicted_mask,
+    score_windows,
     scores_from_pixel_counts,
-    task_thresholds,
+    window_task,
 )
 from roadnet.pipeline.inference.run import CUTOFFS_ATTR
 from roadnet.tasks import TASKS
@@ -42,7 +43,7 @@ def test_relaxed_scores_by_hand() -> None:
     # truth at (2, 2); predictions at (2, 4): 2 px away, and (0, 0): sqrt(8) = 2.83 px away
     truth = _mask((5, 7), (2, 2))
     pred = _mask((5, 7), (2, 4), (0, 0))
-    s = chunked_scores(da.from_array(pred, chunks=3), da.from_array(truth, chunks=3), rho=2)
+    s = chunked_scores(pred, truth, chunks=3, rho=2)
     # strict: nothing hits; relaxed: 1 of 2 predictions within 2 px of truth, truth found
     assert (s["tp"], s["fp"], s["fn"]) == (0, 2, 1)
     assert s["precision"] == s["recall"] == s["f1"] == s["iou"] == 0.0
@@ -50,10 +51,10 @@ def test_relaxed_scores_by_hand() -> None:
     assert s["relaxed_recall"] == 1.0
     assert s["relaxed_f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
     # rho 1.5: the 2 px neighbour is out of reach; a diagonal one (1.41 px) is in
-    s = chunked_scores(da.from_array(pred, chunks=3), da.from_array(truth, chunks=3), rho=1.5)
+    s = chunked_scores(pred, truth, chunks=3, rho=1.5)
     assert s["relaxed_precision"] == s["relaxed_recall"] == 0.0
     diag = _mask((5, 7), (3, 3))
-    s = chunked_scores(da.from_array(diag, chunks=2), da.from_array(truth, chunks=2), rho=1.5)
+    s = chunked_scores(diag, truth, chunks=2, rho=1.5)
     assert s["relaxed_precision"] == s["relaxed_recall"] == s["relaxed_f1"] == 1.0
     assert s["precision"] == 0.0
 
@@ -83,11 +84,16 @@ def _roadlike(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray
     return shifted, truth
 
 
-@pytest.mark.parametrize("rho", [0, 0.5, 1, 1.5, 2, 3, 4.2])
-@pytest.mark.parametrize("chunks", [(64, 64), (50, 37), (7, 5), (1, 300), (300, 300)])
-def test_chunked_equals_in_memory_exactly(rho: float, chunks: tuple[int, int]) -> None:
+@pytest.mark.parametrize("rho", [0, 1, 1.5, 2, 4.2])
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [((131, 157), (64, 64)), ((131, 157), (50, 37)), ((40, 33), (7, 5)), ((9, 120), (1, 300))],
+)
+def test_chunked_equals_in_memory_exactly(
+    rho: float, shape: tuple[int, int], chunks: tuple[int, int]
+) -> None:
+    # ragged last chunks, chunks thinner than the halo, one chunk row
     rng = np.random.default_rng(int(rho * 10) + chunks[0])
-    shape = (131, 157)
     cases = [
         (rng.random(shape) < 0.05, rng.random(shape) < 0.03),  # scattered pixels
         _roadlike(shape, seed=3),  # thin roads off by a pixel or two
@@ -95,16 +101,71 @@ def test_chunked_equals_in_memory_exactly(rho: float, chunks: tuple[int, int]) -
         (np.zeros(shape, bool), np.zeros(shape, bool)),  # nothing at all
     ]
     for pred, truth in cases:
-        ours = chunked_scores(
-            da.from_array(pred, chunks=chunks), da.from_array(truth, chunks=chunks), rho=rho
-        )
+        ours = chunked_scores(pred, truth, chunks=chunks, rho=rho)
         assert ours == in_memory_scores(pred, truth, rho=rho)  # every float bit for bit
 
 
-def test_truth_chunks_need_not_match() -> None:
+def test_a_window_at_the_edge_is_padded_with_zeros() -> None:
+    rng = np.random.default_rng(2)
+    pred, truth = rng.random((20, 30)) < 0.2, rng.random((20, 30)) < 0.2
+    source = ArrayWindows(((pred, truth),))
+    counts, nodata, _ = window_task(source, core=(0, 8, 22, 30), rho=2)  # the top-right corner
+    padded = [np.pad(a[0:10, 20:30], ((2, 0), (0, 2))) for a in (pred, truth)]
+    assert np.array_equal(counts[0], block_counts(*padded, halo=2, rho=2))
+    assert nodata == 0
+
+
+def test_bands_and_clusters_do_not_change_the_counts() -> None:
+    from distributed import Client, LocalCluster
+
     pred, truth = _roadlike((200, 180), seed=5)
-    lazy = lazy_counts(da.from_array(pred, chunks=64), da.from_array(truth, chunks=(33, 90)), rho=2)
-    assert scores_from_pixel_counts(lazy.compute()) == in_memory_scores(pred, truth, rho=2)
+    expected = in_memory_scores(pred, truth, rho=2)
+    source = ArrayWindows(((pred, truth), (truth, pred)))
+    chunks = ((40,) * 5, (40,) * 4 + (20,))
+    for band_chunks in (1, 5, 1000):  # a band of one chunk row, of one, of all
+        counts, _, _ = score_windows(source, chunks=chunks, rho=2, band_chunks=band_chunks)
+        assert scores_from_pixel_counts(counts[0]) == expected
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
+        as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        counts, _, classes = score_windows(
+            source, chunks=chunks, rho=2, client=client, band_chunks=5, shrink=(1, 7)
+        )
+    assert scores_from_pixel_counts(counts[0]) == expected
+    assert scores_from_pixel_counts(counts[1]) == in_memory_scores(truth, pred, rho=2)
+    assert classes is not None and classes.shape == (3, 29, 26)
+    from roadnet.pipeline.evaluate.errors import error_classes, shrink_max
+
+    whole = error_classes(truth, pred)
+    for k, name in enumerate(("tp", "fp", "fn")):  # chunk shares OR-ed = the whole shrunk
+        assert np.array_equal(classes[k], shrink_max(whole[name], 7))
+
+
+def test_store_windows_read_the_result_and_the_truth(tmp_path: Path) -> None:
+    from _results import write_result
+
+    codes = road_codes(300, 260, seed=2)
+    codes[:, 100:120, 50:90] = 255  # no data there
+    store = write_result(tmp_path / "r.zarr", codes, chunk=128)
+    rng = np.random.default_rng(3)
+    truth = {t: (codes[i] > 120) ^ (rng.random(codes[i].shape) < 0.01) for i, t in enumerate(TASKS)}
+    folder = _write_labels(tmp_path / "labels", truth)
+    source = StoreWindows(
+        store=str(store),
+        labels=tuple(str(folder / f"{t}.tif") for t in TASKS),
+        cuts=(0.5, 0.6, 0.4),
+        shape=(300, 260),
+    )
+    counts, nodata, _ = score_windows(source, chunks=((128, 128, 44), (128, 128, 4)), rho=2)
+    assert nodata == 20 * 40
+    for i, (task, cut) in enumerate(zip(TASKS, source.cuts, strict=True)):
+        valid = codes[i] != 255
+        pred = valid & (codes[i] >= cut * 254)
+        assert scores_from_pixel_counts(counts[i]) == in_memory_scores(
+            pred, truth[task] & valid, rho=2
+        )
 
 
 def test_zero_denominators_follow_roadnet_metrics() -> None:
@@ -116,7 +177,9 @@ def test_zero_denominators_follow_roadnet_metrics() -> None:
 
 def test_shape_mismatch_and_bad_rho_are_refused() -> None:
     with pytest.raises(InputError, match="shape"):
-        lazy_counts(da.zeros((4, 4), bool), da.zeros((4, 5), bool), rho=2)
+        chunked_scores(np.zeros((4, 4), bool), np.zeros((4, 5), bool), chunks=2, rho=2)
+    with pytest.raises(InputError, match="do not cover"):
+        score_windows(ArrayWindows(((np.zeros((4, 4), bool),) * 2,)), chunks=((2,), (4,)), rho=1)
     assert halo_px(2.0) == 2 and halo_px(2.1) == 3 and halo_px(0) == 0
     with pytest.raises(InputError, match="rho"):
         halo_px(-1)
@@ -127,6 +190,8 @@ def test_predicted_mask_rule_and_nodata() -> None:
     pred, valid = predicted_mask(codes, threshold=0.5)  # 0.5 * 254 = 127
     assert pred.compute().tolist() == [[False, False, True, True, False]]
     assert valid.compute().tolist() == [[True, True, True, True, False]]
+    pred, valid = predicted_mask(codes.compute(), threshold=0.5)  # numpy, the same
+    assert pred.tolist() == [[False, False, True, True, False]]
     with pytest.raises(InputError, match="threshold"):
         predicted_mask(codes, threshold=1.0)
 
@@ -150,7 +215,7 @@ def test_grids_that_differ_are_named_both() -> None:
     with pytest.raises(InputError, match=r"l/surface.tif .*EPSG:3067.*CRS of prediction r.zarr"):
         check_same_grid(GRID, other_crs, pred_name="r.zarr", truth_name="l/surface.tif")
     shifted = GRID | {"transform": TRANSFORM * Affine.translation(1, 0)}
-    with pytest.raises(InputError, match="grid of prediction r.zarr") as info:
+    with pytest.raises(InputError, match=r"grid of prediction r\.zarr") as info:
         check_same_grid(GRID, shifted, pred_name="r.zarr", truth_name="l/surface.tif")
     assert "385000.30" in str(info.value) and "385000.00" in str(info.value)
     with pytest.raises(InputError, match="40x30 px"):
@@ -174,18 +239,15 @@ def _write_labels(folder: Path, labels: dict[str, np.ndarray], *, crs: str = CRS
     return folder
 
 
-def test_truth_labels_open_lazily_on_the_prediction_chunks(tmp_path: Path) -> None:
+def test_truth_labels_must_be_on_the_prediction_grid(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     labels = {t: (rng.random((30, 40)) < 0.2).astype(np.uint8) for t in TASKS}
     folder = _write_labels(tmp_path / "labels", labels)
-    chunks = ((16, 14), (16, 16, 8))
-    arrays = open_truth_labels(folder, grid=GRID, chunks=chunks, name="r.zarr")
-    for task in TASKS:
-        assert arrays[task].chunks == chunks
-        assert np.array_equal(arrays[task].compute(), labels[task] > 0)
+    paths = truth_label_paths(folder, grid=GRID, name="r.zarr")
+    assert paths == {t: folder / f"{t}.tif" for t in TASKS}
     (folder / "edge.tif").unlink()
-    with pytest.raises(InputError, match="no edge.tif"):
-        open_truth_labels(folder, grid=GRID, chunks=chunks, name="r.zarr")
+    with pytest.raises(InputError, match=r"no edge\.tif"):
+        truth_label_paths(folder, grid=GRID, name="r.zarr")
     wrong = _write_labels(tmp_path / "wrong", labels, crs="EPSG:3067")
     with pytest.raises(InputError, match=r"wrong/surface.tif.*r\.zarr"):
-        open_truth_labels(wrong, grid=GRID, chunks=chunks, name="r.zarr")
+        truth_label_paths(wrong, grid=GRID, name="r.zarr")
