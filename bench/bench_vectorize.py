@@ -1,7 +1,9 @@
 """Benchmark ``roadnet vectorize`` against one-process vectorizing, side by side.
 
     .venv/bin/python bench/bench_vectorize.py --sizes 4096,8192,16384 --reps 2 \
-        --work-dir /tmp/bench-vectorize
+        --work-dir /tmp/bench-vectorize --keep --json /tmp/bench-vectorize/results.json
+    .venv/bin/python bench/bench_vectorize.py --report /tmp/bench-vectorize/results.json
+    .venv/bin/python bench/bench_vectorize.py --kernels 32 --work-dir DIR --reuse --keep
 
 The result stores: a 4096 x 4096 block of ``tests/_results.road_codes`` (``--roads`` straight
 roads 9-21 px wide, specks and pinholes) tiled with mirrored copies, so that every road
@@ -18,9 +20,10 @@ peak RSS is its own; times are taken inside the child after its imports):
        threads_per_worker=1)``, the function the command uses). Its clock starts once the
        cluster is up and the workers have imported the kernels and compiled skan's numba
        code (``start-up``, reported beside it: a user pays both). Client phases are timed by
-       wrapping the functions ``vectorize_result`` calls, task times come from the task
-       stream, peak memory from ``getrusage`` in the client and in each worker right after
-       (b); then, on the same cluster:
+       wrapping the functions ``vectorize_result`` calls (and the client's RSS sampled in
+       each phase), task times come from the task stream, peak memory from each process's
+       own ``VmHWM`` in the client and in every worker right after (b), the workers' RSS
+       sampled every 0.1 s against the tasks they ran; then, on the same cluster:
   (b') the polygon part alone: ``dissolve.dissolve`` through the distributed Client;
   (g2) the centerline graph alone: ``centerline_pieces`` on the cluster + ``join_pieces`` in
        the client;
@@ -30,8 +33,9 @@ peak RSS is its own; times are taken inside the child after its imports):
        before would pass that limit;
   (g1) whole-image ``skimage.morphology.skeletonize`` + ``skan.Skeleton`` + ``summarize``
        in one process (skan's numba compilation before the clock).
-Ratios are taken inside a repetition, then their median. ``--kernels`` times the per-chunk
-kernels of (b) one by one on the chunks of one block instead.
+Ratios are taken inside a repetition, then their median; CPU seconds are reported beside the
+wall times (the machine is shared). ``--kernels`` times the per-chunk kernels of (b) one by
+one on the chunks of one block instead; ``--report`` prints the tables of a ``--json`` file.
 """
 
 from __future__ import annotations
@@ -808,6 +812,23 @@ def report(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "CPU seconds of the same runs ((b): client process, scheduler included, plus both "
+        "workers; in brackets the client's share), and (b)'s CPU ratio to the size before:",
+        "",
+        "| rep | scene | (a) | (c) | (g1) | (a) + (g1) | (b) [client] | (b) CPU × size before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for i, rep in enumerate(reps, 1):
+        for j, row in enumerate(rep):
+            a, b, c, g1 = row["a"], row["b"], row["c"], row["g1"]
+            growth = _fmt(b["cpu_s"] / rep[j - 1]["b"]["cpu_s"]) if j else "–"
+            lines.append(
+                f"| {i} | {row['size']}² | {a['cpu_s']:.1f} | {_fmt(c.get('cpu_s'), 1)} "
+                f"| {g1['cpu_s']:.1f} | {a['cpu_s'] + g1['cpu_s']:.1f} "
+                f"| {b['cpu_s']:.1f} [{b['client_cpu_s']:.1f}] | {growth} |"
+            )
+    lines += [
+        "",
         "Memory (MiB; workers: each one's kernel peak after (b); client: this process, "
         "scheduler included, its own peak after (b) and its RSS once the cluster was up):",
         "",
@@ -892,6 +913,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse stores in --work-dir")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--report", default=None, help="print the tables of a --json file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
@@ -917,6 +939,9 @@ def main() -> None:
         Path(args.child_out).write_text(json.dumps(row))
         return
 
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
     if args.reuse or args.keep:
         if args.work_dir is None:
             raise SystemExit("--reuse and --keep need --work-dir")
