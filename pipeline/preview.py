@@ -24,7 +24,13 @@ from roadnet.errors import InputError
 from roadnet.outputs import check_output_file
 from roadnet.pipeline.scenes.labels import LABEL_NAMES, open_raster
 
-__all__ = ["OVERLAY_COLORS", "make_preview", "overlay_labels", "stretch_to_uint8"]
+__all__ = [
+    "OVERLAY_COLORS",
+    "make_preview",
+    "overlay_labels",
+    "stretch_to_uint8",
+    "write_image",
+]
 
 #: Probability at or above which a ``roadnet run`` result pixel is drawn as its task.
 RESULT_THRESHOLD = 0.5
@@ -266,10 +272,19 @@ def make_preview(
             rgb = overlay_labels(rgb, _read_result(Path(result), src, factor))
         elif roads is not None:
             rgb = overlay_labels(rgb, _read_roads(Path(roads), src, factor))
+    return write_image(rgb, out, overwrite=overwrite)
+
+
+def write_image(image: np.ndarray, out: Path, *, overwrite: bool) -> Path:
+    """Save a ``(y, x, 3)`` uint8 image under a temporary name, then rename it to ``out``.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+    """
     check_output_file(out, overwrite=overwrite)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}{out.suffix}")
     try:
-        Image.fromarray(rgb).save(partial)
+        Image.fromarray(image).save(partial)
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from roadnet.errors import InputError
-from roadnet.outputs import check_output_file
 
 __all__ = [
     "CLASSES",
@@ -186,16 +184,9 @@ def write_error_map(image: np.ndarray, out: Path, *, overwrite: bool = False) ->
         InputError: ``out`` does not end in ``.png``.
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
     """
-    from PIL import Image
-
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--errors {out} must end in .png")
-    check_output_file(out, overwrite=overwrite)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}{out.suffix}")
-    try:
-        Image.fromarray(image).save(partial)
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
+    from roadnet.pipeline.preview import write_image
+
+    return write_image(image, out, overwrite=overwrite)
