@@ -124,8 +124,10 @@ def write_store(path: Path, size: int, work: Path, args: argparse.Namespace) -> 
 
 def code_state() -> dict[str, str]:
     """The commit and a digest of the vectorize stage's sources as they are on disk now."""
+    import roadnet.pipeline.vectorize as stage  # the checkout's, or --before's in a child
+
     digest = hashlib.sha1()
-    for path in sorted((ROOT / "pipeline" / "vectorize").glob("*.py")):
+    for path in sorted(Path(stage.__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     head = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -477,7 +479,7 @@ def _task_profile(records: list[dict[str, Any]]) -> dict[str, Any]:
                 count[name] += 1
                 longest[name] = max(longest[name], seconds)
                 stops[name] = max(stops[name], ss["stop"])
-                if name == "merge_group":
+                if name in ("merge_group", "merge_task"):
                     merges.append(seconds)
             elif ss["action"] == "transfer":
                 transfer += seconds
@@ -487,7 +489,9 @@ def _task_profile(records: list[dict[str, Any]]) -> dict[str, Any]:
         "tasks": dict(count),
         "longest_s": {k: round(v, 2) for k, v in longest.items()},
         "transfer_s": round(transfer, 2),
-        "merge_tail_s": round(max(stops.get("merge_group", 0.0) - leaves, 0.0), 2),
+        "merge_tail_s": round(
+            max(max(stops.get(k, 0.0) for k in ("merge_group", "merge_task")) - leaves, 0.0), 2
+        ),
         "merge_longest_s": [round(x, 2) for x in sorted(merges, reverse=True)[:6]],
     }
 
@@ -654,15 +658,28 @@ def child_kernels(result: Path, chunks: int) -> dict[str, Any]:
 
 
 def run_child(
-    kind: str, result: Path, work: Path, timeout: float, extra: tuple[str, ...] = ()
+    kind: str,
+    result: Path,
+    work: Path,
+    timeout: float,
+    extra: tuple[str, ...] = (),
+    *,
+    code: str | None = None,
 ) -> dict[str, Any]:
-    """Run one measurement in a fresh process; add its wall time and process-tree peak RSS."""
-    out_json = work / f"{kind}.json"
+    """Run one measurement in a fresh process; add its wall time and process-tree peak RSS.
+
+    ``code``: a directory holding a ``roadnet`` package tree to import instead of the
+    checkout's (put first on ``PYTHONPATH``, which the cluster's workers inherit).
+    """
+    label = f"{kind}-before" if code else kind
+    out_json = work / f"{label}.json"
     out_json.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", kind, "--result", str(result)]
     cmd += ["--child-out", str(out_json), "--work-dir", str(work), *extra]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    log = (work / f"{kind}.log").open("w")
+    if code:
+        env["PYTHONPATH"] = os.pathsep.join([code, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    log = (work / f"{label}.log").open("w")
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
     ps = psutil.Process(proc.pid)
@@ -689,10 +706,10 @@ def run_child(
     wall = time.perf_counter() - start
     if timed_out:
         return {"timed_out": True, "wall_s": wall, "limit_s": timeout}
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0 or not out_json.exists():
-        tail = (work / f"{kind}.log").read_text()[-3000:]
-        raise SystemExit(f"child {kind} failed ({code}):\n{tail}")
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code != 0 or not out_json.exists():
+        tail = (work / f"{label}.log").read_text()[-3000:]
+        raise SystemExit(f"child {label} failed ({exit_code}):\n{tail}")
     row: dict[str, Any] = json.loads(out_json.read_text())
     row["wall_s"] = wall
     row["tree_peak_mib"] = peak / MIB
@@ -707,7 +724,11 @@ def one_size(
     row["a"] = run_child("whole", result, work, args.timeout)
     print(f" {row['a']['seconds']:.1f} s, (b)", end="", flush=True)
     row["b"] = run_child("cluster", result, work, args.timeout)
-    print(f" {row['b']['seconds']:.1f} s, (c)", end="", flush=True)
+    print(f" {row['b']['seconds']:.1f} s,", end="", flush=True)
+    if args.before:
+        row["b0"] = run_child("cluster", result, work, args.timeout, code=args.before)
+        print(f" (b) before {row['b0']['seconds']:.1f} s,", end="", flush=True)
+    print(" (c)", end="", flush=True)
     if c_skip:
         row["c"] = {"skipped": c_skip}
         print(" skipped", end="", flush=True)
@@ -730,6 +751,10 @@ def one_size(
     if "seconds" in c:
         ratios["b_vs_c"] = c["seconds"] / b["seconds"]
         ratios["bp_vs_c"] = c["seconds"] / b["dissolve_s"]
+    if "b0" in row:
+        ratios["b0_vs_a"] = a["seconds"] / row["b0"]["seconds"]
+        ratios["b_vs_b0"] = row["b0"]["seconds"] / b["seconds"]
+        ratios["b_vs_b0_cpu"] = row["b0"]["cpu_s"] / b["cpu_s"]
     row["ratios"] = ratios
     return row
 
@@ -846,7 +871,38 @@ def report(results: dict[str, Any]) -> str:
                 f"| {b['client_peak_mib']:.0f} ({b['client_base_mib']:.0f}) "
                 f"| {a['peak_mib']:.0f} | {_fmt(c.get('peak_mib'), 0)} | {g1['peak_mib']:.0f} |"
             )
+    if any("b0" in row for rep in reps for row in rep):
+        lines += _before_after(reps)
     return "\n".join(lines)
+
+
+def _before_after(reps: list[list[dict[str, Any]]]) -> list[str]:
+    """(b) with the ``--before`` code against (b) with the checkout's, same repetitions."""
+    lines = [
+        "",
+        "Before / after ((b) with the --before code, then with the checkout's, back to back;"
+        " memory in MiB):",
+        "",
+        "| rep | scene | (b) before s | (b) after s | × faster | CPU-s before | CPU-s after "
+        "| tasks before | tasks after | workers peak before | workers peak after "
+        "| client peak before | client peak after | (b) vs (a) before | (b) vs (a) after |",
+        "| --- |" + " --- |" * 14,
+    ]
+    for i, rep in enumerate(reps, 1):
+        for row in rep:
+            if "b0" not in row:
+                continue
+            b0, b, r = row["b0"], row["b"], row["ratios"]
+            n0 = sum(b0["tasks"]["tasks"].values())
+            n1 = sum(b["tasks"]["tasks"].values())
+            lines.append(
+                f"| {i} | {row['size']}² | {b0['seconds']:.1f} | {b['seconds']:.1f} "
+                f"| {r['b_vs_b0']:.2f} | {b0['cpu_s']:.1f} | {b['cpu_s']:.1f} | {n0} | {n1} "
+                f"| {max(b0['worker_peak_mib']):.0f} | {max(b['worker_peak_mib']):.0f} "
+                f"| {b0['client_peak_mib']:.0f} | {b['client_peak_mib']:.0f} "
+                f"| {r['b0_vs_a']:.2f} | {r['b_vs_a']:.2f} |"
+            )
+    return lines
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -913,6 +969,11 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse stores in --work-dir")
     parser.add_argument("--keep", action="store_true", help="keep the stores")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="a directory with an older roadnet package tree: (b) runs with it too",
+    )
     parser.add_argument("--report", default=None, help="print the tables of a --json file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,17 @@ import keras
 from roadnet.model.card import write_json_atomic
 from roadnet.tasks import TASKS
 
-__all__ = ["MONITOR", "CurvesPlot", "MeanF1", "RunState", "TimeBudget", "plot_curves", "read_state"]
+__all__ = [
+    "MONITOR",
+    "CurvesPlot",
+    "EarlyStoppingState",
+    "MeanF1",
+    "PlateauState",
+    "RunState",
+    "TimeBudget",
+    "plot_curves",
+    "read_state",
+]
 
 MONITOR = "val_mean_f1"
 
@@ -34,6 +45,44 @@ class MeanF1(keras.callbacks.Callback):  # type: ignore[misc]
                 logs[f"{prefix}mean_f1"] = float(sum(float(logs[k]) for k in keys) / len(keys))
 
 
+def _plain(value: Any) -> Any:
+    """A counter as JSON can hold it (numpy and tensor scalars become floats)."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return float(value)
+
+
+class _Counters:
+    """Mixin: a callback whose counters survive ``--resume`` (Keras resets them per fit)."""
+
+    COUNTERS: tuple[str, ...] = ()
+
+    def counters(self) -> dict[str, Any]:
+        """The counters now, for ``state.json``."""
+        return {key: _plain(getattr(self, key)) for key in self.COUNTERS}
+
+    def restore(self, counters: Mapping[str, Any] | None) -> None:
+        """Counters to set when the next fit begins (after Keras has reset them)."""
+        self._restored = {k: v for k, v in (counters or {}).items() if k in self.COUNTERS}
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)  # type: ignore[misc]
+        for key, value in getattr(self, "_restored", {}).items():
+            setattr(self, key, value)
+
+
+class PlateauState(_Counters, keras.callbacks.ReduceLROnPlateau):  # type: ignore[misc]
+    """``ReduceLROnPlateau`` whose wait, cooldown and best survive a resumed run."""
+
+    COUNTERS = ("wait", "cooldown_counter", "best")
+
+
+class EarlyStoppingState(_Counters, keras.callbacks.EarlyStopping):  # type: ignore[misc]
+    """``EarlyStopping`` whose wait, best and best epoch survive a resumed run."""
+
+    COUNTERS = ("wait", "best", "best_epoch")
+
+
 def _save_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     model.save(tmp)
@@ -43,15 +92,25 @@ def _save_atomic(model: keras.Model, path: Path) -> None:
 class RunState(keras.callbacks.Callback):  # type: ignore[misc]
     """Saves ``last.keras`` (with optimizer) every epoch, ``best.keras`` on a new best F1.
 
-    ``state.json`` records the completed epochs, the best score and its epoch, so a run can
-    resume; files are replaced atomically, so an interrupted run leaves usable checkpoints.
+    ``state.json`` records the completed epochs, the best score and its epoch, and the
+    counters of the plateau and early-stopping callbacks (``counters``), so a run can
+    resume where it stopped; files are replaced atomically, so an interrupted run leaves
+    usable checkpoints.
     """
 
-    def __init__(self, directory: Path, *, best: float = -1.0, best_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        best: float = -1.0,
+        best_epoch: int = 0,
+        counters: Mapping[str, _Counters] | None = None,
+    ) -> None:
         super().__init__()
         self.directory = directory
         self.best = best
         self.best_epoch = best_epoch
+        self.counter_sources = dict(counters or {})
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
@@ -68,6 +127,7 @@ class RunState(keras.callbacks.Callback):  # type: ignore[misc]
                 "best_epoch": self.best_epoch,
                 "monitor": MONITOR,
                 "wall_s_this_session": round(time.monotonic() - self.started, 1),
+                "counters": {name: cb.counters() for name, cb in self.counter_sources.items()},
             },
         )
 

@@ -18,8 +18,8 @@ import keras
 import numpy as np
 from skimage.transform import resize
 
-from roadnet.config import StrictModel
 from roadnet.errors import InputError
+from roadnet.model.augment import AugmentConfig, augment, redraw_thin_labels
 from roadnet.model.roadnet import output_names
 from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
@@ -40,17 +40,6 @@ __all__ = [
 Window = tuple[int, int, int, int]  # col0, row0, col1, row1 (pixels, end exclusive)
 
 
-class AugmentConfig(StrictModel):
-    """Random augmentation of training crops (all off when every value is zero/false)."""
-
-    flip: bool = True
-    rot90: bool = True
-    brightness: float = 0.1  # additive, fraction of the 0-255 range
-    contrast: float = 0.15  # multiplicative around the crop mean
-    hue: float = 10.0  # degrees of chroma rotation
-    scale: float = 0.1  # crop side jitter, fraction
-
-
 @dataclass(frozen=True)
 class LabelledScene:
     """A scene and its labels, held in memory.
@@ -60,12 +49,14 @@ class LabelledScene:
         labels: ``(y, x, 3)`` uint8 {0, 1}: surface, edge, centerline.
         window: ``(col0, row0, col1, row1)`` — the part of the scene to use.
         name: the scene path, for messages and model cards.
+        gsd: pixel size in metres (None when the scene has no projected CRS).
     """
 
     image: np.ndarray
     labels: np.ndarray
     window: Window
     name: str
+    gsd: float | None = None
 
 
 def to_display_range(image: np.ndarray) -> np.ndarray:
@@ -109,6 +100,7 @@ def read_labelled_scene(
         if src.count != 3:
             raise InputError(f"{scene}: expected 3 bands (R, G, B), found {src.count}")
         grid = (src.width, src.height, src.transform)
+        gsd = abs(float(src.transform.a)) if src.crs is not None and src.crs.is_projected else None
         image = to_display_range(np.moveaxis(src.read(), 0, -1))
     image8 = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     planes = []
@@ -123,13 +115,27 @@ def read_labelled_scene(
     win: Window = (0, 0, width, height) if window is None else tuple(window)  # type: ignore[assignment]
     if len(win) != 4 or not (0 <= win[0] < win[2] <= width and 0 <= win[1] < win[3] <= height):
         raise InputError(f"window {list(win)} is not inside {scene} ({width}x{height} px)")
-    return LabelledScene(image=image8, labels=labels, window=win, name=str(scene))
+    return LabelledScene(image=image8, labels=labels, window=win, name=str(scene), gsd=gsd)
 
 
 def sample_crop(
-    scene: LabelledScene, *, size: int, rng: np.random.Generator, scale: float = 0.0
+    scene: LabelledScene,
+    *,
+    size: int,
+    rng: np.random.Generator,
+    scale: float = 0.0,
+    gsd_range: tuple[float, float] | None = None,
+    thin_widths: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random square crop from the scene's window, resampled to ``size`` when scale-jittered.
+
+    With ``gsd_range`` (metres) and a scene of known pixel size, the crop covers the ground a
+    ``size`` px crop at a pixel size drawn log-uniformly from the range would cover, so the
+    model sees roads as wide (in pixels) as at any GSD in the range; ``scale`` jitter is
+    applied on top. Labels are resampled by nearest neighbour, the image bilinearly (with
+    anti-aliasing when shrinking); with ``thin_widths`` = ``(edge_width_px,
+    centerline_dilate_px)`` a resampled crop's edge and centerline are redrawn at those
+    widths (:func:`~roadnet.model.augment.redraw_thin_labels`).
 
     Returns:
         ``(size, size, 3)`` float32 image on the 0–255 scale and ``(size, size, 3)`` float32
@@ -137,7 +143,13 @@ def sample_crop(
     """
     col0, row0, col1, row1 = scene.window
     limit = min(col1 - col0, row1 - row0)
-    side = round(size * rng.uniform(1.0 - scale, 1.0 + scale)) if scale > 0 else size
+    factor = 1.0
+    if gsd_range is not None and scene.gsd:
+        lo, hi = np.log(gsd_range[0]), np.log(gsd_range[1])
+        factor = float(np.exp(rng.uniform(lo, hi))) / scene.gsd
+    if scale > 0:
+        factor *= rng.uniform(1.0 - scale, 1.0 + scale)
+    side = round(size * factor)
     side = min(side, limit)
     if side < INPUT_MULTIPLE:
         raise InputError(f"{scene.name}: window {list(scene.window)} is too small for crops")
@@ -146,53 +158,17 @@ def sample_crop(
     image = scene.image[r : r + side, c : c + side].astype(np.float32)
     labels = scene.labels[r : r + side, c : c + side].astype(np.float32)
     if side != size:
-        image = resize(image, (size, size), order=1, preserve_range=True, anti_aliasing=False)
+        image = resize(image, (size, size), order=1, preserve_range=True, anti_aliasing=side > size)
+        thin = labels[..., 2]
         labels = resize(labels, (size, size), order=0, preserve_range=True, anti_aliasing=False)
+        if thin_widths is not None:
+            if side > size:  # shrinking: keep every line that passes through a pixel
+                shrunk = resize(thin, (size, size), order=1, anti_aliasing=True)
+                labels[..., 2] = shrunk > 0.15
+            labels = redraw_thin_labels(
+                labels, edge_width_px=thin_widths[0], centerline_dilate_px=thin_widths[1]
+            )
     return image.astype(np.float32), labels.astype(np.float32)
-
-
-def _hue_matrix(degrees: float) -> np.ndarray:
-    """``(3, 3)`` RGB->RGB matrix rotating chroma by ``degrees`` in YIQ space."""
-    to_yiq = np.array(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float64
-    )
-    theta = np.deg2rad(degrees)
-    rot = np.array(
-        [[1, 0, 0], [0, np.cos(theta), -np.sin(theta)], [0, np.sin(theta), np.cos(theta)]]
-    )
-    return np.asarray(np.linalg.inv(to_yiq) @ rot @ to_yiq, dtype=np.float32)
-
-
-def augment(
-    image: np.ndarray, labels: np.ndarray, *, config: AugmentConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips, 90° rotations, brightness, contrast and hue jitter.
-
-    Args:
-        image: ``(y, x, 3)`` float32 on the 0–255 scale.
-        labels: ``(y, x, C)`` float32; moved with the image, never colour-jittered.
-        config: which augmentations, and how strong.
-        rng: the random generator (seeded by the caller).
-
-    Returns:
-        The augmented ``(image, labels)``; the image is clipped to 0–255.
-    """
-    if config.flip and rng.random() < 0.5:
-        image, labels = image[:, ::-1], labels[:, ::-1]
-    if config.flip and rng.random() < 0.5:
-        image, labels = image[::-1], labels[::-1]
-    if config.rot90:
-        k = int(rng.integers(0, 4))
-        image, labels = np.rot90(image, k), np.rot90(labels, k)
-    if config.hue:
-        image = image @ _hue_matrix(rng.uniform(-config.hue, config.hue)).T
-    if config.contrast:
-        mean = image.mean(axis=(0, 1), keepdims=True)
-        image = (image - mean) * rng.uniform(1 - config.contrast, 1 + config.contrast) + mean
-    if config.brightness:
-        image = image + 255.0 * rng.uniform(-config.brightness, config.brightness)
-    image = np.clip(image, 0.0, 255.0).astype(np.float32)
-    return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
 def label_targets(labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -270,7 +246,15 @@ class CropDataset(keras.utils.PyDataset):  # type: ignore[misc]
         for _ in range(self.batch_size):
             scene = self.scenes[int(rng.choice(len(self.scenes), p=self.weights))]
             image, label = sample_crop(
-                scene, size=self.crop_size, rng=rng, scale=self.augment_config.scale
+                scene,
+                size=self.crop_size,
+                rng=rng,
+                scale=self.augment_config.scale,
+                gsd_range=self.augment_config.gsd_range,
+                thin_widths=(
+                    self.augment_config.edge_width_px,
+                    self.augment_config.centerline_dilate_px,
+                ),
             )
             image, label = augment(image, label, config=self.augment_config, rng=rng)
             images.append(image)

@@ -19,8 +19,10 @@ from roadnet.model.data import LabelledScene
 from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
 __all__ = [
+    "evaluate_gap_on_files",
     "evaluate_model_on_files",
     "evaluate_scene",
+    "generalization_gap",
     "parse_cuts",
     "parse_thresholds",
     "predict_scene",
@@ -250,6 +252,77 @@ def evaluate_model_on_files(
     }
     if swept is not None:
         report["sweep"] = swept
+    if out is not None:
+        from roadnet.model.card import write_json_atomic
+
+        write_json_atomic(out, report)
+    return report
+
+
+#: Scores the generalization gap compares, per task.
+GAP_KEYS = ("iou", "f1", "relaxed_f1")
+
+
+def generalization_gap(
+    in_style: Mapping[str, Any], out_of_style: Mapping[str, Any]
+) -> dict[str, dict[str, float]]:
+    """Per task and score, in-style minus out-of-style (positive: worse on the new style).
+
+    Args:
+        in_style: a report of :func:`evaluate_model_on_files` on a scene in the training style.
+        out_of_style: a report of the same model on a scene of a style never trained on.
+    """
+    return {
+        task: {
+            key: float(in_style["scores"][task][key]) - float(out_of_style["scores"][task][key])
+            for key in GAP_KEYS
+        }
+        for task in TASKS
+    }
+
+
+def evaluate_gap_on_files(
+    in_style: tuple[Path, Path],
+    out_of_style: tuple[Path, Path],
+    *,
+    model_path: Path | None = None,
+    out: Path | None = None,
+    threshold: Thresholds = 0.5,
+    rho: float = 2.0,
+    tile: int = 512,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Score one model on an in-style and an out-of-style labelled scene, and their gap.
+
+    Args:
+        in_style: ``(scene, labels_dir)`` rendered in a style the model was trained on.
+        out_of_style: ``(scene, labels_dir)`` of a held-out style.
+        model_path: a ``.keras`` model; None for the shipped default model.
+        out: JSON file to write the report to, or None.
+        threshold: probability cut (one, or per task).
+        rho: tolerance of the relaxed scores, pixels.
+        tile: prediction tile side, a multiple of 16.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        ``{"model", "content_hash", "in_style": report, "out_of_style": report, "gap":
+        {task: {score: in - out}}}``; the two reports are those of
+        :func:`evaluate_model_on_files`.
+    """
+    from roadnet.outputs import check_output_file
+
+    if out is not None:
+        check_output_file(out, overwrite=overwrite)
+    kwargs: dict[str, Any] = {"model_path": model_path, "threshold": threshold, "rho": rho}
+    first = evaluate_model_on_files(*in_style, tile=tile, **kwargs)
+    second = evaluate_model_on_files(*out_of_style, tile=tile, **kwargs)
+    report = {
+        "model": first["model"],
+        "content_hash": first["content_hash"],
+        "in_style": first,
+        "out_of_style": second,
+        "gap": generalization_gap(first, second),
+    }
     if out is not None:
         from roadnet.model.card import write_json_atomic
 

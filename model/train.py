@@ -4,6 +4,7 @@ A run directory holds everything a run writes::
 
     best.keras   last.keras   state.json        checkpoints (best validation F1 / every epoch)
     history.csv  curves.png   tensorboard/      logs
+    augment-samples.png                         the first training batches, as augmented
     model.keras  model.json                     final model (best weights, no optimizer) + card
     roadnet-config.yaml                         the resolved config
 
@@ -31,10 +32,13 @@ from roadnet.config import (
     write_resolved_config,
 )
 from roadnet.errors import ConfigError, InputError, OutputExistsError
+from roadnet.model.augment import write_sample_grid
 from roadnet.model.callbacks import (
     MONITOR,
     CurvesPlot,
+    EarlyStoppingState,
     MeanF1,
+    PlateauState,
     RunState,
     TimeBudget,
     plot_curves,
@@ -75,6 +79,7 @@ class TrainConfig(StrictModel):
     """``configs/train-lite.yaml``; paths are relative to the working directory."""
 
     model: str = "roadnet-lite"  # a bundled variant name or a variant YAML path
+    init_from: Path | None = None  # start from this .keras model's weights (fine-tuning)
     train: list[ScenePair] = Field(min_length=1)
     validation: ScenePair
     crop_size: int = Field(256, ge=INPUT_MULTIPLE)
@@ -202,6 +207,7 @@ class _Start:
     epoch: int = 0
     best: float = -1.0
     best_epoch: int = 0
+    counters: dict[str, Any] | None = None
 
 
 def _read_data(config: TrainConfig) -> _Data:
@@ -214,6 +220,22 @@ def _read_data(config: TrainConfig) -> _Data:
         val_scene, size=config.crop_size, max_tiles=config.validation_tiles
     )
     return _Data(scenes=scenes, validation=val_scene, x_val=x_val, y_val=y_val)
+
+
+def _load_weights(model: keras.Model, path: Path) -> None:
+    """Copy the weights of a saved model of the same variant into ``model``.
+
+    Raises:
+        InputError: the file is missing or holds another architecture.
+    """
+    if not path.is_file():
+        raise InputError(f"init_from: file not found: {path}")
+    source = load_model(path)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise InputError(f"init_from: {path} is not a {model.name} of this variant") from exc
+    log.info("starting from the weights of %s", path)
 
 
 def _model_and_start(
@@ -232,10 +254,13 @@ def _model_and_start(
             epoch=int(state["epoch"]),
             best=float(state["best"]),
             best_epoch=int(state["best_epoch"]),
+            counters=state.get("counters"),
         )
         log.info("resuming %s after epoch %d (best %s %.4f)", out, start.epoch, MONITOR, start.best)
     else:
         model = build_roadnet(variant)
+        if config.init_from is not None:
+            _load_weights(model, config.init_from)
         _compile(model, config)
     if start.epoch >= config.epochs:
         raise ConfigError(f"run {out} already has {start.epoch} epochs; raise `epochs`")
@@ -248,19 +273,29 @@ def _callbacks(
     """The epoch-end callbacks, in the order their logs depend on each other."""
     # order matters: MeanF1 adds the monitored key and ReduceLROnPlateau the learning rate
     # to the epoch logs that the later callbacks read
+    plateau = PlateauState(
+        monitor=MONITOR,
+        mode="max",
+        factor=config.lr_factor,
+        patience=config.lr_patience,
+        min_lr=config.min_learning_rate,
+    )
+    stopping = EarlyStoppingState(
+        monitor=MONITOR, mode="max", patience=config.early_stopping_patience
+    )
+    counters = start.counters or {}
+    plateau.restore(counters.get("lr_plateau"))
+    stopping.restore(counters.get("early_stopping"))
     callbacks: list[keras.callbacks.Callback] = [
         MeanF1(),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=MONITOR,
-            mode="max",
-            factor=config.lr_factor,
-            patience=config.lr_patience,
-            min_lr=config.min_learning_rate,
+        plateau,
+        stopping,
+        RunState(
+            out,
+            best=start.best,
+            best_epoch=start.best_epoch,
+            counters={"lr_plateau": plateau, "early_stopping": stopping},
         ),
-        keras.callbacks.EarlyStopping(
-            monitor=MONITOR, mode="max", patience=config.early_stopping_patience
-        ),
-        RunState(out, best=start.best, best_epoch=start.best_epoch),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
         CurvesPlot(out / "history.csv", out / "curves.png"),
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
@@ -291,6 +326,7 @@ def _fit(
         use_multiprocessing=False,
     )
     dataset.epoch = start.epoch
+    write_sample_grid(dataset, out / "augment-samples.png")
     budget = TimeBudget(config.max_minutes * 60) if config.max_minutes else None
     callbacks = _callbacks(config, out, start, resume=resume, budget=budget)
     started = time.monotonic()

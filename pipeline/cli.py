@@ -141,6 +141,14 @@ def synth(
     size: Annotated[
         str | None, typer.Option("--size", help="Scene size WxH in pixels (default: the extent).")
     ] = None,
+    style: Annotated[
+        str | None,
+        typer.Option(
+            "--style",
+            help="Appearance preset (configs/styles/: temperate, arid, heldout) or a style "
+            "YAML; its ranges are drawn from the seed. --gsd and --set keys win over it.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Overwrite = False,
@@ -155,7 +163,15 @@ def synth(
         overrides=set_ or [],
         values={"gsd": gsd, "seed": seed, "size": parse_size(size) if size else None},
     )
-    synthesize(osm, out, config=cfg, overwrite=overwrite)
+    style_name = None
+    if style is not None:
+        from roadnet.pipeline.scenes.styles import apply_style, load_style
+
+        chosen = load_style(style)
+        keep = {item.partition("=")[0].strip().split(".")[0] for item in set_ or []}
+        cfg = apply_style(cfg, chosen, keep=keep | ({"gsd"} if gsd is not None else set()))
+        style_name = str(style)
+    synthesize(osm, out, config=cfg, overwrite=overwrite, style=style_name)
 
 
 @app.command()
@@ -193,7 +209,10 @@ def preview(
 @app.command()
 def run(
     scene: Annotated[str, typer.Argument(help="Scene raster: local path or fsspec URL.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output Zarr store (RESULT.zarr).")],
+    out: Annotated[
+        str,
+        typer.Option("--out", "-o", help="Output Zarr store: RESULT.zarr or s3://bucket/r.zarr."),
+    ],
     model: Annotated[
         str | None, typer.Option("--model", help=".keras model path or URL (default: shipped).")
     ] = None,
@@ -224,7 +243,7 @@ def run(
         ),
     ] = False,
     vectorize_out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--vectorize",
             help="Then vectorize the result into this road layer (roads.gpkg), same cluster.",
@@ -300,9 +319,14 @@ def run(
 
 @app.command()
 def vectorize(
-    result: Annotated[Path, typer.Argument(help="A roadnet run Zarr store (RESULT.zarr).")],
+    result: Annotated[
+        str, typer.Argument(help="A roadnet run Zarr store (RESULT.zarr, or an s3:// URL).")
+    ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="roads.gpkg, or a directory for --format parquet.")
+        str,
+        typer.Option(
+            "--out", "-o", help="roads.gpkg, or a directory for --format parquet (or a URL)."
+        ),
     ],
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
@@ -369,6 +393,53 @@ def vectorize(
 
 
 @app.command()
+def nightly(
+    inbox: Annotated[
+        str, typer.Option("--inbox", help="Folder, bucket URL or STAC listing folder of scenes.")
+    ],
+    outbox: Annotated[
+        str, typer.Option("--outbox", help="Folder or URL: outputs, catalog, city layer, report.")
+    ],
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    tls_ca_file: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Retry scenes that failed before, even unchanged."),
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Process the scenes new in an inbox: results, road layers, catalog, merged city layer."""
+    from roadnet.config import load_config
+    from roadnet.pipeline.cluster import cluster_security
+    from roadnet.pipeline.nightly.run import NightlyConfig
+    from roadnet.pipeline.nightly.run import nightly as run_nightly
+
+    cfg = load_config(NightlyConfig, config or "nightly", overrides=set_ or [])
+    summary = run_nightly(
+        inbox,
+        outbox,
+        config=cfg,
+        scheduler=scheduler,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        security=cluster_security(ca_file=tls_ca_file, cert=tls_cert, key=tls_key),
+        retry_failed=retry_failed,
+        progress=progress,
+    )
+    typer.echo(summary.line())
+    if summary.failed or summary.merge_error:
+        sys.exit(1)  # some scene failed this run (its error is in the catalog and report)
+
+
+@app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")],
     config: Annotated[
@@ -392,6 +463,47 @@ def train(
         f"{result.model_path}: best val_mean_f1 {metrics['best']:.4f} at epoch "
         f"{metrics['best_epoch']} ({result.card['content_hash']})"
     )
+
+
+def _evaluate_gap(
+    in_style: tuple[Path, Path],
+    out_of_style: tuple[Path, Path],
+    *,
+    model: Path | None,
+    out: Path | None,
+    cuts: dict[str, float],
+    rho: float,
+    card: Path | None,
+    card_key: str,
+    overwrite: bool,
+) -> None:
+    """``evaluate-model --out-of-style``: both scenes side by side, then the gap."""
+    from roadnet.model.evaluate import evaluate_gap_on_files
+
+    report = evaluate_gap_on_files(
+        in_style,
+        out_of_style,
+        model_path=model,
+        out=out,
+        threshold=cuts,
+        rho=rho,
+        overwrite=overwrite,
+    )
+    if card is not None:
+        from roadnet.model.card import attach_evaluation
+
+        attach_evaluation(card, report, name=card_key)
+    typer.echo(f"in-style: {in_style[0]}\nout-of-style: {out_of_style[0]}")
+    typer.echo(
+        f"{'task':<11} {'IoU in':>7} {'out':>7} {'gap':>7}   "
+        f"{'relaxed F1 in':>13} {'out':>7} {'gap':>7}   (rho={rho:g})"
+    )
+    for task, gap in report["gap"].items():
+        a, b = report["in_style"]["scores"][task], report["out_of_style"]["scores"][task]
+        typer.echo(
+            f"{task:<11} {a['iou']:7.4f} {b['iou']:7.4f} {gap['iou']:+7.4f}   "
+            f"{a['relaxed_f1']:13.4f} {b['relaxed_f1']:7.4f} {gap['relaxed_f1']:+7.4f}"
+        )
 
 
 @app.command("evaluate-model")
@@ -424,6 +536,21 @@ def evaluate_model(
     card_key: Annotated[
         str, typer.Option("--card-key", help="Name of the evaluation in the card.")
     ] = "held_out",
+    out_of_style: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-of-style",
+            help="A second scene, in a style the model never saw (e.g. `roadnet synth --style "
+            "heldout`): report both scenes side by side and the generalization gap.",
+        ),
+    ] = None,
+    out_of_style_labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-of-style-labels",
+            help="Labels of --out-of-style (default: the labels/ folder beside it).",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Score a model on a labelled scene: pixel and relaxed precision / recall / F1 / IoU."""
@@ -431,6 +558,21 @@ def evaluate_model(
     from roadnet.model.evaluate import evaluate_model_on_files, parse_cuts, parse_thresholds
 
     cuts = parse_thresholds(threshold)
+    if out_of_style is not None:
+        if window or sweep:
+            raise InputError("--out-of-style scores whole scenes: drop --window and --sweep")
+        _evaluate_gap(
+            (scene, labels_dir),
+            (out_of_style, out_of_style_labels or out_of_style.parent / "labels"),
+            model=model,
+            out=out,
+            cuts=cuts,
+            rho=rho,
+            card=card,
+            card_key=card_key,
+            overwrite=overwrite,
+        )
+        return
     sweep_cuts = parse_cuts(sweep) if sweep else []
     win = None
     if window:
@@ -466,7 +608,7 @@ def evaluate_model(
 @app.command()
 def evaluate(
     pred: Annotated[
-        Path, typer.Option("--pred", help="RESULT.zarr (roadnet run) or roads.gpkg (vectorize).")
+        str, typer.Option("--pred", help="RESULT.zarr (roadnet run) or roads.gpkg (vectorize).")
     ],
     truth: Annotated[
         Path,

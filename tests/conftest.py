@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from _s3 import s3_bucket, s3_server  # noqa: F401  (fixtures: a real S3 server, a bucket)
 
 if TYPE_CHECKING:
     from distributed import Client

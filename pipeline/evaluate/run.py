@@ -40,6 +40,7 @@ import shapely
 from roadnet import __version__
 from roadnet.errors import InputError
 from roadnet.outputs import check_output_file
+from roadnet.paths import is_url
 from roadnet.pipeline.evaluate.apls import apls_score
 from roadnet.pipeline.evaluate.buffer import buffer_scores
 from roadnet.pipeline.evaluate.errors import (
@@ -229,6 +230,11 @@ def evaluate(
     from roadnet.pipeline.vectorize.run import VectorizeConfig, road_layers
 
     started = time.perf_counter()
+    if is_url(pred):
+        # An unfinished store is refused with open_result's line; a finished one is not read
+        # from an object store yet (see README, "Object stores").
+        open_prediction(pred)  # type: ignore[arg-type]
+        raise InputError(f"--pred {pred}: evaluate reads local results only; copy it first")
     pred, truth = Path(pred), Path(truth)
     errors_path = None if errors is None else Path(errors)
     halo_px(rho)  # validates rho

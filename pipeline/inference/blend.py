@@ -215,8 +215,8 @@ def pad_from_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) 
 
     Args:
         blocks: 3 × 3 nested list of ``(band, y, x)`` scene chunks, ``blocks[1][1]`` this
-            chunk, the others its neighbours, None beyond the scene. Every chunk is at least
-            ``overlap`` px along both axes.
+            chunk, the others its neighbours, None beyond the scene. A chunk is at least
+            ``overlap`` px along an axis unless it is the scene's only chunk along it.
         overlap: context per side in px.
 
     Returns:
@@ -238,14 +238,21 @@ def pad_from_neighbours(blocks: list[list[np.ndarray | None]], *, overlap: int) 
             if block is not None:
                 out[:, into[i], into_x[j]] = block[:, take[i], take[j]]
     # Mirror the missing sides: columns first, then rows over the full width (corners).
-    if blocks[1][0] is None:
-        out[:, :, :d] = out[:, :, 2 * d - 1 : d - 1 : -1]
-    if blocks[1][2] is None:
-        out[:, :, d + w :] = out[:, :, d + w - 1 : w - 1 : -1]
-    if blocks[0][1] is None:
-        out[:, :d] = out[:, 2 * d - 1 : d - 1 : -1]
-    if blocks[2][1] is None:
-        out[:, d + h :] = out[:, d + h - 1 : h - 1 : -1]
+    # An axis thinner than the overlap (a thin scene, one chunk along it) mirrors repeatedly.
+    if w < d:
+        out[:] = np.pad(out[:, :, d : d + w], ((0, 0), (0, 0), (d, d)), mode="symmetric")
+    else:
+        if blocks[1][0] is None:
+            out[:, :, :d] = out[:, :, 2 * d - 1 : d - 1 : -1]
+        if blocks[1][2] is None:
+            out[:, :, d + w :] = out[:, :, d + w - 1 : w - 1 : -1]
+    if h < d:
+        out[:] = np.pad(out[:, d : d + h], ((0, 0), (d, d), (0, 0)), mode="symmetric")
+    else:
+        if blocks[0][1] is None:
+            out[:, :d] = out[:, 2 * d - 1 : d - 1 : -1]
+        if blocks[2][1] is None:
+            out[:, d + h :] = out[:, d + h - 1 : h - 1 : -1]
     return out
 
 

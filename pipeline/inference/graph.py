@@ -62,13 +62,14 @@ def model_shape_for(
         :func:`~roadnet.pipeline.inference.blend.plan_chunks`) and the model input shape,
         the largest padded block rounded up to the model's input multiple.
 
+    A scene thinner than the overlap is one chunk along that axis, its context mirrored
+    repeatedly (:func:`~roadnet.pipeline.inference.blend.pad_from_neighbours`).
+
     Raises:
-        InputError: the scene is thinner than the overlap.
+        InputError: the scene is empty.
     """
-    if min(shape) < max(overlap, 1):
-        raise InputError(
-            f"scene of {shape[1]} x {shape[0]} px is thinner than the overlap ({overlap} px)"
-        )
+    if min(shape) < 1:
+        raise InputError(f"scene of {shape[1]} x {shape[0]} px is empty")
     ys = plan_chunks(shape[0], core=core, overlap=overlap)
     xs = plan_chunks(shape[1], core=core, overlap=overlap)
     return ys, xs, (_round_up(max(ys) + 2 * overlap), _round_up(max(xs) + 2 * overlap))

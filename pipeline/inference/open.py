@@ -16,6 +16,7 @@ takes three bands R, G, B on a 0–255 scale:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,14 @@ from rasterio.windows import Window
 from roadnet.errors import InputError
 from roadnet.paths import is_url
 
-__all__ = ["MODEL_BANDS", "Scene", "default_input_max", "open_scene", "probe_scene"]
+__all__ = [
+    "MODEL_BANDS",
+    "Scene",
+    "default_input_max",
+    "open_scene",
+    "probe_scene",
+    "read_failure",
+]
 
 MODEL_BANDS = 3
 
@@ -144,8 +152,8 @@ def open_scene(
             file_nodata = src.nodata
             crs = src.crs
             identity = src.transform.is_identity
-    except rasterio.RasterioIOError as exc:
-        raise InputError(f"cannot open scene {source}: {exc}") from exc
+    except (rasterio.RasterioIOError, OSError) as exc:
+        raise InputError(f"cannot open scene {source}: {_gdal_message(exc)}") from exc
     if crs is None or identity:
         raise InputError(f"{source}: no CRS or geotransform; the scene must be georeferenced")
     if len(dtypes) != 1:
@@ -172,3 +180,56 @@ def open_scene(
         nodata=nodata if nodata is not None else file_nodata,
         alpha=alpha,
     )
+
+
+def _gdal_message(exc: BaseException) -> str:
+    """GDAL's own words for a failed read: rasterio puts them in the cause."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if cause is not None and "previous exception" in text:
+        text = str(cause)
+    return " ".join(text.split())
+
+
+def _is_read_error(exc: BaseException) -> bool:
+    """A rasterio read error, also as it comes back from a Dask worker (maybe re-wrapped)."""
+    return isinstance(exc, rasterio.RasterioIOError) or "RasterioIOError" in repr(exc)
+
+
+def read_failure(
+    exc: BaseException, source: str, *, rows: Sequence[int], cols: Sequence[int]
+) -> InputError | None:
+    """The one-line error for a scene whose pixels fail to read, or None for other errors.
+
+    A truncated or corrupt file opens (its header is intact) and fails only when a worker
+    reads a damaged block; the worker's error says only "Read failed". This reads the
+    scene's chunk windows here, in order, to name the first failing one and GDAL's reason.
+
+    Args:
+        exc: the error a run raised.
+        source: the scene's path or URL.
+        rows: chunk heights of the scene as read (``(y, x)`` chunking), px.
+        cols: chunk widths, px.
+    """
+    if not _is_read_error(exc):
+        return None
+    path, kwargs = _open_kwargs(source)
+    try:
+        with rasterio.open(path, **kwargs) as src:
+            y0 = 0
+            for height in rows:
+                x0 = 0
+                for width in cols:
+                    window = Window(x0, y0, width, height)
+                    try:
+                        src.read(window=window)
+                    except rasterio.RasterioIOError as err:
+                        return InputError(
+                            f"cannot read scene {source}: window rows {y0}-{y0 + height - 1}, "
+                            f"cols {x0}-{x0 + width - 1} (px): {_gdal_message(err)}"
+                        )
+                    x0 += width
+                y0 += height
+    except (rasterio.RasterioIOError, OSError) as err:
+        return InputError(f"cannot read scene {source}: {_gdal_message(err)}")
+    return InputError(f"cannot read scene {source} on a worker: {_gdal_message(exc)}")

@@ -27,13 +27,20 @@ from pydantic import Field, model_validator
 from roadnet import __version__
 from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
+from roadnet.leases import hold_output
 from roadnet.model.card import card_cutoffs
 from roadnet.model.io import content_hash, default_model_path
-from roadnet.paths import is_url
+from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.batches import run_stencil
 from roadnet.pipeline.inference.blend import FILL_VALUE, SCALE_FACTOR
 from roadnet.pipeline.inference.graph import blend_plan, model_shape_for, predict_array
-from roadnet.pipeline.inference.open import MODEL_BANDS, Scene, open_scene, probe_scene
+from roadnet.pipeline.inference.open import (
+    MODEL_BANDS,
+    Scene,
+    open_scene,
+    probe_scene,
+    read_failure,
+)
 from roadnet.pipeline.inference.runner import ModelRunner, fetch_model, validate_model
 from roadnet.pipeline.inference.store import (
     JOB_ATTR,
@@ -254,7 +261,7 @@ def run(
 class RunSummary:
     """What a :func:`run_to_zarr` call did."""
 
-    out: Path
+    out: Location
     pixels: int
     chunks: int
     computed: int
@@ -308,7 +315,9 @@ def run_to_zarr(
 
     Args:
         scene: path or URL of the scene.
-        out: Zarr store directory to create (local or on a filesystem the workers share).
+        out: Zarr store to create: a directory (local or on a filesystem the workers share)
+            or an fsspec URL such as ``s3://bucket/r.zarr`` (written in place, marked complete
+            last; see :mod:`~roadnet.pipeline.inference.store`).
         model: ``.keras`` path or URL readable by every worker (default: the shipped model).
         config: run options.
         scheduler: Dask scheduler address (else ``DASK_SCHEDULER_ADDRESS``, else local).
@@ -333,36 +342,37 @@ def run_to_zarr(
     from roadnet.pipeline.cluster import dask_client
 
     config = config or RunConfig()
-    out = Path(out).resolve()
+    out = location(out)
     # The model is probed on a worker, so this process never imports TensorFlow.
     prediction = predict_scene(scene, model=model, config=config, validate=False)
     job = _job_fingerprint(prediction, str(scene))
-    staging, resume = prepare_store(out, job=job, overwrite=overwrite)
-    grid = (prediction.codes.numblocks[1], prediction.codes.numblocks[2])
-    todo = ~done_chunks(staging) if resume else np.ones(grid, bool)
-    computed = int(todo.sum())
-    log.info("%d of %d chunks to compute%s", computed, todo.size, " (resuming)" * resume)
-    cluster = dask_client(
-        scheduler=scheduler,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        dashboard=dashboard,
-        security=security,
-        client=client,
-    )
-    with cluster as client:
-        seconds = _compute_store(
-            client,
-            prediction,
-            staging,
-            job=job,
-            todo=todo,
-            create=not resume,
-            config=config,
-            batch_chunks=batch_chunks,
-            progress=progress,
+    with hold_output(out):  # one run per output at a time (roadnet.leases)
+        staging, resume = prepare_store(out, job=job, overwrite=overwrite)
+        grid = (prediction.codes.numblocks[1], prediction.codes.numblocks[2])
+        todo = ~done_chunks(staging) if resume else np.ones(grid, bool)
+        computed = int(todo.sum())
+        log.info("%d of %d chunks to compute%s", computed, todo.size, " (resuming)" * resume)
+        cluster = dask_client(
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            dashboard=dashboard,
+            security=security,
+            client=client,
         )
-    finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
+        with cluster as client:
+            seconds = _compute_store(
+                client,
+                prediction,
+                staging,
+                job=job,
+                todo=todo,
+                create=not resume,
+                config=config,
+                batch_chunks=batch_chunks,
+                progress=progress,
+            )
+        finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
     h, w = prediction.scene.shape
     return RunSummary(
         out=out, pixels=h * w, chunks=grid[0] * grid[1], computed=computed, seconds=seconds
@@ -372,7 +382,7 @@ def run_to_zarr(
 def _compute_store(
     client: Client,
     prediction: Prediction,
-    staging: Path,
+    staging: Location,
     *,
     job: str,
     todo: np.ndarray,
@@ -405,12 +415,19 @@ def _compute_store(
         alpha=prediction.scene.alpha,
         consume=partial(write_chunk, path=str(staging), chunk=config.chunk, job=job),
     )
-    run_stencil(
-        client,
-        plan.stencil,
-        grid=plan.grid,
-        units=plan.units(todo),
-        batch_chunks=batch_chunks,
-        progress=progress,
-    )
+    try:
+        run_stencil(
+            client,
+            plan.stencil,
+            grid=plan.grid,
+            units=plan.units(todo),
+            batch_chunks=batch_chunks,
+            progress=progress,
+        )
+    except Exception as exc:  # a damaged scene fails on a worker: name the file and window
+        chunks = prediction.scene.data.data.chunks  # (band, y, x)
+        failure = read_failure(exc, prediction.scene.source, rows=chunks[1], cols=chunks[2])
+        if failure is None:
+            raise
+        raise failure from exc
     return time.perf_counter() - start

@@ -10,19 +10,26 @@ says ``Conventions: CF-1.8``, ``x``/``y`` carry ``axis``, ``standard_name`` and 
 CF-aware readers (cf_xarray, xarray's ``decode_coords="all"``) find the axes and the CRS.
 
 A run writes into ``OUT.partial-run``; a rerun with the same job resumes there and computes
-only the chunks whose flag is unset. When every flag is set the store is marked
-``roadnet:complete``, its metadata consolidated, and it is renamed to ``OUT``. So ``OUT``
+only the chunks whose flag is unset. When every flag is set the store's metadata is
+consolidated, the store marked ``roadnet:complete``, and it is renamed to ``OUT``. So ``OUT``
 only ever holds a complete result, and :func:`open_result` refuses anything else.
+
+On an object store (``OUT`` an fsspec URL such as ``s3://bucket/r.zarr``) there is no
+rename: the store is written in place, and the ``roadnet:complete`` attribute in the group's
+``zarr.json``, written in one PUT after every chunk and the consolidated metadata, is the
+completion marker. A store without it is refused by :func:`open_result`, resumed by a rerun
+of the same job, and replaced (marker removed first) only with ``overwrite``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor open_result's callers use)
@@ -31,9 +38,13 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.outputs import replace_with
+from roadnet.outputs import output_exists, remove_output, replace_with
+from roadnet.paths import Location, StorageOptions, is_url
 from roadnet.pipeline.inference.blend import FILL_VALUE
 from roadnet.tasks import TASKS
+
+if TYPE_CHECKING:
+    from zarr.storage import StoreLike
 
 __all__ = [
     "COMPLETE_ATTR",
@@ -52,41 +63,80 @@ __all__ = [
 COMPLETE_ATTR = "roadnet:complete"
 JOB_ATTR = "roadnet:job"
 PROGRESS = "progress/done"
-ZARR_FORMAT = 3
+ZARR_FORMAT: Literal[3] = 3
 #: The group's ``Conventions`` attribute.
 CONVENTIONS = "CF-1.8"
 
 
-def staging_path(out: Path) -> Path:
-    """Where the store is built (and resumed) before it becomes ``out``."""
+def staging_path(out: Location) -> Location:
+    """Where the store is built (and resumed) before it becomes ``out``.
+
+    A sibling ``OUT.partial-run`` directory, or on an object store ``out`` itself.
+    """
+    if is_url(out):
+        return str(out)
+    out = Path(out)
     return out.with_name(f"{out.name}.partial-run")
 
 
-def _group_attrs(path: Path) -> dict[str, Any] | None:
+def _store(location: Location, storage_options: StorageOptions | None = None) -> StoreLike:
+    """What zarr and xarray open: a local directory's path, or an fsspec store of a URL."""
+    if not is_url(location):
+        return str(location)
+    from zarr.storage import FsspecStore
+
+    # Listings are not cached: another process may have just written or removed the store.
+    options = {"use_listings_cache": False, **(storage_options or {})}
+    return FsspecStore.from_url(str(location), storage_options=options, read_only=False)
+
+
+def _group_attrs(
+    path: Location, storage_options: StorageOptions | None = None
+) -> dict[str, Any] | None:
     try:
-        return dict(zarr.open_group(str(path), mode="r").attrs)
+        group = zarr.open_group(_store(path, storage_options), mode="r", zarr_format=ZARR_FORMAT)
+        return dict(group.attrs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
         return None
 
 
-def prepare_store(out: Path, *, job: str, overwrite: bool) -> tuple[Path, bool]:
+def _has_progress(path: Location, storage_options: StorageOptions | None) -> bool:
+    try:
+        done_chunks(path, storage_options=storage_options)
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError):
+        return False
+    return True
+
+
+def prepare_store(
+    out: Location,
+    *,
+    job: str,
+    overwrite: bool,
+    storage_options: StorageOptions | None = None,
+) -> tuple[Location, bool]:
     """Decide where to write: a fresh staging store or the one a killed run left.
 
     Args:
-        out: final store path.
+        out: final store path or URL.
         job: fingerprint of scene, model and config; a leftover store resumes only if equal.
         overwrite: allow replacing a complete ``out`` and discarding another job's leftover.
+        storage_options: fsspec options of a URL.
 
     Returns:
-        ``(staging path, resume)``: ``resume`` is True when the leftover store is reused.
+        ``(staging location, resume)``: ``resume`` is True when the leftover store is reused.
+        On an object store the staging location is ``out``.
 
     Raises:
         OutputExistsError: ``out`` exists (or a leftover of another job does) without
             ``overwrite``.
     """
+    if is_url(out):
+        return _prepare_in_place(str(out), job=job, overwrite=overwrite, options=storage_options)
+    out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
-    staging = staging_path(out)
+    staging = Path(staging_path(out))
     if staging.exists():
         attrs = _group_attrs(staging)
         if attrs is not None and attrs.get(JOB_ATTR) == job:
@@ -98,6 +148,28 @@ def prepare_store(out: Path, *, job: str, overwrite: bool) -> tuple[Path, bool]:
             )
         shutil.rmtree(staging)
     return staging, False
+
+
+def _prepare_in_place(
+    out: str, *, job: str, overwrite: bool, options: StorageOptions | None
+) -> tuple[str, bool]:
+    """:func:`prepare_store` on an object store: the store is ``out`` itself."""
+    if not output_exists(out, storage_options=options):
+        return out, False
+    attrs = _group_attrs(out, options)
+    if attrs is not None and attrs.get(COMPLETE_ATTR) is not True:
+        if attrs.get(JOB_ATTR) == job and _has_progress(out, options):
+            return out, True
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out} holds an unfinished run of another scene, model or config "
+                "(use --overwrite to discard it)"
+            )
+    elif not overwrite:
+        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+    # The group's zarr.json goes first: it holds the completion marker.
+    remove_output(out, first="zarr.json", storage_options=options)
+    return out, False
 
 
 def cf_coordinate_attrs(crs: Any) -> tuple[dict[str, str], dict[str, str]]:
@@ -142,18 +214,25 @@ def cf_coordinate_attrs(crs: Any) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def create_store(
-    path: Path, template: xr.Dataset, *, chunk: int, grid: tuple[int, int], attrs: dict[str, Any]
+    path: Location,
+    template: xr.Dataset,
+    *,
+    chunk: int,
+    grid: tuple[int, int],
+    attrs: dict[str, Any],
+    storage_options: StorageOptions | None = None,
 ) -> None:
     """Write the store's metadata and coordinates; no chunk data yet.
 
     Args:
-        path: store directory (must not exist).
+        path: store directory or URL (must not exist).
         template: Dataset of lazy uint8 ``(y, x)`` code arrays with coordinates and
             ``spatial_ref``; only its metadata is written (``compute=False``), with the CF
             attributes added (``Conventions``, the ``x``/``y`` axes).
         chunk: core chunk size.
         grid: ``(rows, cols)`` of chunks.
         attrs: dataset attributes (provenance); must include :data:`JOB_ATTR`.
+        storage_options: fsspec options of a URL.
     """
     ds = template.copy()
     ds.attrs = {"Conventions": CONVENTIONS, **attrs, COMPLETE_ATTR: False}
@@ -172,48 +251,60 @@ def create_store(
         }
         for name in TASKS
     }
+    store = _store(path, storage_options)
     ds.to_zarr(
-        str(path),
+        store,
         mode="w-",
         compute=False,
         zarr_format=ZARR_FORMAT,
         consolidated=False,
         encoding=encoding,
     )
-    group = zarr.open_group(str(path), mode="r+")
+    group = zarr.open_group(store, mode="r+", zarr_format=ZARR_FORMAT)
     group.create_array(
         PROGRESS, shape=grid, chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None
     )
 
 
 @functools.lru_cache(maxsize=8)
-def _open_arrays(path: str, job: str) -> tuple[zarr.Array, ...]:
+def _open_arrays(path: str, job: str, options: str = "{}") -> tuple[zarr.Array, ...]:
     """The task arrays and the progress array of a store, opened once per process and job.
 
     Opening reads every array's metadata, a large part of a chunk write's cost. A store is
     only ever recreated with the same metadata for the same ``job``, so the handles stay valid.
+    ``options`` are the storage options as JSON (hashable).
     """
-    group = zarr.open_group(path, mode="r+")
+    group = zarr.open_group(_store(path, json.loads(options)), mode="r+", zarr_format=ZARR_FORMAT)
     arrays = [group[name] for name in (*TASKS, PROGRESS)]
     return tuple(a for a in arrays if isinstance(a, zarr.Array))
 
 
 def write_chunk(
-    codes: np.ndarray, *, path: str, row: int, col: int, chunk: int, job: str = ""
+    codes: np.ndarray,
+    *,
+    path: str,
+    row: int,
+    col: int,
+    chunk: int,
+    job: str = "",
+    storage_options: StorageOptions | None = None,
 ) -> None:
     """Write whole output chunks, then flag them done.
 
     Args:
         codes: ``(task, y, x)`` uint8 codes of the chunks from ``(row, col)`` on: one chunk,
             or (at a ragged scene edge) a few whole chunks.
-        path: store directory.
+        path: store directory or URL.
         row: chunk row.
         col: chunk column.
         chunk: core chunk size.
         job: the store's job fingerprint (:data:`JOB_ATTR`); with it the opened arrays are
             reused by later writes in this process.
+        storage_options: fsspec options of a URL.
     """
-    arrays = _open_arrays(path, job) if job else _open_arrays.__wrapped__(path, job)
+    options = json.dumps(dict(storage_options or {}), sort_keys=True)
+    opener = _open_arrays if job else _open_arrays.__wrapped__
+    arrays = opener(path, job, options)
     *planes, progress = arrays
     y0, x0 = row * chunk, col * chunk
     region = (slice(y0, y0 + codes.shape[1]), slice(x0, x0 + codes.shape[2]))
@@ -223,37 +314,54 @@ def write_chunk(
     progress[row : row + rows, col : col + cols] = 1
 
 
-def done_chunks(path: Path) -> np.ndarray:
+def done_chunks(path: Location, *, storage_options: StorageOptions | None = None) -> np.ndarray:
     """``(rows, cols)`` bool: which chunks a store already holds."""
-    done = zarr.open_array(str(path), path=PROGRESS, mode="r")
+    done = zarr.open_array(
+        _store(path, storage_options), path=PROGRESS, mode="r", zarr_format=ZARR_FORMAT
+    )
     return np.asarray(done[...], dtype=bool)
 
 
-def finish_store(staging: Path, out: Path, *, attrs: dict[str, Any]) -> None:
-    """Mark a fully written store complete and move it to ``out``.
+def finish_store(
+    staging: Location,
+    out: Location,
+    *,
+    attrs: dict[str, Any],
+    storage_options: StorageOptions | None = None,
+) -> None:
+    """Consolidate a fully written store, mark it complete, and move it to ``out``.
+
+    The marker is written last, after the consolidated metadata; on an object store
+    (``staging`` is ``out``) it is the completion, locally the rename follows.
 
     Raises:
         RuntimeError: some chunk is not flagged done (a bug: callers check first).
     """
-    if not done_chunks(staging).all():
+    if not done_chunks(staging, storage_options=storage_options).all():
         raise RuntimeError(f"{staging}: not every chunk is written")
-    group = zarr.open_group(str(staging), mode="r+")
-    group.attrs.update(
-        {**attrs, COMPLETE_ATTR: True, "roadnet:completed": dt.datetime.now(dt.UTC).isoformat()}
-    )
+    store = _store(staging, storage_options)
     with warnings.catch_warnings():
         # Consolidated metadata is a zarr-python extension for format 3; xarray reads it and
         # it saves readers one request per array, so the warning is expected here.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(str(staging))
-    replace_with(staging, out)
+        zarr.consolidate_metadata(store, zarr_format=ZARR_FORMAT)
+    # The root's attributes are not part of the consolidated metadata: updating them keeps it.
+    group = zarr.open_group(store, mode="r+", zarr_format=ZARR_FORMAT)
+    group.attrs.update(
+        {**attrs, COMPLETE_ATTR: True, "roadnet:completed": dt.datetime.now(dt.UTC).isoformat()}
+    )
+    if not is_url(out):
+        replace_with(Path(staging), Path(out))
 
 
-def open_result(path: str | Path, **kwargs: Any) -> xr.Dataset:
+def open_result(
+    path: Location, *, storage_options: StorageOptions | None = None, **kwargs: Any
+) -> xr.Dataset:
     """Open a complete ``roadnet run`` result lazily, with its CRS and transform.
 
     Args:
-        path: the store written by ``roadnet run``.
+        path: the store written by ``roadnet run``: a directory or a URL (``s3://…``).
+        storage_options: fsspec options of a URL (default: from the environment).
         **kwargs: passed to :func:`xarray.open_zarr`.
 
     Returns:
@@ -263,20 +371,26 @@ def open_result(path: str | Path, **kwargs: Any) -> xr.Dataset:
     Raises:
         InputError: no store there, or the run that writes it has not finished.
     """
-    path = Path(path)
-    if not path.exists():
-        if staging_path(path).exists():
-            raise InputError(
-                f"{path} is not finished: a run is still writing or was interrupted "
-                f"({staging_path(path).name}); rerun roadnet run to resume it"
-            )
-        raise InputError(f"no roadnet result at {path}")
-    attrs = _group_attrs(path)
+    if is_url(path):
+        path = str(path).rstrip("/")
+        if not output_exists(path, storage_options=storage_options):
+            raise InputError(f"no roadnet result at {path}")
+    else:
+        path = Path(path)
+        if not path.exists():
+            staging = Path(staging_path(path))
+            if staging.exists():
+                raise InputError(
+                    f"{path} is not finished: a run is still writing or was interrupted "
+                    f"({staging.name}); rerun roadnet run to resume it"
+                )
+            raise InputError(f"no roadnet result at {path}")
+    attrs = _group_attrs(path, storage_options)
     if attrs is None:
         raise InputError(f"{path} is not a Zarr store")
     if attrs.get(COMPLETE_ATTR) is not True:
         raise InputError(f"{path} is an incomplete roadnet result; rerun roadnet run to finish")
     kwargs.setdefault("decode_coords", "all")
     kwargs.setdefault("consolidated", True)
-    ds: xr.Dataset = xr.open_zarr(str(path), **kwargs)
+    ds: xr.Dataset = xr.open_zarr(_store(path, storage_options), **kwargs)
     return ds

@@ -24,7 +24,16 @@ from roadnet.pipeline.scenes._textures import (
     white_noise,
 )
 
-__all__ = ["RenderParams", "WindowLayers", "halo_px", "render_window"]
+__all__ = [
+    "ROAD_PALETTES",
+    "ROOF_PALETTES",
+    "SEASONS",
+    "RenderParams",
+    "WindowLayers",
+    "halo_px",
+    "jpeg_roundtrip",
+    "render_window",
+]
 
 F32 = np.float32
 
@@ -87,6 +96,54 @@ _CARS = np.array(
     ],
     F32,
 )
+#: Roof colours per palette ("mixed" is every roof colour of a European city centre).
+ROOF_PALETTES: dict[str, np.ndarray] = {
+    "mixed": _ROOFS,
+    "red_tiles": np.array(
+        [[0.55, 0.25, 0.17], [0.62, 0.31, 0.21], [0.48, 0.22, 0.16], [0.66, 0.38, 0.27]], F32
+    ),
+    "grey": np.array(
+        [[0.42, 0.42, 0.43], [0.50, 0.50, 0.50], [0.36, 0.37, 0.38], [0.56, 0.55, 0.54]], F32
+    ),
+    "dark": np.array(
+        [[0.14, 0.14, 0.15], [0.20, 0.20, 0.21], [0.11, 0.12, 0.13], [0.24, 0.22, 0.21]], F32
+    ),
+    "bright": np.array(
+        [[0.80, 0.80, 0.78], [0.72, 0.73, 0.72], [0.86, 0.85, 0.82], [0.68, 0.66, 0.62]], F32
+    ),
+}
+
+
+@dataclass(frozen=True)
+class _RoadLook:
+    """A road surface material: grey ``tone = base + spread * (tone - 0.31)``, tint, texture."""
+
+    base: float
+    spread: float
+    tint: tuple[float, float, float]
+    texture: float  # multiplier of the wear / grain amplitudes
+    joints_m: float = 0.0  # concrete slab joints every this many metres (0: none)
+
+
+#: Road surface palettes. "mixed" is asphalt whose grey varies by class, some streets old.
+ROAD_PALETTES: dict[str, _RoadLook | None] = {
+    "mixed": None,
+    "dark_asphalt": _RoadLook(0.17, 0.5, (0.95, 1.0, 1.10), 1.0),
+    "pale_asphalt": _RoadLook(0.50, 0.6, (1.0, 1.0, 1.01), 1.0),
+    "concrete": _RoadLook(0.62, 0.4, (1.03, 1.0, 0.95), 0.7, joints_m=5.0),
+    "cobbles": _RoadLook(0.40, 0.4, (1.06, 1.0, 0.92), 3.0),
+    "unpaved": _RoadLook(0.46, 0.4, (1.18, 1.0, 0.74), 2.5),
+}
+#: Vegetation seasons.
+SEASONS = ("green", "dry", "leafless")
+# per season: (target colour of vegetated land cover, how far it moves there, leaf colour)
+_VEGETATED = np.array([0, 1, 2, 3, 7])
+_SEASON_LOOK = {
+    "dry": (np.array([0.54, 0.48, 0.32], F32), 0.65, np.array([0.22, 0.21, 0.10], F32)),
+    "leafless": (np.array([0.41, 0.38, 0.32], F32), 0.75, np.array([0.27, 0.24, 0.21], F32)),
+}
+_LEAF = np.array([0.13, 0.21, 0.09], F32)
+_HAZE = np.array([0.80, 0.82, 0.86], F32)
 _SIDEWALK = np.array([[0.0, 0.0, 0.0], [0.58, 0.57, 0.54], [0.40, 0.40, 0.40]], F32)
 _PAINT = np.array([0.86, 0.86, 0.82], F32)
 _SHADE = np.array([0.40, 0.45, 0.58], F32)
@@ -106,6 +163,15 @@ class RenderParams:
     noise_dn: float = 2.5
     blur_px: float = 0.6
     max_height_m: float = 30.0
+    road_palette: str = "mixed"
+    roof_palette: str = "mixed"
+    cover_hue_deg: float = 0.0
+    cover_saturation: float = 1.0
+    cover_brightness: float = 1.0
+    season: str = "green"
+    haze: float = 0.0
+    cast_warmth: float = 0.0
+    cast_tint: float = 0.0
 
     @property
     def shadow_dir(self) -> tuple[float, float]:
@@ -157,6 +223,82 @@ class WindowLayers:
     trees: np.ndarray  # (m, 2) float32 mapped single trees
 
 
+def _chroma_matrix(degrees: float, saturation: float) -> np.ndarray:
+    """``(3, 3)`` RGB->RGB matrix: rotate chroma by ``degrees`` and scale it (YIQ space)."""
+    to_yiq = np.array(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float64
+    )
+    t = math.radians(degrees)
+    rot = np.array(
+        [[1.0, 0.0, 0.0], [0.0, math.cos(t), -math.sin(t)], [0.0, math.sin(t), math.cos(t)]]
+    )
+    rot[1:, 1:] *= saturation
+    return np.asarray(np.linalg.inv(to_yiq) @ rot @ to_yiq, dtype=F32)
+
+
+def _cover_palette(p: RenderParams) -> tuple[np.ndarray, np.ndarray]:
+    """The two land-cover colour tables of a scene: season, hue, saturation, brightness."""
+    a, b = _COVER_A.copy(), _COVER_B.copy()
+    if p.season in _SEASON_LOOK:
+        target, amount, _ = _SEASON_LOOK[p.season]
+        for table in (a, b):
+            table[_VEGETATED] += (target - table[_VEGETATED]) * F32(amount)
+            table[2] *= F32(0.6)  # forest floor stays darker
+    if p.cover_hue_deg or p.cover_saturation != 1.0:
+        m = _chroma_matrix(p.cover_hue_deg, p.cover_saturation)
+        a, b = a @ m.T, b @ m.T
+    if p.cover_brightness != 1.0:
+        a, b = a * F32(p.cover_brightness), b * F32(p.cover_brightness)
+    return np.clip(a, 0.0, 1.0).astype(F32), np.clip(b, 0.0, 1.0).astype(F32)
+
+
+def _road_tone(
+    tone: np.ndarray,
+    at: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    lo: np.ndarray,
+    m: np.ndarray,
+    g: np.ndarray,
+    p: RenderParams,
+) -> np.ndarray:
+    """``(n, 3)`` colours of road pixels ``at`` (flat indices of the inner region)."""
+    look = ROAD_PALETTES[p.road_palette]
+    if look is None:
+        shade = tone * (F32(1.0) + F32(0.10) * lo + F32(0.08) * m + F32(0.05) * g)
+        shade[(np.abs(m) < 0.015) & (lo > 0.05)] *= F32(0.72)  # cracks
+        out: np.ndarray = shade[:, None] * np.array([0.99, 1.0, 1.03], F32)
+        return out
+    k = F32(look.texture)
+    shade = (F32(look.base) + F32(look.spread) * (tone - F32(0.31))) * (
+        F32(1.0) + k * (F32(0.10) * lo + F32(0.08) * m + F32(0.05) * g)
+    )
+    if look.joints_m:
+        cell = look.joints_m / p.gsd
+        r = np.take(rows, at // cols.size).astype(np.float64)
+        c = np.take(cols, at % cols.size).astype(np.float64)
+        joint = (np.mod(r, cell) < 1.0) | (np.mod(c, cell) < 1.0)
+        shade[joint] *= F32(0.8)
+    else:
+        shade[(np.abs(m) < 0.015) & (lo > 0.05)] *= F32(0.78)  # cracks, potholes
+    out = np.clip(shade, 0.0, 1.0)[:, None] * np.array(look.tint, F32)
+    return out
+
+
+def jpeg_roundtrip(rgb: np.ndarray, *, quality: int) -> np.ndarray:
+    """Compress and decompress ``(y, x, 3)`` uint8 with JPEG at ``quality`` (1-100)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as img:
+        out: np.ndarray = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return out
+
+
 def _roof_edges(ids: np.ndarray) -> np.ndarray:
     """Building pixels with a 4-neighbour of another id, ``(y, x)`` bool."""
     edge = np.zeros(ids.shape, bool)
@@ -187,6 +329,8 @@ def _local(
 def _ground(
     lay: WindowLayers,
     inner: tuple[slice, slice],
+    rows: np.ndarray,
+    cols: np.ndarray,
     low: np.ndarray,
     mid: np.ndarray,
     grain: np.ndarray,
@@ -194,10 +338,11 @@ def _ground(
 ) -> np.ndarray:
     """Land cover, sidewalks, roads and paint of the inner region, ``(y, x, 3)`` float32."""
     cover = lay.cover[inner]
+    cover_a, cover_b = _cover_palette(p)
     # np.take: several times faster than fancy indexing for these lookups
     mix = np.clip(low * F32(4.0) + F32(0.5) + np.take(_COVER_OFFSET, cover), 0.0, 1.0)
-    rgb = np.take(_COVER_A, cover, axis=0)
-    rgb += np.take(_COVER_B - _COVER_A, cover, axis=0) * mix[..., None]
+    rgb = np.take(cover_a, cover, axis=0)
+    rgb += np.take(cover_b - cover_a, cover, axis=0) * mix[..., None]
     texture = np.take(_COVER_MID, cover) * mid
     texture += np.take(_COVER_GRAIN, cover) * grain
     texture += F32(1.0)
@@ -215,11 +360,8 @@ def _ground(
 
     at = np.flatnonzero(road)
     m, lo = np.take(mid, at), np.take(low, at)
-    tone = np.take(lay.road_tone, np.take(road, at)) * (
-        F32(1.0) + F32(0.10) * lo + F32(0.08) * m + F32(0.05) * np.take(grain, at)
-    )
-    tone[(np.abs(m) < 0.015) & (lo > 0.05)] *= F32(0.72)  # cracks
-    flat_rgb[at] = tone[:, None] * np.array([0.99, 1.0, 1.03], F32)
+    tone = np.take(lay.road_tone, np.take(road, at))
+    flat_rgb[at] = _road_tone(tone, at, rows, cols, lo, m, np.take(grain, at), p)
 
     paint = lay.paint[inner]
     at = np.flatnonzero(paint)
@@ -256,7 +398,8 @@ def _objects(
     bld = lay.building[inner]
     sel = np.nonzero(bld)
     ids = bld[sel]
-    roof = np.take(_ROOFS, np.take(lay.building_roof, ids) % len(_ROOFS), axis=0)
+    roofs = ROOF_PALETTES[p.roof_palette]
+    roof = np.take(roofs, np.take(lay.building_roof, ids) % len(roofs), axis=0)
     colour = roof * (F32(1.0) + F32(0.05) * mid[sel] + F32(0.04) * grain[sel])[:, None]
     _, across = _local(ids, sel, rows, cols, lay.building_centre, lay.building_axis)
     dc, dr = p.shadow_dir
@@ -313,6 +456,16 @@ def _expose(rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: RenderParams
             rgb[r0:r1, c0:c1] *= F32(0.965) + F32(0.07) * balance
 
 
+def _atmosphere(rgb: np.ndarray, p: RenderParams) -> None:
+    """Colour cast (warm/cool, green/magenta gains) and haze over ``rgb`` in place."""
+    if p.cast_warmth or p.cast_tint:
+        w, t = p.cast_warmth, p.cast_tint
+        rgb *= np.array([(1.0 + w) * (1.0 - t / 2), 1.0 + t, (1.0 - w) * (1.0 - t / 2)], F32)
+    if p.haze:
+        rgb *= F32(1.0 - p.haze)
+        rgb += _HAZE * F32(p.haze)
+
+
 def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> np.ndarray:
     """Render a padded window and return its core, ``(y, x, 3)`` uint8.
 
@@ -336,17 +489,23 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
     # clumps ~0.7 m across (at least 1.5 px): leaves, tufts of grass
     fine = value_noise(ri, ci, cell=max(1.5, 0.7 / p.gsd), seed=p.seed, salt=9)
 
-    rgb = _ground(layers, inner, low, mid, grain + F32(0.8) * fine, p)
+    rgb = _ground(layers, inner, ri, ci, low, mid, grain + F32(0.8) * fine, p)
     _objects(layers, inner, rgb, ri.astype(F32), ci.astype(F32), mid, grain, p)
 
     canopy, tint = draw_trees(layers, p, ripple)
+    leaf = _LEAF
+    if p.season in _SEASON_LOOK:
+        leaf = _SEASON_LOOK[p.season][2]
+    if p.season == "leafless":
+        # bare crowns: branches over about half the crown, the ground shows through the rest
+        twigs = value_noise(rows, cols, cell=max(1.5, 0.5 / p.gsd), seed=p.seed, salt=10)
+        canopy = np.where(twigs > -0.1, canopy * F32(0.6), F32(0.0))
     sel = np.nonzero(canopy[inner] > 0.3)
     gy, gx = np.gradient(canopy)
     dc, dr = p.shadow_dir
     slope = (gx[inner][sel] * F32(dc) + gy[inner][sel] * F32(dr)) / F32(p.gsd * 3.0)
     light = F32(1.0) + np.clip(slope, -0.45, 0.45) + F32(0.3) * fine[sel] + F32(0.12) * grain[sel]
-    leaf = np.array([0.13, 0.21, 0.09], F32) * (tint[inner][sel] * light)[:, None]
-    rgb[sel] = leaf
+    rgb[sel] = leaf * (tint[inner][sel] * light)[:, None]
 
     heights = np.minimum(np.take(layers.building_height, layers.building), F32(p.max_height_m))
     np.maximum(heights, canopy, out=heights)
@@ -357,6 +516,7 @@ def render_window(layers: WindowLayers, *, params: RenderParams, crop: int) -> n
     flat_rgb[shade] *= _SHADE
 
     _expose(rgb, ri, ci, p)
+    _atmosphere(rgb, p)
     if p.blur_px > 0:
         rgb = ndimage.gaussian_filter(rgb, sigma=(p.blur_px, p.blur_px, 0), truncate=3.0)
     core = rgb[margin : rgb.shape[0] - margin, margin : rgb.shape[1] - margin]

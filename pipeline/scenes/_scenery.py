@@ -399,6 +399,7 @@ def window_layers(
     height: int,
     width: int,
     car_density: float,
+    markings: bool = True,
 ) -> WindowLayers:
     """Rasterize everything one padded window shows.
 
@@ -410,6 +411,7 @@ def window_layers(
         height: window height in pixels.
         width: window width in pixels.
         car_density: multiplier of the car probabilities.
+        markings: draw lane paint, zebra crossings and parking stall lines.
     """
     grid = _window_grid(s, transform=transform, row0=row0, col0=col0, height=height, width=width)
     areas = s.areas.iloc[s.query("area", grid.box)]
@@ -418,7 +420,9 @@ def window_layers(
     roads = s.roads.iloc[road_hits]
     streets = _streets(s, road_hits, roads, grid)
     cars = _cars(s, roads, areas, grid, car_density)
-    paint = _paint(s, roads, cars.stalls, grid)
+    paint = (
+        _paint(s, roads, cars.stalls, grid) if markings else np.zeros(grid.shape, dtype=np.uint8)
+    )
     blds = _buildings(s, grid)
     tree_xy = shapely.get_coordinates(s.trees[s.query("tree", grid.wide)])
     return WindowLayers(

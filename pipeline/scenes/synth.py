@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -31,7 +32,7 @@ from roadnet.config import StrictModel, write_resolved_config
 from roadnet.errors import InputError
 from roadnet.outputs import staged_output_dir
 from roadnet.pipeline.scenes._rasters import TILE, tiled_profile
-from roadnet.pipeline.scenes._render import RenderParams, halo_px, render_window
+from roadnet.pipeline.scenes._render import RenderParams, halo_px, jpeg_roundtrip, render_window
 from roadnet.pipeline.scenes._scenery import Scenery, tile_scenery, window_layers
 from roadnet.pipeline.scenes.labels import LabelsConfig, write_labels
 from roadnet.pipeline.scenes.osm import load_osm, resolve_extract
@@ -73,6 +74,24 @@ class SynthConfig(StrictModel):
     car_density: float = Field(default=1.0, ge=0.0, le=3.0)
     noise_dn: float = Field(default=2.5, ge=0.0, le=30.0, description="Sensor noise, std (DN).")
     blur_px: float = Field(default=0.6, ge=0.0, le=3.0, description="Optics blur, sigma (px).")
+    road_palette: Literal[
+        "mixed", "dark_asphalt", "pale_asphalt", "concrete", "cobbles", "unpaved"
+    ] = "mixed"
+    markings: bool = Field(default=True, description="Lane paint, zebras, stall lines.")
+    cover_hue_deg: float = Field(default=0.0, ge=-90.0, le=90.0)
+    cover_saturation: float = Field(default=1.0, ge=0.0, le=2.0)
+    cover_brightness: float = Field(default=1.0, ge=0.5, le=1.5)
+    roof_palette: Literal["mixed", "red_tiles", "grey", "dark", "bright"] = "mixed"
+    season: Literal["green", "dry", "leafless"] = "green"
+    haze: float = Field(default=0.0, ge=0.0, le=0.8, description="Mix towards haze colour.")
+    cast_warmth: float = Field(default=0.0, ge=-0.3, le=0.3, description="+red -blue gain.")
+    cast_tint: float = Field(default=0.0, ge=-0.3, le=0.3, description="+green -magenta gain.")
+    jpeg_quality: int = Field(
+        default=0, ge=0, le=100, description="JPEG round-trip per 512 px tile; 0: none."
+    )
+    layout_mirror: bool = Field(default=False, description="Mirror the extract east-west.")
+    layout_rotation_deg: float = Field(default=0.0, ge=0.0, lt=360.0)
+    layout_scale: float = Field(default=1.0, ge=0.25, le=4.0, description="Street spacing.")
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
     @field_validator("size")
@@ -92,6 +111,15 @@ class SynthConfig(StrictModel):
             tree_density=self.tree_density,
             noise_dn=self.noise_dn,
             blur_px=self.blur_px,
+            road_palette=self.road_palette,
+            roof_palette=self.roof_palette,
+            cover_hue_deg=self.cover_hue_deg,
+            cover_saturation=self.cover_saturation,
+            cover_brightness=self.cover_brightness,
+            season=self.season,
+            haze=self.haze,
+            cast_warmth=self.cast_warmth,
+            cast_tint=self.cast_tint,
         )
 
 
@@ -157,8 +185,15 @@ def render_scene(
                     height=h + 2 * halo,
                     width=w + 2 * halo,
                     car_density=config.car_density,
+                    markings=config.markings,
                 )
                 rgb = render_window(layers, params=params, crop=halo)
+                if config.jpeg_quality:
+                    # tiles on the absolute 512 px grid: independent of the window size
+                    for r in range(0, h, TILE):
+                        for c in range(0, w, TILE):
+                            tile = rgb[r : r + TILE, c : c + TILE]
+                            tile[...] = jpeg_roundtrip(tile, quality=config.jpeg_quality)
                 dst.write(np.moveaxis(rgb, -1, 0), window=Window(col, row, w, h))
             log.info(
                 "rendered rows %d-%d of %d (%.0f s)",
@@ -221,6 +256,60 @@ class ScenePlan:
     source: Path
 
 
+def _inscribed(extent: Bounds, degrees: float) -> Bounds:
+    """The largest box of the same shape and centre inside ``extent`` rotated by ``degrees``."""
+    minx, miny, maxx, maxy = (float(v) for v in extent)
+    w, h = maxx - minx, maxy - miny
+    c, s = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
+    k = min(w / (w * c + h * s), h / (w * s + h * c))
+    cx, cy = (minx + maxx) / 2.0, (miny + maxy) / 2.0
+    return (cx - k * w / 2, cy - k * h / 2, cx + k * w / 2, cy + k * h / 2)
+
+
+def _layout(
+    frames: list[gpd.GeoDataFrame], extent: Bounds, *, config: SynthConfig
+) -> tuple[list[gpd.GeoDataFrame], Bounds]:
+    """Mirror, scale and rotate the extract's layers about the extent's centre.
+
+    Road widths stay as they are (they come from the road attributes), so a larger scale
+    gives wider blocks, not wider roads. A rotation that is not a multiple of 90 degrees
+    keeps the largest box of the extent's shape inside the rotated extent, and the roads
+    are cut to it (the other layers are cut when they are tiled).
+    """
+    mirror, degrees, scale = config.layout_mirror, config.layout_rotation_deg, config.layout_scale
+    if not mirror and degrees == 0.0 and scale == 1.0:
+        return frames, extent
+    minx, miny, maxx, maxy = (float(v) for v in extent)
+    cx, cy = (minx + maxx) / 2.0, (miny + maxy) / 2.0
+    t = math.radians(degrees)
+    sx = -scale if mirror else scale
+    # x' = a x + b y + xoff, y' = d x + e y + yoff: scale (and mirror), then rotate, about c
+    a, b = math.cos(t) * sx, -math.sin(t) * scale
+    d, e = math.sin(t) * sx, math.cos(t) * scale
+    matrix = [a, b, d, e, cx - a * cx - b * cy, cy - d * cx - e * cy]
+    moved = [f.set_geometry(f.geometry.affine_transform(matrix)) for f in frames]
+    scaled = (
+        cx - (cx - minx) * scale,
+        cy - (cy - miny) * scale,
+        cx + (maxx - cx) * scale,
+        cy + (maxy - cy) * scale,
+    )
+    if degrees % 90.0 == 0.0:
+        if degrees % 180.0 == 0.0:
+            return moved, scaled
+        hw, hh = (scaled[3] - scaled[1]) / 2, (scaled[2] - scaled[0]) / 2
+        return moved, (cx - hw, cy - hh, cx + hw, cy + hh)
+    box = _inscribed(scaled, degrees)
+    roads = moved[0]
+    lines = shapely.clip_by_rect(roads.geometry.to_numpy(), *box)
+    keep = ~shapely.is_empty(lines)
+    roads = roads.loc[keep].set_geometry(lines[keep]).explode(index_parts=False)
+    roads = roads[roads.geometry.length > 0].reset_index(drop=True)
+    if roads.empty:
+        raise InputError("no road is left inside the rotated extract; use a smaller rotation")
+    return [roads, *moved[1:]], box
+
+
 def plan_scene(osm: str | Path, *, config: SynthConfig) -> ScenePlan:
     """Load an extract, project it to its UTM zone and lay it out over the scene grid.
 
@@ -236,12 +325,18 @@ def plan_scene(osm: str | Path, *, config: SynthConfig) -> ScenePlan:
     # a lone straight road has a flat extent; give the repeated block some depth
     grow_x, grow_y = max(0.0, 50.0 - (maxx - minx)) / 2, max(0.0, 50.0 - (maxy - miny)) / 2
     extent = (minx - grow_x, miny - grow_y, maxx + grow_x, maxy + grow_y)
+    trees = gpd.GeoDataFrame(geometry=layers.trees.to_crs(crs))
+    (roads, buildings, areas, trees), extent = _layout(
+        [roads, layers.buildings.to_crs(crs), layers.areas.to_crs(crs), trees],
+        extent,
+        config=config,
+    )
     width, height, box = _grid(extent, config.gsd, config.size)
     scenery = tile_scenery(
         roads,
-        layers.buildings.to_crs(crs),
-        layers.areas.to_crs(crs),
-        layers.trees.to_crs(crs),
+        buildings,
+        areas,
+        trees.geometry,
         extent=extent,
         box=box,
         gsd=config.gsd,
@@ -276,9 +371,10 @@ def _write_labels(plan: ScenePlan, out_dir: Path, *, config: LabelsConfig) -> No
     )
 
 
-def _provenance(plan: ScenePlan) -> dict[str, object]:
+def _provenance(plan: ScenePlan, style: str | None) -> dict[str, object]:
     """What the resolved config records about a scene beyond the config itself."""
     return {
+        "style": style,
         "osm": str(plan.source),
         "crs": plan.crs.to_string(),
         "width": plan.width,
@@ -289,7 +385,12 @@ def _provenance(plan: ScenePlan) -> dict[str, object]:
 
 
 def synthesize(
-    osm: str | Path, out: Path, *, config: SynthConfig, overwrite: bool = False
+    osm: str | Path,
+    out: Path,
+    *,
+    config: SynthConfig,
+    overwrite: bool = False,
+    style: str | None = None,
 ) -> dict[str, Path]:
     """Render a synthetic scene from an OSM extract, with its labels and truth vectors.
 
@@ -300,6 +401,8 @@ def synthesize(
             ``roadnet-config.yaml``.
         config: rendering options.
         overwrite: replace a non-empty ``out``.
+        style: the name of the style ``config`` was drawn from, for the record
+            (:func:`roadnet.pipeline.scenes.styles.apply_style`).
 
     Returns:
         ``{"scene", "surface", "edge", "centerline", "truth"}`` paths.
@@ -332,7 +435,7 @@ def synthesize(
         )
         _write_labels(plan, staging / "labels", config=config.labels)
         _write_truth(plan.scenery, staging / TRUTH_NAME, plan.box)
-        write_resolved_config(config, staging, extra=_provenance(plan))
+        write_resolved_config(config, staging, extra=_provenance(plan, style))
     return {
         "scene": out / SCENE_NAME,
         **{name: out / "labels" / f"{name}.tif" for name in ("surface", "edge", "centerline")},

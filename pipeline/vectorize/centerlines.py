@@ -249,6 +249,8 @@ def window_skeleton(
         threshold=threshold,
         centerline_threshold=centerline_threshold,
     )
+    if not mask.any():  # most of a city is not road: nothing to thin
+        return mask
     filled = fill_small_holes(mask, max_px=hole_px)
     skeleton: NDArray[np.bool_] = skeletonize(filled)  # type: ignore[no-untyped-call]
     return skeleton

@@ -5,9 +5,21 @@ cannot be split by component, and one global union of all chunk polygons is what
 Instead, level 0 polygonizes every chunk (:func:`~roadnet.pipeline.vectorize.polygons.
 chunk_polygons`); the pieces touching no chunk side inside the scene are final. Each higher level
 groups 2 x 2 blocks of the level below and unions only the border pieces its children passed up
-(:func:`merge_group`); the merged pieces that no longer touch the group's outer border (inside
+(:func:`merge_node`); the merged pieces that no longer touch the group's outer border (inside
 the scene) are final, the rest go up. At the top everything is final. Pieces are in integer pixel
 coordinates, so their shared edges match exactly and every union is exact.
+
+Only outlines travel up. A hole of a piece never touches its window's border (a background
+region that reached the border would lie outside the piece), so it lies strictly inside its
+shell and away from every other piece: the union of pieces is the union of their *shells*
+(exterior rings, no holes) less their holes, and a hole is complete, ring for ring, in the
+node that first sees it. Each node therefore unions hole-free shells only, whose size goes with
+the node's perimeter, not its area; holes (of the leaves' pieces, and the new ones a union
+closes) are finished where they appear (:func:`~roadnet.pipeline.vectorize.polygons.
+finish_rings`) and ride along with the shell that owns them (:class:`Border`) until their
+component is final and is assembled (:func:`~roadnet.pipeline.vectorize.polygons.
+assemble_polygons`). The root no longer re-unions the whole city, only the outline pieces
+along its seams.
 
 :func:`dissolve_array` runs the tree in-process on a numpy array; :func:`dissolve_tree` builds
 the same tree as a dask graph (one task per chunk and one per tree node) and :func:`dissolve`
@@ -25,8 +37,12 @@ from numpy.typing import NDArray
 
 from roadnet.errors import InputError
 from roadnet.pipeline.vectorize.polygons import (
+    Finishing,
     PixelWindow,
+    assemble_polygons,
     chunk_polygons,
+    finish_pixel_polygons,
+    finish_rings,
     halo_window,
     lowest_road_code,
     road_mask,
@@ -39,12 +55,17 @@ if TYPE_CHECKING:
     from dask.delayed import Delayed
 
 __all__ = [
+    "Border",
+    "NodeOut",
     "TreeNode",
+    "border_polygons",
     "chunk_windows",
     "dissolve",
     "dissolve_array",
     "dissolve_tree",
+    "leaf_out",
     "merge_group",
+    "merge_node",
     "tree_levels",
     "union_touching",
     "walk_tree",
@@ -52,7 +73,42 @@ __all__ = [
 
 Chunks = tuple[tuple[int, ...], tuple[int, ...]]
 Pieces = NDArray[np.object_]
-T = TypeVar("T")
+F = TypeVar("F")
+B = TypeVar("B")
+
+
+class Border(NamedTuple):
+    """What a tree node passes up: its pieces touching a side of its window inside the scene.
+
+    Attributes:
+        shells: ``(n,)`` hole-free Polygons in pixel coordinates, the pieces' outlines.
+        holes: ``(m,)`` LinearRings, the pieces' holes, already finished
+            (:func:`~roadnet.pipeline.vectorize.polygons.finish_rings`).
+        hole_areas: ``(m,)`` float64, the areas the holes enclose.
+        owner: ``(m,)`` int64, the shell each hole belongs to.
+    """
+
+    shells: Pieces
+    holes: Pieces
+    hole_areas: NDArray[np.float64]
+    owner: NDArray[np.int64]
+
+    @classmethod
+    def empty(cls) -> Border:
+        """No pieces."""
+        return cls(
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=np.float64),
+            np.empty(0, dtype=np.int64),
+        )
+
+
+class NodeOut(NamedTuple):
+    """A tree node's result: its final polygons (finished) and what it passes up."""
+
+    final: Pieces
+    border: Border
 
 
 class TreeNode(NamedTuple):
@@ -144,12 +200,132 @@ def union_touching(pieces: Pieces) -> Pieces:
     return parts
 
 
+def _split_rings(polys: Pieces) -> tuple[Pieces, Pieces, NDArray[np.int64]]:
+    """``(exteriors, interiors, owner)``: every polygon's rings, holes indexed by polygon."""
+    if len(polys) == 0:
+        return np.empty(0, dtype=object), np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    rings, index = shapely.get_rings(polys, return_index=True)
+    first = np.ones(len(rings), dtype=bool)
+    first[1:] = index[1:] != index[:-1]  # get_rings lists each exterior ring first
+    return rings[first], rings[~first], index[~first].astype(np.int64)
+
+
+def _to_border(polys: Pieces, finishing: Finishing | None) -> Border:
+    """Pieces as outlines plus their finished holes."""
+    exteriors, interiors, owner = _split_rings(np.asarray(polys, dtype=object))
+    holes, areas = finish_rings(interiors, finishing=finishing)
+    return Border(shapely.polygons(exteriors), holes, areas, owner)
+
+
+def leaf_out(final_px: Pieces, border_px: Pieces, *, finishing: Finishing | None = None) -> NodeOut:
+    """A chunk's result (from :func:`~.polygons.chunk_polygons`) as a tree node's.
+
+    Args:
+        final_px: ``(n,)`` complete pixel-coordinate Polygons.
+        border_px: ``(m,)`` pixel-coordinate Polygons touching a chunk side inside the scene.
+        finishing: how final polygons are finished; None keeps them in pixel coordinates.
+
+    Returns:
+        The finished finals and the border pieces as a :class:`Border`.
+    """
+    final = finish_pixel_polygons(np.asarray(final_px, dtype=object), finishing=finishing)
+    return NodeOut(final, _to_border(border_px, finishing))
+
+
+def _containing_part(shells: Pieces, parts: Pieces) -> NDArray[np.int64]:
+    """For each shell, the index of the union part that holds it.
+
+    The probe is the centre of the pixel below and right of a shell's top-left vertex (the
+    leftmost vertex of its top row): that pixel is inside the shell, so inside one part.
+    """
+    coords, index = shapely.get_coordinates(shells, return_index=True)
+    order = np.lexsort((coords[:, 0], coords[:, 1], index))
+    starts = np.flatnonzero(np.r_[True, np.diff(index[order]) != 0])
+    probes = shapely.points(coords[order[starts]] + 0.5)
+    shapely.prepare(parts)
+    part_i, probe_i = shapely.STRtree(probes).query(parts, predicate="contains")
+    owner = np.full(len(shells), -1, dtype=np.int64)
+    owner[probe_i] = part_i
+    if (owner < 0).any():  # cannot happen for pixel outlines; a bug if it does
+        raise RuntimeError("a dissolve piece lies in no union part")
+    return owner
+
+
+def merge_node(
+    children: Sequence[Border],
+    group_bounds: PixelWindow,
+    scene_shape: tuple[int, int],
+    *,
+    finishing: Finishing | None = None,
+) -> NodeOut:
+    """One tree node: union its children's shells, finish the components that are complete.
+
+    Args:
+        children: what each child passed up.
+        group_bounds: the union of the children's windows.
+        scene_shape: ``(rows, cols)`` of the scene.
+        finishing: how final polygons are finished; None keeps them in pixel coordinates.
+
+    Returns:
+        The final polygons (touching no side of ``group_bounds`` inside the scene: complete
+        road components, finished) and the :class:`Border` the node passes up.
+    """
+    if not children:
+        return NodeOut(np.empty(0, dtype=object), Border.empty())
+    shells = np.concatenate([np.asarray(c.shells, dtype=object) for c in children])
+    holes = np.concatenate([np.asarray(c.holes, dtype=object) for c in children])
+    hole_areas = np.concatenate([np.asarray(c.hole_areas, dtype=np.float64) for c in children])
+    offsets = np.cumsum([0] + [len(c.shells) for c in children[:-1]])
+    owner = np.concatenate(
+        [np.asarray(c.owner, dtype=np.int64) + o for c, o in zip(children, offsets, strict=True)]
+    )
+    if len(shells) == 0:
+        return NodeOut(np.empty(0, dtype=object), Border.empty())
+    parts = union_touching(shells)
+    # the holes the union closed (background enclosed by pieces of several children)
+    exteriors, closed, closed_owner = _split_rings(parts)
+    closed_done, closed_areas = finish_rings(closed, finishing=finishing)
+    holes = np.concatenate([holes, closed_done])
+    hole_areas = np.concatenate([hole_areas, closed_areas])
+    owner = np.concatenate([_containing_part(shells, parts)[owner], closed_owner])
+    on_border = touched_sides(parts, window=group_bounds, scene_shape=scene_shape) != 0
+    renumber = np.cumsum(~on_border) - 1
+    done, done_areas = finish_rings(exteriors[~on_border], finishing=finishing)
+    to_final = ~on_border[owner]
+    final = assemble_polygons(
+        done,
+        done_areas,
+        holes[to_final],
+        hole_areas[to_final],
+        renumber[owner[to_final]],
+        finishing=finishing,
+    )
+    # collinear seam vertices go, so that later unions handle fewer
+    up = shapely.simplify(shapely.polygons(exteriors[on_border]), 0.0, preserve_topology=False)
+    renumber = np.cumsum(on_border) - 1
+    border = Border(up, holes[~to_final], hole_areas[~to_final], renumber[owner[~to_final]])
+    return NodeOut(final, border)
+
+
+def border_polygons(border: Border) -> Pieces:
+    """The pieces of a pixel-coordinate :class:`Border` as Polygons with their holes."""
+    shells = np.asarray(border.shells, dtype=object)
+    return assemble_polygons(
+        shapely.get_exterior_ring(shells),
+        shapely.area(shells),
+        border.holes,
+        border.hole_areas,
+        border.owner,
+        finishing=None,
+    )
+
+
 def merge_group(
     pieces_of_children: Sequence[Pieces],
     group_bounds: PixelWindow,
     scene_shape: tuple[int, int],
 ) -> tuple[Pieces, Pieces]:
-    """One tree node: union its children's border pieces, split final from border results.
+    """:func:`merge_node` on plain pixel-coordinate Polygons (holes included), in and out.
 
     Args:
         pieces_of_children: per child, an ``(n_i,)`` object array of the pixel-coordinate
@@ -161,16 +337,9 @@ def merge_group(
         ``(final, border)`` object arrays of Polygons: ``final`` ones touch no side of
         ``group_bounds`` inside the scene and are complete road components.
     """
-    arrays = [np.asarray(p, dtype=object) for p in pieces_of_children]
-    pieces = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
-    merged = union_touching(pieces)
-    on_border = touched_sides(merged, window=group_bounds, scene_shape=scene_shape) != 0
-    # A union keeps the vertices where seams met straight edges. Douglas-Peucker with tolerance
-    # 0 drops exactly those collinear vertices (the point set is unchanged, so validity too),
-    # making a final polygon the same whatever the chunking. Done once, on finals only (at
-    # every level, and with preserve_topology, it cost several times more).
-    final = shapely.simplify(merged[~on_border], 0.0, preserve_topology=False)
-    return final, merged[on_border]
+    borders = [_to_border(np.asarray(p, dtype=object), None) for p in pieces_of_children]
+    out = merge_node(borders, group_bounds, scene_shape)
+    return out.final, border_polygons(out.border)
 
 
 def _check_sieve(sieve_px: int) -> int:
@@ -199,22 +368,22 @@ def _run_chunk(
     scene_shape: tuple[int, int],
     threshold: float,
     sieve_px: int,
-) -> tuple[Pieces, Pieces]:
+) -> NodeOut:
     mask = road_mask(window_codes, threshold=threshold)
-    pieces: tuple[Pieces, Pieces] = chunk_polygons(
+    final, border = chunk_polygons(
         mask, window=window, core=core, scene_shape=scene_shape, sieve_px=sieve_px
     )
-    return pieces
+    return leaf_out(final, border)
 
 
 def walk_tree(
     levels: list[list[list[TreeNode]]],
-    leaf: Callable[[TreeNode], tuple[T, T]],
-    merge: Callable[[list[T], TreeNode], tuple[T, T]],
-) -> list[T]:
+    leaf: Callable[[TreeNode], tuple[F, B]],
+    merge: Callable[[list[B], TreeNode], tuple[F, B]],
+) -> list[F]:
     """Run the tree bottom-up: ``leaf`` per chunk, ``merge`` per node; return all finals."""
-    finals: list[T] = []
-    below: list[list[T]] = []
+    finals: list[F] = []
+    below: list[list[B]] = []
     for k, level in enumerate(levels):
         above = []
         for row in level:
@@ -261,7 +430,7 @@ def dissolve_array(
     halo = sieve_halo(_check_sieve(sieve_px))
     levels = tree_levels(chunk_windows(_regular_chunks(scene_shape, chunks)))
 
-    def leaf(node: TreeNode) -> tuple[Pieces, Pieces]:
+    def leaf(node: TreeNode) -> NodeOut:
         win = halo_window(node.window, halo=halo, scene_shape=scene_shape)
         return _run_chunk(
             codes[win.row_start : win.row_stop, win.col_start : win.col_stop],
@@ -272,8 +441,8 @@ def dissolve_array(
             sieve_px=sieve_px,
         )
 
-    def merge(children: list[Pieces], node: TreeNode) -> tuple[Pieces, Pieces]:
-        return merge_group(children, node.window, scene_shape)
+    def merge(children: list[Border], node: TreeNode) -> NodeOut:
+        return merge_node(children, node.window, scene_shape)
 
     return np.concatenate(walk_tree(levels, leaf, merge))
 
@@ -287,7 +456,7 @@ def _polygonize_blocks(
     scene_shape: tuple[int, int],
     threshold: float,
     sieve_px: int,
-) -> tuple[Pieces, Pieces]:
+) -> NodeOut:
     """Dask task: assemble a chunk's halo window from the blocks it spans, then polygonize."""
     codes = np.block(blocks) if len(blocks) > 1 or len(blocks[0]) > 1 else blocks[0][0]
     r, c = window.row_start - origin[0], window.col_start - origin[1]
@@ -339,7 +508,7 @@ def dissolve_tree(codes: da.Array, *, threshold: float, sieve_px: int) -> list[D
 
     lazy = cast("Callable[..., Callable[..., tuple[Delayed, Delayed]]]", delayed)
     polygonize_chunk = lazy(_polygonize_blocks, nout=2, pure=True)
-    merge_node = lazy(merge_group, nout=2, pure=True)
+    merge_task = lazy(merge_node, nout=2, pure=True)
 
     def leaf(node: TreeNode) -> tuple[Delayed, Delayed]:
         win = halo_window(node.window, halo=halo, scene_shape=scene_shape)
@@ -360,7 +529,7 @@ def dissolve_tree(codes: da.Array, *, threshold: float, sieve_px: int) -> list[D
         return final, border
 
     def merge(children: list[Delayed], node: TreeNode) -> tuple[Delayed, Delayed]:
-        final, border = merge_node(children, node.window, scene_shape)
+        final, border = merge_task(children, node.window, scene_shape)
         return final, border
 
     return walk_tree(levels, leaf, merge)

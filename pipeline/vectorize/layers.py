@@ -17,12 +17,19 @@ Formats: ``gpkg`` writes ``OUT.gpkg`` (the three layers), ``OUT.graphml`` and
 and renamed into place once all are written, the layer file (or directory) last, so a killed
 run never leaves a file that looks complete; existing outputs are replaced only with
 ``overwrite``.
+
+To an object store (``OUT`` an fsspec URL such as ``s3://bucket/roads.gpkg``) the files are
+written to a local temporary directory the same way, then uploaded one whole object each
+(an object appears only once its upload completes), the layer file last; for ``parquet``
+the directory's ``roadnet-config.yaml`` goes last and marks the directory complete. An
+existing output there is removed first with ``overwrite`` (its config first).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +42,8 @@ import numpy as np
 import shapely
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.outputs import replace_with
+from roadnet.outputs import output_exists, remove_output, replace_with, upload_files
+from roadnet.paths import Location, StorageOptions, is_url, with_name
 
 __all__ = [
     "LAYERS",
@@ -94,8 +102,22 @@ class RoadLayers:
         return graph
 
 
-def layer_paths(out: Path, *, fmt: Format) -> dict[str, Path]:
-    """Where a run writes: ``layers`` (file or directory), ``graph`` and ``config``."""
+def layer_paths(out: Location, *, fmt: Format) -> dict[str, Any]:
+    """Where a run writes: ``layers`` (file or directory), ``graph`` and ``config``.
+
+    Paths for a local ``out``, URLs (str) for a URL.
+    """
+    if is_url(out):
+        url = str(out).rstrip("/")
+        name = url.rsplit("/", 1)[-1]
+        if fmt == "gpkg":
+            stem = name[: -len(".gpkg")] if name.lower().endswith(".gpkg") else name
+            return {
+                "layers": url,
+                "graph": with_name(url, f"{stem}.graphml"),
+                "config": with_name(url, f"{stem}.{CONFIG_NAME}"),
+            }
+        return {"layers": url, "graph": f"{url}/roads.graphml", "config": f"{url}/{CONFIG_NAME}"}
     out = Path(out)
     if fmt == "gpkg":
         return {
@@ -106,19 +128,31 @@ def layer_paths(out: Path, *, fmt: Format) -> dict[str, Path]:
     return {"layers": out, "graph": out / "roads.graphml", "config": out / CONFIG_NAME}
 
 
-def check_outputs(out: Path, *, fmt: Format, overwrite: bool) -> None:
+def check_outputs(
+    out: Location,
+    *,
+    fmt: Format,
+    overwrite: bool,
+    storage_options: StorageOptions | None = None,
+) -> None:
     """Refuse to start when the layers already exist and ``overwrite`` is false.
+
+    Args:
+        out: ``OUT.gpkg`` or a directory, local or a URL.
+        fmt: ``gpkg`` or ``parquet``.
+        overwrite: whether existing outputs may be replaced.
+        storage_options: fsspec options of a URL.
 
     Raises:
         OutputExistsError: ``out`` exists.
         InputError: ``out`` does not suit the format (a ``.gpkg`` name for GeoPackage).
     """
-    out = Path(out)
-    if fmt == "gpkg" and out.suffix.lower() != ".gpkg":
+    gpkg_name = str(out).rstrip("/").lower().endswith(".gpkg")
+    if fmt == "gpkg" and not gpkg_name:
         raise InputError(f"--out {out} must end in .gpkg for --format gpkg")
-    if fmt == "parquet" and out.suffix.lower() == ".gpkg":
+    if fmt == "parquet" and gpkg_name:
         raise InputError(f"--out {out} is a GeoPackage name; give a directory for --format parquet")
-    if out.exists() and not overwrite:
+    if output_exists(out, storage_options=storage_options) and not overwrite:
         raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
 
 
@@ -143,24 +177,35 @@ def _remove(path: Path) -> None:
 
 def write_layers(
     layers: RoadLayers,
-    out: Path,
+    out: Location,
     *,
     fmt: Format = "gpkg",
     config_text: str = "",
     overwrite: bool = False,
-) -> dict[str, Path]:
-    """Write the layers, the graph and the resolved config; return their paths.
+    storage_options: StorageOptions | None = None,
+) -> dict[str, Any]:
+    """Write the layers, the graph and the resolved config; return their paths (or URLs).
 
     Args:
         layers: the road layers.
-        out: ``OUT.gpkg`` or (parquet) an output directory.
+        out: ``OUT.gpkg`` or (parquet) an output directory; local, or an fsspec URL.
         fmt: ``gpkg`` or ``parquet``.
         config_text: the resolved config as YAML, written beside the layers.
         overwrite: replace existing outputs.
+        storage_options: fsspec options of a URL (default: from the environment).
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is false.
     """
+    if is_url(out):
+        return _upload_layers(
+            layers,
+            str(out).rstrip("/"),
+            fmt=fmt,
+            config_text=config_text,
+            overwrite=overwrite,
+            storage_options=storage_options,
+        )
     out = Path(out)
     check_outputs(out, fmt=fmt, overwrite=overwrite)
     paths = layer_paths(out, fmt=fmt)
@@ -182,6 +227,34 @@ def write_layers(
             (staged / CONFIG_NAME).write_text(config_text)
         replace_with(staged, paths["layers"])
     return paths
+
+
+def _upload_layers(
+    layers: RoadLayers,
+    out: str,
+    *,
+    fmt: Format,
+    config_text: str,
+    overwrite: bool,
+    storage_options: StorageOptions | None,
+) -> dict[str, Any]:
+    """:func:`write_layers` to a URL: write locally, then upload whole files, the marker last."""
+    check_outputs(out, fmt=fmt, overwrite=overwrite, storage_options=storage_options)
+    urls = layer_paths(out, fmt=fmt)
+    with tempfile.TemporaryDirectory(prefix="roadnet-layers-") as tmp:
+        local = Path(tmp) / out.rsplit("/", 1)[-1]
+        written = write_layers(layers, local, fmt=fmt, config_text=config_text)
+        if fmt == "gpkg":
+            order = [(written["graph"], urls["graph"]), (written["config"], urls["config"])]
+            order.append((written["layers"], urls["layers"]))
+        else:
+            names = sorted(p.name for p in local.iterdir() if p.name != CONFIG_NAME)
+            order = [(local / name, f"{out}/{name}") for name in names]
+            order.append((written["config"], urls["config"]))
+            if overwrite:
+                remove_output(out, first=CONFIG_NAME, storage_options=storage_options)
+        upload_files(order, storage_options=storage_options)
+    return urls
 
 
 def _write_graphml(graph: nx.MultiGraph, path: Path) -> None:

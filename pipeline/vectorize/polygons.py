@@ -17,6 +17,7 @@ import enum
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -30,12 +31,16 @@ from roadnet.errors import InputError
 
 __all__ = [
     "NODATA_CODE",
+    "Finishing",
     "PixelWindow",
     "Side",
+    "assemble_polygons",
     "chunk_polygons",
     "feature_columns",
     "fill_holes",
+    "finish_pixel_polygons",
     "finish_polygons",
+    "finish_rings",
     "halo_window",
     "lowest_road_code",
     "polygonize",
@@ -301,6 +306,8 @@ def chunk_polygons(
         and window.col_start <= core.col_start <= core.col_stop <= window.col_stop
     ):
         raise InputError(f"core {core} is not inside window {window}")
+    if not window_mask.any():  # most of a city is not road: nothing to sieve or trace
+        return np.empty(0, dtype=object), np.empty(0, dtype=object)
     sieved = sieve_mask(window_mask, sieve_px=sieve_px)
     core_mask = sieved[
         core.row_start - window.row_start : core.row_stop - window.row_start,
@@ -368,6 +375,124 @@ def _valid_polygons(geoms: NDArray[np.object_]) -> NDArray[np.object_]:
     return kept
 
 
+@dataclass(frozen=True)
+class Finishing:
+    """How final pixel polygons become the road-surface layer (see :func:`finish_polygons`).
+
+    Attributes:
+        transform: the scene's affine transform (pixel corner to map).
+        hole_area_m2: holes with a smaller area are filled (0: none).
+        min_area_m2: polygons with a smaller area (holes filled) are dropped (0: none).
+        simplify_m: simplification tolerance (0: none).
+    """
+
+    transform: Affine
+    hole_area_m2: float = 0.0
+    min_area_m2: float = 0.0
+    simplify_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        sizes = {
+            "hole_area_m2": self.hole_area_m2,
+            "min_area_m2": self.min_area_m2,
+            "simplify_m": self.simplify_m,
+        }
+        for name, value in sizes.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a finite number >= 0, got {value}")
+        a, b, _, d, e, _ = tuple(self.transform)[:6]
+        if a * e - b * d == 0:
+            raise InputError(f"the scene transform is degenerate: {self.transform!r}")
+
+
+def finish_rings(
+    rings_px: NDArray[np.object_], *, finishing: Finishing | None
+) -> tuple[NDArray[np.object_], NDArray[np.float64]]:
+    """Each ring by itself: canonical start, no collinear vertices, then to map and simplified.
+
+    A ring is finished alone, whatever polygon it bounds, so a ring comes out the same
+    whichever chunk or tree node completes it: normalized (it starts at its lowest vertex,
+    always a corner of a pixel outline), Douglas-Peucker with tolerance 0 (which drops the
+    collinear vertices a union leaves where chunk seams met straight edges); with
+    ``finishing``, mapped by its transform and simplified topology-preserving (the ring stays
+    simple; rings of one polygon are checked together by :func:`assemble_polygons`).
+
+    Args:
+        rings_px: ``(n,)`` object array of LinearRings in pixel coordinates.
+        finishing: the layer's finishing; None keeps pixel coordinates.
+
+    Returns:
+        ``(rings, areas)``: ``(n,)`` LinearRings and the ``(n,)`` float64 areas they enclose
+        before simplification (map units squared, or pixels without ``finishing``).
+    """
+    rings_px = np.asarray(rings_px, dtype=object)
+    if len(rings_px) == 0:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.float64)
+    polys = shapely.simplify(
+        shapely.normalize(shapely.polygons(rings_px)), 0.0, preserve_topology=False
+    )
+    if finishing is not None:
+        polys = to_map(polys, transform=finishing.transform)
+    areas = np.asarray(shapely.area(polys), dtype=np.float64)
+    if finishing is not None and finishing.simplify_m > 0:
+        polys = shapely.simplify(polys, finishing.simplify_m, preserve_topology=True)
+    rings: NDArray[np.object_] = shapely.get_exterior_ring(polys)
+    return rings, areas
+
+
+def assemble_polygons(
+    shells: NDArray[np.object_],
+    shell_areas: NDArray[np.float64],
+    holes: NDArray[np.object_],
+    hole_areas: NDArray[np.float64],
+    owner: NDArray[np.int64],
+    *,
+    finishing: Finishing | None,
+) -> NDArray[np.object_]:
+    """Polygons from finished rings (:func:`finish_rings`): shell ``i`` with its holes.
+
+    With ``finishing``: holes smaller than ``hole_area_m2`` are filled, polygons smaller than
+    ``min_area_m2`` (holes filled, before simplification) dropped, the rest checked for
+    validity (an invalid one, where simplified rings came to cross, is repaired with
+    ``make_valid``) and normalized.
+
+    Args:
+        shells: ``(n,)`` LinearRings, one per polygon.
+        shell_areas: ``(n,)`` their areas.
+        holes: ``(m,)`` LinearRings.
+        hole_areas: ``(m,)`` their areas.
+        owner: ``(m,)`` int64, the shell each hole belongs to.
+        finishing: the layer's finishing; None: all rings kept as they are.
+
+    Returns:
+        ``(k,)`` object array of Polygons; ``k == n`` without ``finishing``.
+    """
+    n = len(shells)
+    if n == 0:
+        return np.empty(0, dtype=object)
+    owner = np.asarray(owner, dtype=np.int64)
+    keep_hole = np.ones(len(holes), dtype=bool)
+    keep_shell = np.ones(n, dtype=bool)
+    if finishing is not None:
+        if finishing.hole_area_m2 > 0:
+            keep_hole = np.asarray(hole_areas) >= finishing.hole_area_m2
+        if finishing.min_area_m2 > 0:
+            filled = np.asarray(shell_areas, dtype=np.float64) - np.bincount(
+                owner[keep_hole], weights=np.asarray(hole_areas)[keep_hole], minlength=n
+            )
+            keep_shell = filled >= finishing.min_area_m2
+        keep_hole &= keep_shell[owner]
+    renumber = np.cumsum(keep_shell) - 1
+    rings = np.concatenate([np.asarray(shells, dtype=object)[keep_shell], holes[keep_hole]])
+    index = np.concatenate([renumber[keep_shell], renumber[owner[keep_hole]]])
+    order = np.argsort(index, kind="stable")  # each shell before its holes
+    polys: NDArray[np.object_] = shapely.polygons(rings[order], indices=index[order])
+    if finishing is None:
+        return polys
+    normalized: NDArray[np.object_] = shapely.normalize(_valid_polygons(polys))
+    return normalized
+
+
 def finish_polygons(
     polys_px: NDArray[np.object_],
     *,
@@ -378,10 +503,13 @@ def finish_polygons(
 ) -> NDArray[np.object_]:
     """Dissolved pixel polygons to the road-surface layer in map coordinates.
 
-    Steps, each vectorized: apply ``transform``; fill holes smaller than ``hole_area_m2``; drop
-    polygons (holes filled) smaller than ``min_area_m2``; simplify with tolerance
-    ``simplify_m`` preserving topology (0: not at all); repair any invalid result with
-    ``make_valid``. Areas and lengths are in the CRS's units, metres for a projected scene.
+    Every ring is finished by itself (:func:`finish_rings`: canonical start, to map,
+    simplified with tolerance ``simplify_m`` keeping the ring simple), so that the tree
+    nodes of the dissolve can finish each ring where it becomes complete, on the workers,
+    with the same result; then holes smaller than ``hole_area_m2`` are filled, polygons
+    (holes filled) smaller than ``min_area_m2`` dropped, and a polygon whose simplified
+    rings came to cross is repaired with ``make_valid`` (:func:`assemble_polygons`). Areas
+    and lengths are in the CRS's units, metres for a projected scene.
 
     Args:
         polys_px: ``(n,)`` object array of Polygons in pixel coordinates (from the dissolve).
@@ -391,24 +519,41 @@ def finish_polygons(
         simplify_m: simplification tolerance (0: none).
 
     Returns:
-        ``(m,)`` object array of valid Polygons in map coordinates, m <= n unless a repair
-        split one.
+        ``(m,)`` object array of valid, normalized Polygons in map coordinates, m <= n unless
+        a repair split one.
 
     Raises:
         InputError: a size is negative or not finite, or the transform is degenerate.
     """
-    sizes = {"hole_area_m2": hole_area_m2, "min_area_m2": min_area_m2, "simplify_m": simplify_m}
-    for name, value in sizes.items():
-        if not (math.isfinite(value) and value >= 0):
-            raise InputError(f"{name} must be a finite number >= 0, got {value}")
-    geoms = to_map(np.asarray(polys_px, dtype=object), transform=transform)
-    geoms = geoms[~shapely.is_empty(geoms)]
-    geoms = fill_holes(geoms, max_area=hole_area_m2)
-    if min_area_m2 > 0:
-        geoms = geoms[shapely.area(geoms) >= min_area_m2]
-    if simplify_m > 0:
-        geoms = shapely.simplify(geoms, simplify_m, preserve_topology=True)
-    return _valid_polygons(geoms)
+    finishing = Finishing(
+        transform=transform,
+        hole_area_m2=hole_area_m2,
+        min_area_m2=min_area_m2,
+        simplify_m=simplify_m,
+    )
+    return finish_pixel_polygons(np.asarray(polys_px, dtype=object), finishing=finishing)
+
+
+def finish_pixel_polygons(
+    polys_px: NDArray[np.object_], *, finishing: Finishing | None
+) -> NDArray[np.object_]:
+    """:func:`finish_rings` on every ring of ``polys_px``, then :func:`assemble_polygons`."""
+    polys_px = np.asarray(polys_px, dtype=object)
+    polys_px = polys_px[~shapely.is_empty(polys_px)]
+    if len(polys_px) == 0:
+        return np.empty(0, dtype=object)
+    rings, index = shapely.get_rings(polys_px, return_index=True)
+    first = np.ones(len(rings), dtype=bool)
+    first[1:] = index[1:] != index[:-1]  # get_rings lists each exterior ring first
+    done, areas = finish_rings(rings, finishing=finishing)
+    return assemble_polygons(
+        done[first],
+        areas[first],
+        done[~first],
+        areas[~first],
+        index[~first].astype(np.int64),
+        finishing=finishing,
+    )
 
 
 def feature_columns(polys: NDArray[np.object_]) -> dict[str, NDArray[np.float64]]:

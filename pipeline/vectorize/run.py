@@ -25,7 +25,8 @@ from pydantic import Field
 
 from roadnet.config import StrictModel
 from roadnet.errors import InputError
-from roadnet.paths import is_url
+from roadnet.leases import hold_output
+from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.run import CUTOFFS_ATTR
 from roadnet.pipeline.vectorize.centerlines import DEFAULT_HALO_PX, DEFAULT_HOLE_PX, Source
 from roadnet.pipeline.vectorize.chunks import vectorize_tasks
@@ -42,7 +43,7 @@ from roadnet.pipeline.vectorize.layers import (
     frame,
     write_layers,
 )
-from roadnet.pipeline.vectorize.polygons import feature_columns, finish_polygons
+from roadnet.pipeline.vectorize.polygons import Finishing, feature_columns
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -79,13 +80,16 @@ class VectorizeConfig(StrictModel):
     graph_hole_px: int = Field(default=DEFAULT_HOLE_PX, ge=0, description="holes filled, px")
     prune_m: float = Field(default=DEFAULT_PRUNE_M, ge=0, description="shorter spurs pruned")
     merge_m: float = Field(default=DEFAULT_MERGE_M, ge=0, description="closer junctions merged")
+    task_px: int = Field(
+        default=2048, ge=1, description="task window side, px, in whole store chunks (>= 1)"
+    )
 
 
 @dataclass(frozen=True)
 class VectorizeSummary:
     """What a :func:`vectorize_result` call made."""
 
-    out: Path
+    out: Location
     components: int
     km: float
     nodes: int
@@ -160,7 +164,11 @@ def road_layers(
     transform = ds.rio.transform()
     pixel = float(np.sqrt(abs(transform.determinant)))
     chunks = ds["surface"].data.chunks
-    polygons, pieces = vectorize_tasks(
+    simplify = pixel if config.simplify_m is None else config.simplify_m
+    # Each component is finished (to map, holes filled, simplified ring by ring) on the
+    # worker where it becomes complete; the client gathers the finished layer and the
+    # skeleton pieces as they come, never the raster or the pixel polygons.
+    tasks = vectorize_tasks(
         str(Path(result).resolve()) if not is_url(result) else str(result),
         chunks=(tuple(chunks[0]), tuple(chunks[1])),
         threshold=threshold,
@@ -169,33 +177,26 @@ def road_layers(
         centerline_threshold=config.centerline_threshold,
         halo_px=config.halo_px,
         hole_px=config.graph_hole_px,
+        chunks_per_task=max(1, config.task_px // max(chunks[0][0], chunks[1][0])),
+        finishing=Finishing(
+            transform=transform,
+            hole_area_m2=config.hole_area_m2,
+            min_area_m2=config.min_area_m2,
+            simplify_m=simplify,
+        ),
     )
-    futures = client.compute([*polygons, *pieces])
-    kind = {f.key: i < len(polygons) for i, f in enumerate(futures)}
+    futures = client.compute(tasks)
     found: list[np.ndarray] = []
     graph_pieces: list[GraphPiece] = []
     with _bar(len(futures), enabled=progress) as advance:
         for future, value in as_completed(futures, with_results=True):
-            if kind[future.key]:
-                found.append(value)
-            else:
-                graph_pieces.append(value)
+            found.append(value.final)
+            if value.piece is not None:
+                graph_pieces.append(value.piece)
             future.release()
+            del value
             advance()
-    simplify = pixel if config.simplify_m is None else config.simplify_m
-    found_px = np.concatenate(found) if found else np.empty(0, dtype=object)
-    # One form per shape whatever the chunking: the dissolve already dropped the collinear
-    # vertices left where chunk pieces were joined; here every ring starts at its lowest
-    # vertex, so simplification (which depends on a ring's start) and the written layer are
-    # the same for any chunks.
-    found_px = shapely.normalize(found_px)
-    polys = finish_polygons(
-        found_px,
-        transform=transform,
-        hole_area_m2=config.hole_area_m2,
-        min_area_m2=config.min_area_m2,
-        simplify_m=simplify,
-    )
+    polys = np.concatenate(found) if found else np.empty(0, dtype=object)
     nodes, edges = join_pieces(
         graph_pieces,
         transform=transform,
@@ -275,8 +276,9 @@ def vectorize_result(
     """Vectorize a result on a Dask cluster and write the road layers and graph.
 
     Args:
-        result: the ``roadnet run`` Zarr store.
-        out: ``roads.gpkg``, or an output directory for ``fmt="parquet"``.
+        result: the ``roadnet run`` Zarr store (a directory or a URL such as ``s3://…``).
+        out: ``roads.gpkg``, or an output directory for ``fmt="parquet"``; local or an fsspec
+            URL (credentials from the environment, here and on the workers).
         config: options.
         fmt: ``gpkg`` or ``parquet`` (see :mod:`~roadnet.pipeline.vectorize.layers`).
         scheduler: Dask scheduler address (else ``DASK_SCHEDULER_ADDRESS``, else local).
@@ -296,33 +298,34 @@ def vectorize_result(
     from roadnet.pipeline.cluster import dask_client
 
     config = config or VectorizeConfig()
-    out = Path(out).resolve()
-    check_outputs(out, fmt=fmt, overwrite=overwrite)
-    _open_codes(result)  # fail before starting a cluster
-    cluster = dask_client(
-        scheduler=scheduler,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        security=security,
-        client=client,
-    )
-    start = time.perf_counter()
-    with cluster as active:
-        layers, threshold = road_layers(active, result, config=config, progress=progress)
-    seconds = time.perf_counter() - start
-    resolved = {
-        "vectorize": {**config.model_dump(mode="json"), "threshold": threshold},
-        "result": str(Path(result).resolve()) if Path(str(result)).exists() else str(result),
-        "format": fmt,
-        "seconds": round(seconds, 3),
-    }
-    write_layers(
-        layers,
-        out,
-        fmt=fmt,
-        config_text=yaml.safe_dump(resolved, sort_keys=False),
-        overwrite=overwrite,
-    )
+    out = location(out)
+    with hold_output(out):  # one run per output at a time (roadnet.leases)
+        check_outputs(out, fmt=fmt, overwrite=overwrite)
+        _open_codes(result)  # fail before starting a cluster
+        cluster = dask_client(
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            security=security,
+            client=client,
+        )
+        start = time.perf_counter()
+        with cluster as active:
+            layers, threshold = road_layers(active, result, config=config, progress=progress)
+        seconds = time.perf_counter() - start
+        resolved = {
+            "vectorize": {**config.model_dump(mode="json"), "threshold": threshold},
+            "result": str(location(result)),
+            "format": fmt,
+            "seconds": round(seconds, 3),
+        }
+        write_layers(
+            layers,
+            out,
+            fmt=fmt,
+            config_text=yaml.safe_dump(resolved, sort_keys=False),
+            overwrite=overwrite,
+        )
     return VectorizeSummary(
         out=out,
         components=len(layers.surface),

@@ -38,7 +38,14 @@ def _chunked(image: np.ndarray, predict, *, core: int, overlap: int, **kw) -> np
 
 @pytest.mark.parametrize(
     ("height", "width", "core", "overlap"),
-    [(300, 420, 128, 32), (150, 290, 128, 32), (100, 90, 128, 32), (260, 260, 128, 0)],
+    [
+        (300, 420, 128, 32),
+        (150, 290, 128, 32),
+        (100, 90, 128, 32),
+        (260, 260, 128, 0),
+        (37, 100, 128, 64),  # thinner than the overlap: padded by repeated mirroring
+        (20, 500, 128, 32),
+    ],
 )
 def test_chunked_equals_whole_scene_numpy(height: int, width: int, core: int, overlap: int) -> None:
     """Ragged chunks, a remainder thinner than the overlap (290 = 2·128 + 34), one chunk."""
@@ -143,6 +150,6 @@ def test_nodata_chunks_skip_the_model_and_come_out_as_fill() -> None:
     assert (codes[:, :, :256] != FILL_VALUE).sum() == 3 * (256 * 256 - 100)
 
 
-def test_scene_thinner_than_overlap_is_an_input_error() -> None:
-    with pytest.raises(InputError, match="thinner than the overlap"):
-        model_shape_for((20, 500), core=128, overlap=32)
+def test_empty_scene_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="empty"):
+        model_shape_for((0, 500), core=128, overlap=32)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,3 +98,37 @@ def test_bad_inputs(make_scene: Callable[..., Path], tmp_path: Path) -> None:
     text.write_text("not a raster")
     with pytest.raises(InputError, match="cannot open scene"):
         open_scene(str(text), chunk=64)
+
+
+def test_truncated_scene_names_the_failing_window(make_scene: Callable[..., Path]) -> None:
+    from roadnet.pipeline.inference.open import read_failure
+
+    path = make_scene(300, 260, name="cut.tif")
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(size // 2)
+    scene = open_scene(str(path), chunk=128)  # the header is intact: it opens
+    _, rows, cols = scene.data.chunks
+    with pytest.raises(rasterio.RasterioIOError) as raised:
+        scene.data.values  # noqa: B018  (reading is what fails)
+    # as it comes back from a worker: the type re-wrapped, GDAL's cause lost
+    remote = Exception(repr(raised.value))
+    failure = read_failure(remote, str(path), rows=rows, cols=cols)
+    assert isinstance(failure, InputError)
+    message = str(failure)
+    assert message.startswith(f"cannot read scene {path}: window rows ")
+    assert "cut.tif" in message.rsplit("(px):", 1)[1] and "\n" not in message
+    found = re.search(r"window rows (\d+)-(\d+), cols (\d+)-(\d+) \(px\)", message)
+    assert found is not None
+    r0, r1, c0, c1 = (int(v) for v in found.groups())
+    assert (r1 - r0 + 1, c1 - c0 + 1) in {(h, w) for h in rows for w in cols}
+    with rasterio.open(path) as src, pytest.raises(rasterio.RasterioIOError):
+        src.read(window=rasterio.windows.Window(c0, r0, c1 - c0 + 1, r1 - r0 + 1))
+    assert read_failure(ValueError("other"), str(path), rows=rows, cols=cols) is None
+
+
+def test_a_file_that_is_not_a_raster_is_named(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tif"
+    junk.write_text("plain text, not a raster\n")
+    with pytest.raises(InputError, match=f"cannot open scene {junk}: .*not recognized"):
+        open_scene(str(junk), chunk=128)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,103 @@ def test_cached_store_handles_survive_an_overwrite(tmp_path: Path) -> None:
         finish_store(staging, out, attrs={})
         stored = np.stack([open_result(out, mask_and_scale=False)[t].values for t in TASKS])
         assert np.array_equal(stored, full)
+
+
+def test_store_on_s3_is_written_in_place_and_marked_complete_last(s3_bucket: str) -> None:
+    from _s3 import s3_fs
+
+    out = f"{s3_bucket}/runs/r.zarr"
+    staging, resume = prepare_store(out, job="j1", overwrite=False)
+    assert staging == staging_path(out) == out and not resume
+    create_store(staging, _template(), chunk=CHUNK, grid=(3, 2), attrs={JOB_ATTR: "j1"})
+    full = _codes(150, 100, 0)
+    _fill(staging, full, skip={(2, 1)}, job="j1")
+    assert done_chunks(out).tolist() == [[True, True], [True, True], [True, False]]
+    # Chunks are in the bucket, but no marker: refused, and resumed by the same job only.
+    assert s3_fs().exists(out.removeprefix("s3://") + "/surface/c/0/0")
+    with pytest.raises(InputError, match="incomplete roadnet result"):
+        open_result(out)
+    assert prepare_store(out, job="j1", overwrite=False) == (out, True)
+    with pytest.raises(OutputExistsError, match="another scene, model or config"):
+        prepare_store(out, job="j2", overwrite=False)
+    with pytest.raises(RuntimeError, match="not every chunk"):
+        finish_store(staging, out, attrs={})
+    _fill(staging, full, skip={(r, c) for r in range(3) for c in range(2)} - {(2, 1)})
+    finish_store(staging, out, attrs={"b": 2})
+
+    ds = open_result(out)
+    assert ds.attrs[COMPLETE_ATTR] is True and ds.attrs["b"] == 2
+    assert ds.rio.crs.to_epsg() == 32635 and ds.rio.transform() == TRANSFORM
+    raw = open_result(out, mask_and_scale=False)
+    assert np.array_equal(np.stack([raw[t].values for t in TASKS]), full)
+    # The marker lives in the group's zarr.json, beside the consolidated metadata.
+    meta = json.loads(s3_fs().cat(out.removeprefix("s3://") + "/zarr.json"))
+    assert meta["attributes"][COMPLETE_ATTR] is True
+    assert set(TASKS) <= set(meta["consolidated_metadata"]["metadata"])
+    with pytest.raises(InputError, match="no roadnet result"):
+        open_result(f"{s3_bucket}/none.zarr")
+
+
+def test_s3_overwrite_rules_match_local(s3_bucket: str) -> None:
+    from _s3 import s3_fs
+
+    out = f"{s3_bucket}/r.zarr"
+    staging, _ = prepare_store(out, job="j1", overwrite=False)
+    create_store(staging, _template(), chunk=CHUNK, grid=(3, 2), attrs={JOB_ATTR: "j1"})
+    _fill(staging, _codes(150, 100, 0))
+    finish_store(staging, out, attrs={})
+    # A complete store is never clobbered without overwrite, whatever the job.
+    for job in ("j1", "j2"):
+        with pytest.raises(OutputExistsError, match="already exists"):
+            prepare_store(out, job=job, overwrite=False)
+    assert open_result(out).attrs[JOB_ATTR] == "j1"
+    # With overwrite it is removed, marker first, and rebuilt from scratch.
+    assert prepare_store(out, job="j2", overwrite=True) == (out, False)
+    assert not s3_fs().exists(out.removeprefix("s3://"))
+    create_store(out, _template(), chunk=CHUNK, grid=(3, 2), attrs={JOB_ATTR: "j2"})
+    _fill(out, _codes(150, 100, 1), skip={(0, 0)})
+    # Another job's leftover is discarded only with overwrite.
+    assert prepare_store(out, job="j3", overwrite=True) == (out, False)
+    # Something that is not a store is refused too.
+    s3_fs().pipe(out.removeprefix("s3://") + "/notes.txt", b"x")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        prepare_store(out, job="j3", overwrite=False)
+    with pytest.raises(InputError, match="not a Zarr store"):
+        open_result(out)
+
+
+def test_s3_storage_options_reach_every_store_call(
+    s3_bucket: str, s3_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+    from _s3 import S3_ENV
+
+    # The environment points nowhere; only the options lead to the server.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    s3fs.S3FileSystem.clear_instance_cache()
+    options = {
+        "endpoint_url": s3_server,
+        "key": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "secret": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+    }
+    out = f"{s3_bucket}/r.zarr"
+    staging, _ = prepare_store(out, job="j", overwrite=False, storage_options=options)
+    create_store(
+        staging,
+        _template(),
+        chunk=CHUNK,
+        grid=(3, 2),
+        attrs={JOB_ATTR: "j"},
+        storage_options=options,
+    )
+    full = _codes(150, 100, 0)
+    for r in range(3):
+        for c in range(2):
+            block = full[:, r * CHUNK : (r + 1) * CHUNK, c * CHUNK : (c + 1) * CHUNK]
+            write_chunk(
+                block, path=out, row=r, col=c, chunk=CHUNK, job="j", storage_options=options
+            )
+    assert prepare_store(out, job="j", overwrite=False, storage_options=options) == (out, True)
+    finish_store(out, out, attrs={}, storage_options=options)
+    raw = open_result(out, storage_options=options, mask_and_scale=False)
+    assert np.array_equal(np.stack([raw[t].values for t in TASKS]), full)

@@ -142,3 +142,36 @@ def test_per_task_thresholds_and_sweep() -> None:
     assert [s["threshold"] for s in swept] == [0.3, 0.7]
     assert swept[0]["iou"] == scores["surface"]["iou"]
     assert swept[1]["tp"] + swept[1]["fp"] <= swept[0]["tp"] + swept[0]["fp"]
+
+
+def test_evaluate_model_reports_the_generalization_gap(tmp_path: Path) -> None:
+    """In-style vs out-of-style renders of the `test` extract, side by side, and their gap."""
+    from typer.testing import CliRunner
+
+    from roadnet.pipeline.cli import app
+    from roadnet.pipeline.scenes.styles import apply_style, load_style
+    from roadnet.pipeline.scenes.synth import SynthConfig, synthesize
+
+    for name in ("temperate", "heldout"):
+        config = apply_style(SynthConfig(seed=2, size=(256, 256), window_px=512), load_style(name))
+        synthesize("test", tmp_path / name, config=config, style=name)
+    model_path = save_test_model(tmp_path / "m.keras")
+    out = tmp_path / "gap.json"
+    inside = tmp_path / "temperate"
+    args = ["evaluate-model", str(inside / "scene.tif"), str(inside / "labels")]
+    args += ["--model", str(model_path), "--out-of-style", str(tmp_path / "heldout" / "scene.tif")]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads(out.read_text())
+    assert report["in_style"]["scene"].endswith("temperate/scene.tif")
+    assert report["out_of_style"]["labels"].endswith("heldout/labels")
+    for task in ("surface", "edge", "centerline"):
+        for key in ("iou", "f1", "relaxed_f1"):
+            a = report["in_style"]["scores"][task][key]
+            b = report["out_of_style"]["scores"][task][key]
+            assert report["gap"][task][key] == pytest.approx(a - b)
+    assert "IoU in" in result.output and "surface" in result.output
+    line = next(row for row in result.output.splitlines() if row.startswith("surface"))
+    assert f"{report['gap']['surface']['iou']:+7.4f}" in line
+    bad = CliRunner().invoke(app, [*args, "--window", "0,0,64,64"])
+    assert "drop --window" in str(bad.exception)

@@ -133,6 +133,9 @@ def test_run_directory_has_model_card_logs_and_curves(tiny_run: tuple[Path, Path
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert {"val_surface_iou", "val_mean_f1", "learning_rate"} <= set(rows[0])
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "augment-samples.png").read_bytes()[:4] == b"\x89PNG"
+    state = json.loads((run / "state.json").read_text())
+    assert set(state["counters"]) == {"lr_plateau", "early_stopping"}
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run / "roadnet-config.yaml").is_file()
     model = load_model(run / "model.keras")  # safe_mode=True
@@ -157,6 +160,33 @@ def test_resume_continues_from_the_last_epoch(tiny_run: tuple[Path, Path]) -> No
     assert state["epoch"] == 4
     with open(run / "history.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1, 2, 3]
+
+
+def test_bundled_training_config_validates() -> None:
+    from roadnet.config import load_config
+    from roadnet.model.train import TrainConfig
+
+    config = load_config(TrainConfig, Path(__file__).parents[2] / "configs" / "train-lite.yaml")
+    assert config.augment.gsd_range == (0.15, 0.6) and config.augment.cutout > 0
+    assert len(config.train) >= 6
+
+
+def test_init_from_copies_weights_of_the_same_variant(tmp_path: Path) -> None:
+    from roadnet.model.roadnet import ModelConfig, build_roadnet
+    from roadnet.model.train import _load_weights
+
+    tiny = ModelConfig(name="tiny", width_multiplier=0.125)
+    source = build_roadnet(tiny)
+    source.save(tmp_path / "source.keras")
+    target = build_roadnet(tiny)
+    _load_weights(target, tmp_path / "source.keras")
+    for a, b in zip(source.get_weights(), target.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = build_roadnet(ModelConfig(name="other", width_multiplier=0.25))
+    with pytest.raises(InputError, match="not a"):
+        _load_weights(other, tmp_path / "source.keras")
+    with pytest.raises(InputError, match="not found"):
+        _load_weights(target, tmp_path / "missing.keras")
 
 
 def test_bad_training_inputs_are_one_line_errors(tmp_path: Path) -> None:

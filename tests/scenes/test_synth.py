@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from _colour_baseline import best_hsv_iou, best_interval_iou
 from rasterio.features import rasterize
 
 from roadnet.config import load_config
@@ -141,46 +142,16 @@ def test_scene_looks_like_imagery_not_a_mask(helsinki: tuple[Path, SynthConfig])
     assert green[road].mean() > 0.005
 
 
-def _best_interval_iou(
-    values: np.ndarray, truth: np.ndarray, bins: int, total: int | None = None
-) -> float:
-    """Best IoU of any rule ``lo <= value <= hi`` (values are integer bins).
-
-    ``total`` is the number of road pixels the IoU counts (default: those in ``truth``).
-    """
-    pos = np.bincount(values[truth], minlength=bins).astype(float)
-    neg = np.bincount(values[~truth], minlength=bins).astype(float)
-    cp = np.concatenate([[0.0], np.cumsum(pos)])
-    cn = np.concatenate([[0.0], np.cumsum(neg)])
-    lo, hi = np.triu_indices(bins)
-    road = truth.sum() if total is None else total
-    iou = (cp[hi + 1] - cp[lo]) / (road + cn[hi + 1] - cn[lo])
-    return float(iou.max())
-
-
-def _best_hsv_iou(rgb: np.ndarray, truth: np.ndarray, q: int = 32) -> float:
-    """Best IoU of ``saturation <= s and v_lo <= value <= v_hi`` (quantized to q levels)."""
-    top = rgb.max(axis=-1).astype(float)
-    sat = np.where(top > 0, (top - rgb.min(axis=-1)) / np.maximum(top, 1.0), 0.0)
-    s = np.minimum((sat * q).astype(int), q - 1)
-    v = (top * q / 256).astype(int)
-    best = 0.0
-    for smax in range(q):
-        keep = s <= smax
-        best = max(best, _best_interval_iou(v[keep], truth[keep], q, total=int(truth.sum())))
-    return best
-
-
 def test_colour_threshold_baseline_fails(helsinki: tuple[Path, SynthConfig]) -> None:
     """Road pixels cannot be told apart by colour alone: the best threshold rules stay < 0.5."""
     out, _ = helsinki
     rgb = read_rgb(out / "scene.tif")
     road = read_band(out / "labels" / "surface.tif").astype(bool)
     grey = (rgb.astype(np.uint16).sum(axis=-1) // 3).astype(np.uint8)
-    scores = {"grey": _best_interval_iou(grey, road, 256)}
+    scores = {"grey": best_interval_iou(grey, road, 256)}
     for b, name in enumerate("rgb"):
-        scores[name] = _best_interval_iou(rgb[..., b], road, 256)
-    scores["hsv"] = _best_hsv_iou(rgb, road)
+        scores[name] = best_interval_iou(rgb[..., b], road, 256)
+    scores["hsv"] = best_hsv_iou(rgb, road)
     assert max(scores.values()) < 0.5, scores
     # and the rules are not vacuous: each finds a good part of the road
     assert min(scores.values()) > 0.05, scores

@@ -26,7 +26,8 @@ ROADNET = [sys.executable, "-m", "roadnet.pipeline.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 __all__ = ["test_model_path"]  # the session fixture, used below
 
-EXACT = VectorizeConfig(min_area_m2=0, hole_area_m2=0, simplify_m=0, sieve_px=16)
+# one store chunk per task, so that every chunk border is a seam of the dissolve tree
+EXACT = VectorizeConfig(min_area_m2=0, hole_area_m2=0, simplify_m=0, sieve_px=16, task_px=1)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,9 @@ def test_layers_and_graph_same_for_every_chunking(
     for chunk in (256, 512, 2048):
         result = write_result(tmp_path / f"r{chunk}.zarr", codes, chunk=chunk)
         out = tmp_path / f"roads{chunk}.gpkg"
-        vectorize_result(result, out, client=client, progress=False)
+        # tasks of 2 x 2 chunks at 256, 1 chunk at 512, the whole scene at 2048
+        config = VectorizeConfig(task_px=512)
+        vectorize_result(result, out, config=config, client=client, progress=False)
         layers[chunk] = {
             name: _layer(out, name) for name in ("road_surface", "road_centerline", "road_node")
         }

@@ -1,0 +1,54 @@
+"""Fixtures of the deploy/ tests: real processes on 127.0.0.1, stopped after each test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a process this test started and everything in its session."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """Returns a function giving a TCP port free at 127.0.0.1."""
+    return _free_port
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Factory starting a process in its own session, logged to tmp_path; all stopped after."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], *, env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / log, "wb") as fh:
+            proc = subprocess.Popen(
+                args, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        _stop(proc)
