@@ -22,6 +22,7 @@ from roadnet.config import StrictModel
 __all__ = ["AugmentConfig", "augment", "redraw_thin_labels", "sample_grid", "write_sample_grid"]
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
+_SQUARE2 = np.ones((2, 2), bool)
 
 
 class AugmentConfig(StrictModel):
@@ -72,7 +73,8 @@ def redraw_thin_labels(
     rendered at that pixel size would have them at their usual widths. The edge band is
     drawn again from the surface (the definition of ``roadnet labels``: surface pixels
     within ``ceil(w / 2)`` 4-connected steps of a non-surface pixel, and non-surface pixels
-    within ``floor(w / 2)`` of a surface pixel), the centerline is thinned to one pixel and
+    within ``floor(w / 2)`` of a surface pixel), the centerline is thinned to one pixel, grown
+    to a 2 px chain (as a line burnt with GDAL's ``ALL_TOUCHED`` is 1-2 px across) and
     dilated by ``centerline_dilate_px``.
 
     Args:
@@ -92,7 +94,8 @@ def redraw_thin_labels(
     )
     if outer:
         edge |= ndimage.binary_dilation(surface, structure=_CROSS, iterations=outer) & ~surface
-    centre = skeletonize(labels[..., 2] > 0.5)
+    # thinned to one pixel, then grown to the 1-2 px chain a line burnt with ALL_TOUCHED is
+    centre = ndimage.binary_dilation(skeletonize(labels[..., 2] > 0.5), structure=_SQUARE2)
     if centerline_dilate_px:
         size = 2 * centerline_dilate_px + 1
         centre = ndimage.binary_dilation(centre, structure=np.ones((size, size), bool))

@@ -134,8 +134,8 @@ def sample_crop(
     model sees roads as wide (in pixels) as at any GSD in the range; ``scale`` jitter is
     applied on top. Labels are resampled by nearest neighbour, the image bilinearly (with
     anti-aliasing when shrinking); with ``thin_widths`` = ``(edge_width_px,
-    centerline_dilate_px)`` a resampled crop's edge and centerline are redrawn at those
-    widths (:func:`~roadnet.model.augment.redraw_thin_labels`).
+    centerline_dilate_px)`` a crop resampled by more than 25 % gets its edge and centerline
+    redrawn at those widths (:func:`~roadnet.model.augment.redraw_thin_labels`).
 
     Returns:
         ``(size, size, 3)`` float32 image on the 0–255 scale and ``(size, size, 3)`` float32
@@ -161,7 +161,7 @@ def sample_crop(
         image = resize(image, (size, size), order=1, preserve_range=True, anti_aliasing=side > size)
         thin = labels[..., 2]
         labels = resize(labels, (size, size), order=0, preserve_range=True, anti_aliasing=False)
-        if thin_widths is not None:
+        if thin_widths is not None and not 0.8 <= side / size <= 1.25:
             if side > size:  # shrinking: keep every line that passes through a pixel
                 shrunk = resize(thin, (size, size), order=1, anti_aliasing=True)
                 labels[..., 2] = shrunk > 0.15

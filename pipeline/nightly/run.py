@@ -244,6 +244,7 @@ class _Night:
                 if attempts >= self.config.max_attempts:
                     self._fail(candidate, f"{message} (after {attempts} attempts)")
                     return
+                time.sleep(min(60.0, 2.0**attempts))  # let a lost worker come back
                 continue
             self.update(candidate.scene_id, status="done", finished=_now(), **values)
             self.summary.done.append(candidate.scene_id)
@@ -409,7 +410,14 @@ def nightly(
         security=security,
     ) as client:  # fmt: skip
         for candidate in todo:
-            night.process(client, candidate)
+            try:
+                night.process(client, candidate)
+            except Exception as exc:  # e.g. the file vanished: never stop the other scenes
+                message = (
+                    str(exc) if isinstance(exc, RoadnetError) else f"{type(exc).__name__}: {exc}"
+                )
+                log.error("%s: failed: %s", candidate.scene_id, message)
+                night.summary.failed.append(candidate.scene_id)
     if night.attempted:
         catalog = read_catalog(outbox)
         lines = night.summary.line().split("; report")[0].split("; ")

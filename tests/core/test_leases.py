@@ -109,7 +109,7 @@ while time.time() < start:
     time.sleep(0.001)
 got = acquire(sys.argv[1], ttl=30)
 print(int(isinstance(got, Lease)), flush=True)
-time.sleep(0.5)  # keep holding while the others try
+time.sleep(600)  # keep holding while the others try (a late starter must find it held)
 """
 
 
@@ -128,7 +128,12 @@ def test_exactly_one_of_many_processes_gets_it(tmp_path: Path, stale: bool) -> N
         )
         for _ in range(6)
     ]
-    results = [int(p.communicate(timeout=60)[0].strip()) for p in procs]
+    try:
+        results = [int(p.stdout.readline().strip()) for p in procs]  # type: ignore[union-attr]
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate(timeout=30)
     assert sum(results) == 1
 
 

@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[2]
 COMPOSE = PROJECT / "deploy" / "docker" / "compose.yaml"
+COMPOSE_TLS = PROJECT / "deploy" / "docker" / "compose.tls.yaml"
 DOCKERFILE = PROJECT / "deploy" / "docker" / "Dockerfile"
 BIN = Path(sys.executable).parent
 
@@ -39,9 +42,10 @@ def _interpolate(value: str) -> str:
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 
-def test_compose_file_validates_against_the_compose_spec() -> None:
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_TLS], ids=lambda p: p.name)
+def test_compose_file_validates_against_the_compose_spec(path: Path) -> None:
     proc = subprocess.run(
-        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -93,6 +97,27 @@ def test_nightly_service_runs_roadnet_nightly_against_the_scheduler() -> None:
     assert scheduler[scheduler.index("--port") + 1] == "8786"
 
 
+def test_tls_override_is_the_plain_commands_over_tls() -> None:
+    """compose.tls.yaml changes only the protocol and adds the certificates."""
+    base = _compose()["services"]
+    tls = yaml.safe_load(COMPOSE_TLS.read_text())["services"]
+    assert set(tls) == {"scheduler", "worker", "nightly", "run"}
+    for name, service in tls.items():
+        command = list(service["command"])
+        for option in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+            i = command.index(option)
+            assert command[i + 1].startswith("/data/tls/"), (name, option)
+            del command[i : i + 2]
+        if name == "scheduler":
+            i = command.index("--protocol")
+            assert command[i + 1] == "tls"
+            del command[i : i + 2]
+        plain = [
+            a.replace("tcp://scheduler:8786", "tls://scheduler:8786") for a in base[name]["command"]
+        ]
+        assert command == plain, name
+
+
 def _image_env() -> dict[str, str]:
     """The ENV of the Dockerfile (what every container of the image starts with)."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")
@@ -111,18 +136,22 @@ def _local(command: list[str], replace: dict[str, str]) -> list[str]:
 
 
 def _wait_healthy(healthcheck: list[str], replace: dict[str, str], env: dict[str, str]) -> None:
-    """Run the compose healthcheck (``CMD ...``) until it passes, as Docker would."""
+    """Wait for the scheduler's dashboard, then run the compose healthcheck (``CMD ...``)."""
     assert healthcheck[0] == "CMD"
-    args = [sys.executable if a == "python" else a for a in healthcheck[1:]]
-    args = [re.sub("127.0.0.1:8787", replace[":8787"], a) for a in args]
+    url = f"http://{replace[':8787']}/health"
     deadline = time.monotonic() + 60
     while True:
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=30)
-        if proc.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"scheduler healthcheck never passed: {proc.stderr}")
-        time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                break
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    args = [sys.executable if a == "python" else a for a in healthcheck[1:]]
+    args = [a.replace("127.0.0.1:8787", replace[":8787"]) for a in args]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.cluster
@@ -146,21 +175,129 @@ def test_compose_scheduler_and_worker_commands_run_a_computation(
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     processes(_local(services["scheduler"]["command"], replace), env=env, log="scheduler.log")
     worker = services["worker"]
-    replicas = int(worker["deploy"]["replicas"])
-    for i in range(replicas):  # started at once: workers retry until the scheduler listens
-        processes(
-            [*_local(worker["command"], replace), "--host", "127.0.0.1"],
-            env=env,
-            log=f"worker{i}.log",
-        )
+    assert int(worker["deploy"]["replicas"]) >= 1
+    # One replica (the others run the same command), started at once: it retries until the
+    # scheduler listens.
+    processes(
+        [*_local(worker["command"], replace), "--host", "127.0.0.1"], env=env, log="worker.log"
+    )
     _wait_healthy(services["scheduler"]["healthcheck"]["test"], replace, env)
     with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
-        client.wait_for_workers(replicas, timeout=60)
+        client.wait_for_workers(1, timeout=60)
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         # The layout rule: one process per core, one thread each (cpus: 1 per container).
-        assert [w["nthreads"] for w in workers] == [1] * replicas
+        assert [w["nthreads"] for w in workers] == [1]
         assert float(worker["cpus"]) == 1
         assert all(w["memory_limit"] == 2 * 2**30 for w in workers)
         assert client.submit(sum, [1, 2, 3]).result() == 6
         x = da.arange(10_000, chunks=1_000)
         assert int(client.compute(x.sum()).result()) == 49_995_000
+
+
+def _write_pki(directory: Path) -> dict[str, Path]:
+    """A throwaway CA and one certificate for 127.0.0.1 signed by it, as the PEM files
+    compose.tls.yaml names (the one certificate serves every role)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("roadnet deploy test CA"))
+        .issuer_name(name("roadnet deploy test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    directory.mkdir(parents=True)
+    files = {
+        "ca.pem": ca.public_bytes(pem),
+        "node.pem": cert.public_bytes(pem),
+        "node-key.pem": key_pem,
+        "client.pem": cert.public_bytes(pem),
+        "client-key.pem": key_pem,
+    }
+    for file, data in files.items():
+        (directory / file).write_bytes(data)
+    return {file: directory / file for file in files}
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_compose_tls_commands_admit_only_clients_with_the_certificates(
+    processes: Callable[..., subprocess.Popen[bytes]],
+    free_port: Callable[[], int],
+    tmp_path: Path,
+) -> None:
+    from distributed import Client, Security
+
+    pki = _write_pki(tmp_path / "data" / "tls")
+    services = yaml.safe_load(COMPOSE_TLS.read_text())["services"]
+    port, dashboard = free_port(), free_port()
+    replace = {
+        "0.0.0.0": "127.0.0.1",
+        "8786": str(port),
+        ":8787": f"127.0.0.1:{dashboard}",
+        "tls://scheduler:8786": f"tls://127.0.0.1:{port}",
+        **{f"/data/tls/{name}": str(path) for name, path in pki.items()},
+    }
+    env = {**os.environ, **{k: v for k, v in _image_env().items() if k != "HOME"}}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    processes(_local(services["scheduler"]["command"], replace), env=env, log="scheduler.log")
+    processes(
+        [*_local(services["worker"]["command"], replace), "--host", "127.0.0.1"],
+        env=env,
+        log="worker.log",
+    )
+    healthcheck = _compose()["services"]["scheduler"]["healthcheck"]["test"]
+    _wait_healthy(healthcheck, replace, env)  # plain HTTP, unchanged under TLS
+
+    nightly = services["nightly"]["command"]
+    security = Security(
+        tls_ca_file=replace[nightly[nightly.index("--tls-ca-file") + 1]],
+        tls_client_cert=replace[nightly[nightly.index("--tls-cert") + 1]],
+        tls_client_key=replace[nightly[nightly.index("--tls-key") + 1]],
+        require_encryption=True,
+    )
+    address = f"tls://127.0.0.1:{port}"
+    with Client(address, security=security, timeout="30s") as client:
+        client.wait_for_workers(1, timeout=60)
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+    with pytest.raises((OSError, TimeoutError)):  # a plain client is refused
+        Client(f"tcp://127.0.0.1:{port}", timeout="5s")

@@ -20,9 +20,13 @@ DEPLOY = PROJECT / "deploy"
 
 def _compose_commands() -> list[tuple[str, list[str], dict[str, Any]]]:
     services = yaml.safe_load((DEPLOY / "docker" / "compose.yaml").read_text())["services"]
+    tls = yaml.safe_load((DEPLOY / "docker" / "compose.tls.yaml").read_text())["services"]
     return [
         (f"compose:{name}", service["command"], {"cpus": service.get("cpus")})
         for name, service in services.items()
+    ] + [
+        (f"compose.tls:{name}", service["command"], {"cpus": services[name].get("cpus")})
+        for name, service in tls.items()
     ]
 
 
@@ -78,7 +82,9 @@ def _cli(name: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(("where", "command", "_"), COMMANDS, ids=[c[0] for c in COMMANDS])
-def test_recipe_command_parses(where: str, command: list[str], _: dict[str, Any]) -> None:
+def test_recipe_command_parses(
+    where: str, command: list[str], _: dict[str, Any], tmp_path: Path
+) -> None:
     program, sub, *args = command
     assert program in {"roadnet", "dask"}, where
     cli = _cli(sub)
@@ -86,6 +92,10 @@ def test_recipe_command_parses(where: str, command: list[str], _: dict[str, Any]
         pytest.skip("this checkout's CLI has no `roadnet nightly` yet")
     assert cli is not None, f"{where}: no command {program} {sub}"
     args = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", arg) for arg in args]  # compose defaults
+    for i, arg in enumerate(args):  # certificates the recipe mounts: files that exist here
+        if arg.endswith(".pem"):
+            args[i] = str(tmp_path / Path(arg).name)
+            Path(args[i]).touch()
     try:
         cli.make_context(f"{program} {sub}", args)
     except Exception as error:  # click's UsageError (typer vendors its own click)
@@ -107,6 +117,7 @@ def test_workers_follow_the_layout_rule() -> None:
         processes = int(_option(command, "--nworkers", "1"))
         threads = int(_option(command, "--nthreads", "0"))
         if "cpus" in resources:  # compose: one container
+            assert resources["cpus"] is not None, where
             cores = float(resources["cpus"])
             gpus = 0
         else:  # Kubernetes: the pod's requests and limits agree

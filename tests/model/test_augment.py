@@ -165,7 +165,7 @@ def test_sample_grid_png(tmp_path: Path) -> None:
 
 
 def test_resampled_crops_get_thin_labels_at_their_pixel_widths() -> None:
-    """Zoomed in 2x or out 2x, the edge band stays 2 px and the centerline 1 px wide."""
+    """Zoomed in 2x or out 2x, the edge band stays 2 px and the centerline 2 px wide."""
     from scipy import ndimage
     from skimage.morphology import skeletonize
 
@@ -185,7 +185,9 @@ def test_resampled_crops_get_thin_labels_at_their_pixel_widths() -> None:
             want = surface & ~ndimage.binary_erosion(surface, cross, border_value=1)
             want |= ndimage.binary_dilation(surface, cross) & ~surface
             np.testing.assert_array_equal(edge, want)
-            np.testing.assert_array_equal(skeletonize(centre), centre)  # one pixel wide
+            thinned = skeletonize(centre)  # a 2 px chain around a one-pixel skeleton
+            assert centre.sum() <= 3.2 * thinned.sum()
+            assert not (centre & ~ndimage.binary_dilation(thinned, np.ones((3, 3)))).any()
             assert centre.any() and (centre & surface).mean() > 0.9 * centre.mean()
             checked += 1
         assert checked, target

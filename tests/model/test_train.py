@@ -167,7 +167,7 @@ def test_bundled_training_config_validates() -> None:
     from roadnet.model.train import TrainConfig
 
     config = load_config(TrainConfig, Path(__file__).parents[2] / "configs" / "train-lite.yaml")
-    assert config.augment.gsd_range == (0.15, 0.6) and config.augment.cutout > 0
+    assert config.augment.gsd_range == (0.2, 0.5) and config.augment.cutout > 0
     assert len(config.train) >= 6
 
 

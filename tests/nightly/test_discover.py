@@ -107,3 +107,21 @@ def test_stac_catalog_with_child_items(tmp_path: Path) -> None:
     found = discover(str(elsewhere), stable_seconds=60)
     assert [c.source for c in found.scenes] == [str(tmp_path / "y.tif")]
     assert found.scenes[0].scene_id.startswith("tile-9-") and found.scenes[0].stable
+
+
+def test_inbox_in_a_bucket(s3_bucket: str, tmp_path: Path) -> None:
+    from _s3 import s3_fs
+
+    scene = write_window(tmp_path / "a.TIF", row=0, col=0, height=32, width=32)
+    fs = s3_fs()
+    bucket = s3_bucket.removeprefix("s3://")
+    fs.put_file(str(scene), f"{bucket}/inbox/a.TIF")
+    fs.put_file(str(scene), f"{bucket}/inbox/b.tif")
+    fs.pipe_file(f"{bucket}/inbox/b.tif.done", b"")
+    found = discover(f"{s3_bucket}/inbox", stable_seconds=3600)
+    by_source = {c.source: c for c in found.scenes}
+    assert sorted(by_source) == [f"{s3_bucket}/inbox/a.TIF", f"{s3_bucket}/inbox/b.tif"]
+    assert not by_source[f"{s3_bucket}/inbox/a.TIF"].stable  # just uploaded
+    assert by_source[f"{s3_bucket}/inbox/b.tif"].stable  # its marker says it is complete
+    assert by_source[f"{s3_bucket}/inbox/a.TIF"].size == scene.stat().st_size
+    assert file_checksum(f"{s3_bucket}/inbox/a.TIF") == file_checksum(str(scene))

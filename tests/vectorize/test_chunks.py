@@ -61,8 +61,8 @@ def assert_same_graph(ours: list[GraphPiece], ref: list[GraphPiece]) -> None:
 
 def test_tasks_finish_components_as_the_client_would(tmp_path: Path) -> None:
     """Finished in the tree, ring by ring where each closes: what finishing the whole is."""
-    codes = road_codes(700, 900, seed=8)
-    store = write_result(tmp_path / "r.zarr", codes, chunk=128)
+    codes = road_codes(450, 520, seed=8)
+    store = write_result(tmp_path / "r.zarr", codes, chunk=128)  # 4 x 5 chunks
     surface = open_result(store, mask_and_scale=False)["surface"].data
     chunks = (tuple(surface.chunks[0]), tuple(surface.chunks[1]))
     sizes = {"hole_area_m2": 2.0, "min_area_m2": 0.5, "simplify_m": 0.3}

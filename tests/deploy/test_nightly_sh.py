@@ -12,7 +12,7 @@ from _models import save_test_model, smooth_scene, write_scene
 import roadnet
 from roadnet.pipeline.nightly.catalog import read_catalog
 
-NIGHTLY = Path(__file__).resolve().parents[1] / "deploy" / "nightly.sh"
+NIGHTLY = Path(__file__).resolve().parents[2] / "deploy" / "nightly.sh"
 
 
 def _nightly(inbox: Path, outbox: Path, config: Path) -> subprocess.CompletedProcess[str]:
