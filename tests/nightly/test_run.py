@@ -182,11 +182,6 @@ def test_inbox_bad_scene_rerun_new_scene_and_growing_file(
     assert full is not None and len(full) == len(new_layer)
     assert abs(full.area.sum() - new_layer.area.sum()) < 1e-3 * full.area.sum()
 
-    # a failed scene is retried on request only
-    retry = _call(_nightly(cluster, inbox, outbox, config, "--retry-failed"))
-    assert retry.returncode == 1 and "0 scene(s) done, 1 failed" in retry.stdout
-    assert _by_source(outbox)["broken.tif"]["run_id"] != rows["broken.tif"]["run_id"]
-
 
 @cluster_test
 def test_two_concurrent_nightly_runs_never_share_a_scene(
