@@ -369,9 +369,9 @@ def _assert_same_layers(a: Path, b: Path) -> None:
         assert fa.drop(columns="geometry").equals(fb.drop(columns="geometry")), layer
 
 
-def _vectorize_on(cluster: str, result: Path, out: Path) -> subprocess.Popen[bytes]:
+def _vectorize_on(cluster: str, result: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
     args = [*ROADNET, "vectorize", str(result), "--out", str(out), "--scheduler", cluster,
-            "--no-progress"]  # fmt: skip
+            "--no-progress", *extra]  # fmt: skip
     return _start(args, out.with_suffix(".log"))
 
 
@@ -392,7 +392,8 @@ def test_worker_killed_mid_vectorize(
     out = workdir / "roads-killed.gpkg"
     with Client(cluster) as client:
         before = sum(client.run(lambda dask_worker: len(dask_worker.data)).values())
-        proc = _vectorize_on(cluster, roads_job["result"], out)
+        # one chunk per task, so there are tasks to lose when the worker dies
+        proc = _vectorize_on(cluster, roads_job["result"], out, "--set", "task_px=1")
         try:
             deadline = time.monotonic() + 120
             # wait until the workers hold some finished vectorize tasks, then kill one
