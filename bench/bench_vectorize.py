@@ -6,10 +6,11 @@
     .venv/bin/python bench/bench_vectorize.py --kernels 32 --work-dir DIR --reuse --keep
 
 The result stores: a 4096 x 4096 block of ``tests/_results.road_codes`` (``--roads`` straight
-roads 9-21 px wide, specks and pinholes) tiled with mirrored copies, so that every road
-continues across the copies, written with ``write_result`` in 512 px chunks one chunk at a
-time (the generator holds one block, never the scene). The surface cut-off is 0.5, the sieve
-16 px, everything else ``VectorizeConfig``'s defaults.
+roads 9-21 px wide, specks and pinholes), or with ``--block-from`` the top-left (up to 4096 px)
+of a real ``roadnet run`` result, tiled with mirrored copies, so that every road continues
+across the copies, written with ``write_result`` in 512 px chunks one chunk at a time (the
+generator holds one block, never the scene). The surface cut-off is 0.5, the sieve 16 px,
+everything else ``VectorizeConfig``'s defaults.
 
 Each repetition runs, for every size, in this order and each in a fresh child process (so its
 peak RSS is its own; times are taken inside the child after its imports):
@@ -24,9 +25,10 @@ peak RSS is its own; times are taken inside the child after its imports):
        each phase), task times come from the task stream, peak memory from each process's
        own ``VmHWM`` in the client and in every worker right after (b), the workers' RSS
        sampled every 0.1 s against the tasks they ran; then, on the same cluster:
-  (b') the polygon part alone: ``dissolve.dissolve`` through the distributed Client;
-  (g2) the centerline graph alone: ``centerline_pieces`` on the cluster + ``join_pieces`` in
-       the client;
+  (bs) the same with ``graph=False`` (``roadnet vectorize --no-graph``: the surface polygons
+       alone, the work (a) does);
+  (bg) the same with ``surface=False`` (``--no-surface``: the centerline graph alone, the
+       work (g1) does, plus the graph's join, pruning and simplification);
   (c)  per-chunk polygonize (``chunk_polygons``, the exact sieve halo) + ONE
        ``shapely.union_all`` of all chunk polygons in one process (the naive dissolve);
        killed after ``--c-timeout`` s, skipped at a size where 4 x its time at the size
@@ -98,13 +100,35 @@ class MirroredCodes:
         return np.ascontiguousarray(self.block[:, r][:, :, c])
 
 
-def make_result(path: Path, size: int, *, roads: int, seed: int) -> dict[str, Any]:
-    """Write a ``size`` x ``size`` result store (mirrored copies of one road_codes block)."""
+def _block_from(store: str, side: int) -> np.ndarray:
+    """The top-left ``side`` x ``side`` codes of a ``roadnet run`` result, ``(3, y, x)``."""
+    from roadnet.pipeline.inference.store import open_result
+    from roadnet.tasks import TASKS
+
+    ds = open_result(store, mask_and_scale=False)
+    block = np.stack([ds[t][:side, :side].values for t in TASKS])
+    if block.shape[1] < side or block.shape[2] < side:
+        raise SystemExit(f"--block-from {store} is smaller than {side} px a side")
+    return block
+
+
+def make_result(
+    path: Path, size: int, *, roads: int, seed: int, block_from: str | None = None
+) -> dict[str, Any]:
+    """Write a ``size`` x ``size`` result store: mirrored copies of one block of codes.
+
+    The block is ``road_codes`` (straight synthetic roads), or with ``block_from`` the
+    top-left ``BLOCK`` px (or ``size``, if smaller) of a real ``roadnet run`` result.
+    """
     from _results import road_codes, write_result
 
     start = time.perf_counter()
     side = min(BLOCK, size)
-    block = road_codes(side, side, seed=seed, roads=roads)
+    if block_from:
+        side = min(side, *_store_shape(block_from))
+        block = _block_from(block_from, side)
+    else:
+        block = road_codes(side, side, seed=seed, roads=roads)
     write_result(path, MirroredCodes(block, size, size), chunk=CHUNK)  # type: ignore[arg-type]
     stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return {
@@ -116,9 +140,19 @@ def make_result(path: Path, size: int, *, roads: int, seed: int) -> dict[str, An
     }
 
 
+def _store_shape(store: str) -> tuple[int, int]:
+    from roadnet.pipeline.inference.store import open_result
+
+    ds = open_result(store, mask_and_scale=False)
+    return int(ds.sizes["y"]), int(ds.sizes["x"])
+
+
 def write_store(path: Path, size: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """:func:`make_result` in a child process, so that this one stays small."""
-    extra = ("--sizes", str(size), "--roads", str(args.roads), "--seed", str(args.seed))
+    extra: tuple[str, ...] = ("--sizes", str(size), "--roads", str(args.roads))
+    extra += ("--seed", str(args.seed))
+    if args.block_from:
+        extra += ("--block-from", args.block_from)
     return run_child("make", path, work, args.timeout, extra)
 
 
@@ -504,15 +538,36 @@ def _wkb_mib(layers: Any) -> float:
     return sum(sizes) / MIB
 
 
+def _one_layer_run(client: Any, result: Path, out: Path, **layers: bool) -> dict[str, Any]:
+    """``vectorize_result`` with one of its two products switched off, on ``client``."""
+    from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
+
+    before = client.run(_worker_stats)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    summary = vectorize_result(
+        result,
+        out,
+        config=VectorizeConfig(threshold=THRESHOLD, sieve_px=SIEVE_PX, **layers),
+        client=client,
+        progress=False,
+        overwrite=True,
+    )
+    seconds = time.perf_counter() - t0
+    client_cpu = time.process_time() - cpu0
+    after = client.run(_worker_stats)
+    return {
+        "seconds": seconds,
+        "cpu_s": client_cpu + sum(after[w]["cpu_s"] - before[w]["cpu_s"] for w in after),
+        "components": summary.components,
+        "edges": summary.edges,
+    }
+
+
 def child_cluster(result: Path, out: Path) -> dict[str, Any]:
-    """(b), (b') and (g2) on one LocalCluster of 2 single-threaded worker processes."""
+    """(b), (bs) and (bg) on one LocalCluster of 2 single-threaded worker processes."""
     import distributed
 
     from roadnet.pipeline.cluster import dask_client
-    from roadnet.pipeline.inference.store import open_result
-    from roadnet.pipeline.vectorize.centerlines import centerline_pieces
-    from roadnet.pipeline.vectorize.dissolve import dissolve
-    from roadnet.pipeline.vectorize.graph import join_pieces
     from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
 
     phases: dict[str, float] = defaultdict(float)
@@ -548,24 +603,10 @@ def child_cluster(result: Path, out: Path) -> dict[str, Any]:
         wkb = _wkb_mib(layers)
         del layers
         gpkg = out.stat().st_size / MIB
-
-        ds = open_result(result, mask_and_scale=False)
-        transform = ds.rio.transform()
-        pixel = float(np.sqrt(abs(transform.determinant)))
-        t4 = time.perf_counter()
-        polys = dissolve(ds["surface"].data, threshold=THRESHOLD, sieve_px=SIEVE_PX)
-        bp_s = time.perf_counter() - t4
-        t5 = time.perf_counter()
-        futures = client.compute(
-            centerline_pieces(ds["surface"].data, ds["centerline"].data, threshold=THRESHOLD)
-        )
-        pieces = client.gather(futures)
-        del futures
-        t6 = time.perf_counter()
-        nodes, edges = join_pieces(pieces, transform=transform, simplify_m=pixel)
-        t7 = time.perf_counter()
-    client_phases = {k: round(v, 2) for k, v in phases.items()}
-    client_phases["other (client)"] = round(b_s - sum(phases.values()), 2)
+        client_phases = {k: round(v, 2) for k, v in phases.items()}
+        client_phases["other (client)"] = round(b_s - sum(phases.values()), 2)
+        surface_only = _one_layer_run(client, result, out, graph=False)
+        graph_only = _one_layer_run(client, result, out, surface=False)
     return {
         "startup_s": t1 - t0,
         "warm_s": t2 - t1,
@@ -586,13 +627,8 @@ def child_cluster(result: Path, out: Path) -> dict[str, Any]:
         "client_timeline": sampler.client_timeline(wall3),
         "output_wkb_mib": wkb,
         "gpkg_mib": gpkg,
-        "dissolve_s": bp_s,
-        "dissolve_polygons": len(polys),
-        "graph_s": t7 - t5,
-        "graph_compute_s": t6 - t5,
-        "graph_join_s": t7 - t6,
-        "graph_edges": len(edges["u"]),
-        "graph_nodes": len(nodes["id"]),
+        "surface_only": surface_only,
+        "graph_only": graph_only,
     }
 
 
@@ -742,15 +778,18 @@ def one_size(
     row["g1"] = run_child("skeleton", result, work, args.timeout)
     print(f", (g1) {row['g1']['seconds']:.1f} s", flush=True)
     a, b, c, g1 = row["a"], row["b"], row["c"], row["g1"]
+    bs, bg = b["surface_only"], b["graph_only"]
+    both = a["seconds"] + g1["seconds"]
     ratios = {
+        "b_vs_ag1": both / b["seconds"],
+        "b_user_vs_ag1": both / (b["startup_s"] + b["warm_s"] + b["seconds"]),
+        "bs_vs_a": a["seconds"] / bs["seconds"],
+        "bg_vs_g1": g1["seconds"] / bg["seconds"],
         "b_vs_a": a["seconds"] / b["seconds"],
-        "b_user_vs_a": a["seconds"] / (b["startup_s"] + b["warm_s"] + b["seconds"]),
-        "bp_vs_a": a["seconds"] / b["dissolve_s"],
-        "g2_vs_g1": g1["seconds"] / b["graph_s"],
     }
     if "seconds" in c:
+        ratios["bs_vs_c"] = c["seconds"] / bs["seconds"]
         ratios["b_vs_c"] = c["seconds"] / b["seconds"]
-        ratios["bp_vs_c"] = c["seconds"] / b["dissolve_s"]
     if "b0" in row:
         ratios["b0_vs_a"] = a["seconds"] / row["b0"]["seconds"]
         ratios["b_vs_b0"] = row["b0"]["seconds"] / b["seconds"]
@@ -770,8 +809,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         "Times (s, inside each child after its imports; (b) start-up in brackets):",
         "",
-        "| rep | scene | load | (a) whole | (b) vectorize [start-up] | (b') polygons "
-        "| (c) naive | (g1) whole graph | (g2) chunked graph |",
+        "| rep | scene | load | (a) whole | (c) naive | (g1) whole graph "
+        "| (b) vectorize [start-up] | (bs) surface only | (bg) graph only |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for i, rep in enumerate(reps, 1):
@@ -783,26 +822,25 @@ def report(results: dict[str, Any]) -> str:
                 else (f"> {c['limit_s']:.0f}" if c.get("timed_out") else "skipped")
             )
             lines.append(
-                f"| {i} | {row['size']}² | {row['load']:.1f} | {a['seconds']:.1f} "
+                f"| {i} | {row['size']}² | {row['load']:.1f} | {a['seconds']:.1f} | {c_text} "
+                f"| {g1['seconds']:.1f} "
                 f"| {b['seconds']:.1f} [{b['startup_s'] + b['warm_s']:.1f}] "
-                f"| {b['dissolve_s']:.1f} | {c_text} | {g1['seconds']:.1f} | {b['graph_s']:.1f} |"
+                f"| {b['surface_only']['seconds']:.1f} | {b['graph_only']['seconds']:.1f} |"
             )
+    keys = ("b_vs_ag1", "bs_vs_a", "bs_vs_c", "bg_vs_g1", "b_user_vs_ag1", "b_vs_a", "b_vs_c")
     lines += [
         "",
         "Speed ratios (× faster than the one-process variant; inside each repetition):",
         "",
-        "| rep | scene | (b) vs (a) | (b) with start-up vs (a) | (b) vs (c) | (b') vs (a) "
-        "| (b') vs (c) | (g2) vs (g1) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rep | scene | (b) vs (a) + (g1) | (bs) vs (a) | (bs) vs (c) | (bg) vs (g1) "
+        "| (b) with start-up vs (a) + (g1) | (b) vs (a) | (b) vs (c) |",
+        "| --- |" + " --- |" * (len(keys) + 1),
     ]
     for i, rep in enumerate(reps, 1):
         for row in rep:
             r = row["ratios"]
-            lines.append(
-                f"| {i} | {row['size']}² | {_fmt(r['b_vs_a'])} | {_fmt(r['b_user_vs_a'])} "
-                f"| {_fmt(r.get('b_vs_c'))} | {_fmt(r['bp_vs_a'])} | {_fmt(r.get('bp_vs_c'))} "
-                f"| {_fmt(r['g2_vs_g1'])} |"
-            )
+            cells = " | ".join(_fmt(r.get(k)) for k in keys)
+            lines.append(f"| {i} | {row['size']}² | {cells} |")
     for j, size in enumerate(sizes):
         rows = [rep[j]["ratios"] for rep in reps]
         med = {
@@ -810,11 +848,10 @@ def report(results: dict[str, Any]) -> str:
             for k in rows[0]
             if all(k in r for r in rows)
         }
-        lines.append(
-            f"| median | {size}² | **{_fmt(med.get('b_vs_a'))}** | {_fmt(med.get('b_user_vs_a'))} "
-            f"| **{_fmt(med.get('b_vs_c'))}** | {_fmt(med.get('bp_vs_a'))} "
-            f"| {_fmt(med.get('bp_vs_c'))} | {_fmt(med.get('g2_vs_g1'))} |"
+        cells = " | ".join(
+            f"**{_fmt(med.get(k))}**" if k in keys[:4] else _fmt(med.get(k)) for k in keys
         )
+        lines.append(f"| median | {size}² | {cells} |")
     lines += [
         "",
         "Scaling of (b), time ratio to the size before (4 × the pixels; target ≤ 4.4):",
@@ -840,8 +877,9 @@ def report(results: dict[str, Any]) -> str:
         "CPU seconds of the same runs ((b): client process, scheduler included, plus both "
         "workers; in brackets the client's share), and (b)'s CPU ratio to the size before:",
         "",
-        "| rep | scene | (a) | (c) | (g1) | (a) + (g1) | (b) [client] | (b) CPU × size before |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rep | scene | (a) | (c) | (g1) | (a) + (g1) | (b) [client] | (bs) | (bg) "
+        "| (b) CPU × size before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for i, rep in enumerate(reps, 1):
         for j, row in enumerate(rep):
@@ -850,7 +888,8 @@ def report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {i} | {row['size']}² | {a['cpu_s']:.1f} | {_fmt(c.get('cpu_s'), 1)} "
                 f"| {g1['cpu_s']:.1f} | {a['cpu_s'] + g1['cpu_s']:.1f} "
-                f"| {b['cpu_s']:.1f} [{b['client_cpu_s']:.1f}] | {growth} |"
+                f"| {b['cpu_s']:.1f} [{b['client_cpu_s']:.1f}] "
+                f"| {b['surface_only']['cpu_s']:.1f} | {b['graph_only']['cpu_s']:.1f} | {growth} |"
             )
     lines += [
         "",
@@ -947,6 +986,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         },
         "sizes": sizes,
         "roads": args.roads,
+        "block_from": args.block_from,
         "stores": made,
         "reps": reps,
     }
@@ -962,6 +1002,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="repetitions")
     parser.add_argument("--roads", type=int, default=24, help="roads in the 4096 px block")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--block-from",
+        default=None,
+        help="tile a real roadnet run result (its top-left 4096 px) instead of synthetic roads",
+    )
     parser.add_argument("--c-timeout", type=float, default=600, help="(c) is killed after this")
     parser.add_argument("--timeout", type=float, default=3600, help="any other child, s")
     parser.add_argument("--kernels", type=int, default=0, help="time the kernels on N chunks")
@@ -991,7 +1036,13 @@ def main() -> None:
         elif args.child == "cluster":
             row = child_cluster(result, Path(args.work_dir) / "roads.gpkg")
         elif args.child == "make":
-            row = make_result(result, int(args.sizes), roads=args.roads, seed=args.seed)
+            row = make_result(
+                result,
+                int(args.sizes),
+                roads=args.roads,
+                seed=args.seed,
+                block_from=args.block_from,
+            )
         elif args.child == "kernels":
             row = child_kernels(result, int(os.environ.get("BENCH_KERNEL_CHUNKS", "16")))
         else:

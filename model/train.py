@@ -45,6 +45,7 @@ from roadnet.model.callbacks import (
     read_state,
 )
 from roadnet.model.card import make_model_card, write_json_atomic
+from roadnet.model.cutoffs import DEFAULT_GRID, RHO, choose_cutoffs, chosen_on, cutoff_grid
 from roadnet.model.data import (
     AugmentConfig,
     CropDataset,
@@ -101,6 +102,8 @@ class TrainConfig(StrictModel):
     l2_weight: float = Field(1.0, ge=0)
     augment: AugmentConfig = AugmentConfig()
     evaluate_validation_scene: bool = True  # score the whole validation window at the end
+    # cuts tried on that window to choose each task's cut-off for the card (0.5 always added)
+    cutoff_grid: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
     seed: int = 0
     threads: int = Field(2, ge=1)
     jit_compile: bool = False  # XLA: slower to compile and to run on CPU; try on GPUs
@@ -109,6 +112,8 @@ class TrainConfig(StrictModel):
     def _check(self) -> TrainConfig:
         if self.crop_size % INPUT_MULTIPLE:
             raise ValueError(f"crop_size must be a multiple of {INPUT_MULTIPLE}")
+        if any(not 0.0 < cut < 1.0 for cut in self.cutoff_grid):
+            raise ValueError("cutoff_grid: every cut must be strictly between 0 and 1")
         if sorted(self.side_weights) != sorted(TASKS):
             raise ValueError(f"side_weights needs exactly the keys {list(TASKS)}")
         if len(self.side_weights["surface"]) != 5 or any(
@@ -372,10 +377,19 @@ def _finish(
         "threshold": config.threshold,
         "validation_tiles": len(data.x_val),
     }
+    cutoffs: dict[str, Any] = {}
     if config.evaluate_validation_scene:
-        metrics["validation_scene"] = evaluate_scene(
-            best_model, data.validation, threshold=config.threshold
+        grid = cutoff_grid(config.cutoff_grid)
+        scores = evaluate_scene(
+            best_model, data.validation, threshold=config.threshold, rho=RHO, sweep=grid
         )
+        choice = choose_cutoffs(scores.pop("sweep"))
+        metrics["validation_scene"] = scores
+        where = {**_scene_entry(config.validation), "window": list(data.validation.window)}
+        cutoffs = {
+            "cutoffs": choice["cutoffs"],
+            "cutoffs_chosen_on": chosen_on({**where, "grid": grid, "rho": RHO}, choice),
+        }
     card = make_model_card(
         model_path,
         variant=variant.name,
@@ -397,6 +411,7 @@ def _finish(
             "variant": variant.model_dump(mode="json"),
         },
     )
+    card.update(cutoffs)  # per-task cut-offs chosen on the validation window, if scored
     card_path = write_json_atomic(out / "model.json", card)
     log.info("wrote %s (%s)", model_path, card["content_hash"])
     return TrainResult(model_path=model_path, card_path=card_path, card=card)

@@ -351,6 +351,19 @@ def vectorize(
     fmt: Annotated[
         str, typer.Option("--format", help="gpkg (one GeoPackage) or parquet (GeoParquet dir).")
     ] = "gpkg",
+    surface: Annotated[
+        bool | None,
+        typer.Option(
+            "--surface/--no-surface", help="Make road_surface (--no-surface: left empty)."
+        ),
+    ] = None,
+    graph: Annotated[
+        bool | None,
+        typer.Option(
+            "--graph/--no-graph",
+            help="Make the centerline graph (--no-graph: road_centerline, road_node empty).",
+        ),
+    ] = None,
     progress: ProgressOpt = True,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -375,6 +388,8 @@ def vectorize(
             "min_area_m2": min_area,
             "hole_area_m2": hole_area,
             "simplify_m": simplify,
+            "surface": surface,
+            "graph": graph,
         },
     )
     summary = vectorize_result(
@@ -506,6 +521,42 @@ def _evaluate_gap(
         )
 
 
+def _record_cutoffs(
+    scene: Path,
+    labels_dir: Path,
+    *,
+    model: Path | None,
+    card: Path,
+    out: Path | None,
+    window: tuple[int, int, int, int] | None,
+    grid: list[float],
+    cuts: dict[str, float],
+    rho: float,
+    overwrite: bool,
+) -> None:
+    """``evaluate-model --record-cutoffs``: choose the cut-offs, write them to the card."""
+    from roadnet.model.cutoffs import DEFAULT_GRID, record_cutoffs_on_files
+
+    result = record_cutoffs_on_files(
+        scene,
+        labels_dir,
+        card_path=card,
+        model_path=model,
+        out=out,
+        window=window,
+        grid=grid or DEFAULT_GRID,
+        threshold=cuts,
+        rho=rho,
+        overwrite=overwrite,
+    )
+    typer.echo(f"{card}: cut-offs chosen on {scene} (rho={rho:g})")
+    for task, s in result["cutoffs_chosen_on"]["scores"].items():
+        typer.echo(
+            f"{task:<11} cut {result['cutoffs'][task]:.2f}  {s['score']} {s['at_cutoff']:.4f}"
+            f"  at 0.5 {s['at_0.5']:.4f}  ({s['gain']:+.4f})"
+        )
+
+
 @app.command("evaluate-model")
 def evaluate_model(
     scene: Annotated[Path, typer.Argument(help="Scene GeoTIFF (R, G, B).")],
@@ -536,6 +587,15 @@ def evaluate_model(
     card_key: Annotated[
         str, typer.Option("--card-key", help="Name of the evaluation in the card.")
     ] = "held_out",
+    record_cutoffs: Annotated[
+        bool,
+        typer.Option(
+            "--record-cutoffs",
+            help="Choose each task's cut-off on this scene over --sweep (default "
+            "0.2,0.25,...,0.8) and write them to --card (the card beside the model is the one "
+            "`roadnet run` reads), instead of an evaluation.",
+        ),
+    ] = False,
     out_of_style: Annotated[
         Path | None,
         typer.Option(
@@ -558,6 +618,8 @@ def evaluate_model(
     from roadnet.model.evaluate import evaluate_model_on_files, parse_cuts, parse_thresholds
 
     cuts = parse_thresholds(threshold)
+    if record_cutoffs and (card is None or out_of_style is not None):
+        raise InputError("--record-cutoffs needs --card, and no --out-of-style")
     if out_of_style is not None:
         if window or sweep:
             raise InputError("--out-of-style scores whole scenes: drop --window and --sweep")
@@ -581,6 +643,20 @@ def evaluate_model(
         except ValueError:
             raise InputError(f"--window {window!r} is not col0,row0,col1,row1") from None
         win = (c0, r0, c1, r1)
+    if record_cutoffs and card is not None:
+        _record_cutoffs(
+            scene,
+            labels_dir,
+            model=model,
+            card=card,
+            out=out,
+            window=win,
+            grid=sweep_cuts,
+            cuts=cuts,
+            rho=rho,
+            overwrite=overwrite,
+        )
+        return
     report = evaluate_model_on_files(
         scene,
         labels_dir,

@@ -102,6 +102,8 @@ def chunk_task(
     centerline_threshold: float,
     hole_px: int,
     finishing: Finishing | None = None,
+    polygons: bool = True,
+    graph: bool = True,
 ) -> TaskOut:
     """One chunk's polygons and skeleton piece, read from the store.
 
@@ -116,6 +118,8 @@ def chunk_task(
         centerline_threshold: centerline cut-off.
         hole_px: holes filled before thinning.
         finishing: how final polygons are finished; None keeps pixel coordinates.
+        polygons: make the polygons (else ``final`` and ``border`` are empty).
+        graph: make the skeleton piece (else ``piece`` is None).
 
     Returns:
         The chunk's final polygons, border pieces and :class:`GraphPiece`.
@@ -123,21 +127,27 @@ def chunk_task(
     poly_win = halo_window(core, halo=sieve_halo(sieve_px), scene_shape=scene_shape)
     poly_bounds = (poly_win.row_start, poly_win.row_stop, poly_win.col_start, poly_win.col_stop)
     graph_bounds = graph_window.window
+    spans = [b for b, on in ((poly_bounds, polygons), (graph_bounds, graph)) if on]
     read = (
-        min(poly_bounds[0], graph_bounds[0]),
-        max(poly_bounds[1], graph_bounds[1]),
-        min(poly_bounds[2], graph_bounds[2]),
-        max(poly_bounds[3], graph_bounds[3]),
+        min(b[0] for b in spans),
+        max(b[1] for b in spans),
+        min(b[2] for b in spans),
+        max(b[3] for b in spans),
     )
-    surface = _read(store, "surface", read)
-    mask = road_mask(_crop(surface, read, poly_bounds), threshold=threshold)
-    final, border = chunk_polygons(
-        mask, window=poly_win, core=core, scene_shape=scene_shape, sieve_px=sieve_px
-    )
-    out = leaf_out(final, border, finishing=finishing)
+    surface = _read(store, "surface", read) if polygons or source != "centerline" else None
+    final: Pieces = np.empty(0, dtype=object)
+    border = Border.empty()
+    if polygons and surface is not None:
+        mask = road_mask(_crop(surface, read, poly_bounds), threshold=threshold)
+        final_px, border_px = chunk_polygons(
+            mask, window=poly_win, core=core, scene_shape=scene_shape, sieve_px=sieve_px
+        )
+        final, border = leaf_out(final_px, border_px, finishing=finishing)
+    if not graph:
+        return TaskOut(final, border, None)
     centerline = _read(store, "centerline", graph_bounds) if source != "surface" else None
     piece = window_piece(
-        _crop(surface, read, graph_bounds) if source != "centerline" else None,
+        _crop(surface, read, graph_bounds) if surface is not None else None,
         centerline,
         window=graph_window,
         source=source,
@@ -145,7 +155,7 @@ def chunk_task(
         centerline_threshold=centerline_threshold,
         hole_px=hole_px,
     )
-    return TaskOut(out.final, out.border, piece)
+    return TaskOut(final, border, piece)
 
 
 def merge_task(
@@ -189,6 +199,8 @@ def vectorize_tasks(
     hole_px: int,
     finishing: Finishing | None = None,
     chunks_per_task: int = 1,
+    polygons: bool = True,
+    graph: bool = True,
 ) -> list[Delayed]:
     """One delayed :class:`TaskOut` per task window and per dissolve-tree node.
 
@@ -204,6 +216,8 @@ def vectorize_tasks(
         finishing: how final polygons are finished; None keeps pixel coordinates.
         chunks_per_task: store chunks per task window side (:func:`task_grid`); the result
             does not depend on it.
+        polygons: make the road-surface polygons (and the dissolve tree).
+        graph: make the skeleton pieces.
 
     Returns:
         The tasks, chunks first in row-major order: the concatenation of their ``final``
@@ -213,6 +227,8 @@ def vectorize_tasks(
     from dask.delayed import delayed
 
     lowest_road_code(threshold)  # fail here, not in every task
+    if not (polygons or graph):
+        raise ValueError("nothing to make: polygons and graph both off")
     chunks = task_grid(chunks, chunks_per_task)
     scene_shape = (sum(chunks[0]), sum(chunks[1]))
     windows = {w.core: w for w in plan_windows(chunks, halo_px=halo_px)}
@@ -234,6 +250,8 @@ def vectorize_tasks(
             centerline_threshold=cut_c,
             hole_px=hole_px,
             finishing=finishing,
+            polygons=polygons,
+            graph=graph,
         )
         return out, out
 
@@ -241,5 +259,7 @@ def vectorize_tasks(
         out = merge(children, node.window, scene_shape, finishing)
         return out, out
 
-    outs: list[Delayed] = walk_tree(tree_levels(chunk_windows(chunks)), leaf, up)
+    levels = tree_levels(chunk_windows(chunks))
+    # Without polygons there is nothing to dissolve: the chunk tasks alone.
+    outs: list[Delayed] = walk_tree(levels if polygons else levels[:1], leaf, up)
     return outs

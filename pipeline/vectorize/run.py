@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import shapely
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from roadnet.config import StrictModel
 from roadnet.errors import InputError
@@ -83,6 +83,16 @@ class VectorizeConfig(StrictModel):
     task_px: int = Field(
         default=2048, ge=1, description="task window side, px, in whole store chunks (>= 1)"
     )
+    surface: bool = Field(default=True, description="make the road_surface polygons")
+    graph: bool = Field(
+        default=True, description="make the centerline graph (road_centerline, road_node)"
+    )
+
+    @model_validator(mode="after")
+    def _needs_a_layer(self) -> VectorizeConfig:
+        if not (self.surface or self.graph):
+            raise ValueError("surface and graph are both off: nothing to make")
+        return self
 
 
 @dataclass(frozen=True)
@@ -96,13 +106,19 @@ class VectorizeSummary:
     edges: int
     threshold: float
     seconds: float
+    surface: bool = True
+    graph: bool = True
 
     def line(self) -> str:
         """One line: components, km of centerline, nodes, seconds."""
+        made = (
+            f"{self.components} road components" if self.surface else "no road_surface (off)",
+            f"{self.km:.2f} km of centerline in {self.edges} edges, {self.nodes} nodes"
+            if self.graph
+            else "no centerline graph (off)",
+        )
         return (
-            f"{self.out}: {self.components} road components, {self.km:.2f} km of centerline "
-            f"in {self.edges} edges, {self.nodes} nodes (cut-off {self.threshold:g}), "
-            f"{self.seconds:.1f} s"
+            f"{self.out}: {made[0]}, {made[1]} (cut-off {self.threshold:g}), {self.seconds:.1f} s"
         )
 
 
@@ -178,6 +194,8 @@ def road_layers(
         halo_px=config.halo_px,
         hole_px=config.graph_hole_px,
         chunks_per_task=max(1, config.task_px // max(chunks[0][0], chunks[1][0])),
+        polygons=config.surface,
+        graph=config.graph,
         finishing=Finishing(
             transform=transform,
             hole_area_m2=config.hole_area_m2,
@@ -334,4 +352,6 @@ def vectorize_result(
         edges=len(layers.centerline),
         threshold=threshold,
         seconds=seconds,
+        surface=config.surface,
+        graph=config.graph,
     )

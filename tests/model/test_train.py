@@ -144,6 +144,29 @@ def test_run_directory_has_model_card_logs_and_curves(tiny_run: tuple[Path, Path
     assert set(model(x, training=False)) >= {"surface", "edge", "centerline"}
 
 
+def test_card_records_the_cutoffs_chosen_on_the_validation_window(
+    tiny_run: tuple[Path, Path],
+) -> None:
+    from roadnet.model.card import card_cutoffs
+    from roadnet.model.cutoffs import DEFAULT_GRID
+
+    run, _ = tiny_run
+    card = json.loads((run / "model.json").read_text())
+    chosen_on = card["cutoffs_chosen_on"]
+    assert chosen_on["window"] == [0, 160, 256, 256] and chosen_on["rho"] == 2.0
+    assert chosen_on["scene"].endswith("scene.tif") and chosen_on["grid"] == list(DEFAULT_GRID)
+    assert card_cutoffs(run / "model.keras") == card["cutoffs"]  # what `roadnet run` reads
+    assert set(card["cutoffs"]) == {"surface", "edge", "centerline"}
+    validation = card["metrics"]["validation_scene"]
+    assert "sweep" not in validation
+    for task, cut in card["cutoffs"].items():
+        assert cut in DEFAULT_GRID
+        scores = chosen_on["scores"][task]
+        # the scores at 0.5 are those of the same pass, reported at the training threshold
+        assert scores["at_0.5"] == validation[task][scores["score"]]
+        assert scores["at_cutoff"] >= scores["at_0.5"] and scores["gain"] >= 0
+
+
 @pytest.mark.slow
 def test_resume_continues_from_the_last_epoch(tiny_run: tuple[Path, Path]) -> None:
     from typer.testing import CliRunner
@@ -202,6 +225,8 @@ def test_bad_training_inputs_are_one_line_errors(tmp_path: Path) -> None:
     config = _write_config(tmp_path / "t.yaml", scene, labels)
     with pytest.raises(ConfigError, match="crop_size"):
         load_config(TrainConfig, config, overrides=["crop_size=100"])
+    with pytest.raises(ConfigError, match="cutoff_grid"):
+        load_config(TrainConfig, config, overrides=["cutoff_grid=[0.3,1.0]"])
     cfg = load_config(TrainConfig, config)
     with pytest.raises(InputError, match="cannot resume"):
         train(cfg, tmp_path / "empty", resume=True)

@@ -174,6 +174,40 @@ def test_threshold_default_follows_the_model_card(tmp_path: Path, client: Client
     assert summary.threshold == 0.5 and summary.components == 0
 
 
+def test_surface_only_and_graph_only_equal_the_full_run(
+    tmp_path: Path, client: Client, codes: np.ndarray
+) -> None:
+    result = write_result(tmp_path / "r.zarr", codes, chunk=256)
+    names = ("road_surface", "road_centerline", "road_node")
+    made = {}
+    for label, options in {
+        "full": {},
+        "surface": {"graph": False},
+        "graph": {"surface": False},
+    }.items():
+        out = tmp_path / f"{label}.gpkg"
+        config = VectorizeConfig(task_px=512, **options)
+        summary = vectorize_result(result, out, config=config, client=client, progress=False)
+        made[label] = {name: _layer(out, name) for name in names}
+        assert label == "graph" or summary.components == len(made[label]["road_surface"])
+    full = made["full"]
+    assert len(full["road_surface"]) > 0 and len(full["road_centerline"]) > 0
+    for label, kept in (("surface", ("road_surface",)), ("graph", names[1:])):
+        for name in names:
+            frame = made[label][name]
+            if name not in kept:
+                assert len(frame) == 0, (label, name)  # written, empty
+                continue
+            ref = full[name]
+            assert len(frame) == len(ref), (label, name)
+            same = shapely.equals_exact(frame.geometry.to_numpy(), ref.geometry.to_numpy(), 0)
+            assert same.all(), (label, name)
+    assert read_graph(tmp_path / "surface.gpkg").number_of_edges() == 0
+    assert read_graph(tmp_path / "graph.gpkg").number_of_edges() == len(full["road_centerline"])
+    with pytest.raises(ValueError, match="nothing to make"):
+        VectorizeConfig(surface=False, graph=False)
+
+
 def test_empty_result_gives_empty_layers(tmp_path: Path, client: Client) -> None:
     result = write_result(tmp_path / "r.zarr", np.zeros((3, 200, 300), np.uint8), chunk=128)
     summary = vectorize_result(result, tmp_path / "roads.gpkg", client=client, progress=False)
@@ -220,6 +254,7 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
         (["vectorize", str(good), "--out", new, "--threshold", "0"], "(0, 1)"),
         (["vectorize", str(good), "--out", str(existing)], "--overwrite"),
         (["vectorize", str(good), "--out", new, "--format", "shp"], "gpkg or parquet"),
+        (["vectorize", str(good), "--out", new, "--no-surface", "--no-graph"], "nothing to make"),
     ]
     for args, message in cases:
         proc = _cli(*args)
