@@ -790,6 +790,14 @@ def export(
     typer.echo(summary.line())
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage errors; newer typer vendors click, so its classes are not ``click``'s."""
+    import click
+
+    vendored = getattr(typer, "TyperException", None)
+    return (click.ClickException,) + ((vendored,) if vendored is not None else ())
+
+
 def main() -> None:
     """Console entry point: run the app, turn roadnet errors into one line and exit code 2."""
     try:
@@ -808,11 +816,10 @@ def main() -> None:
         typer.echo("roadnet: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
+        show = getattr(exc, "show", None)
+        if isinstance(exc, _usage_errors()) and callable(show):
+            show()  # the usage line and "Error: No such option ..." as click prints them
+            sys.exit(getattr(exc, "exit_code", 2))
         if _state["verbose"]:
             raise
         typer.echo(

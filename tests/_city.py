@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import _procs
 import numpy as np
 
 GSD = 0.3
@@ -85,26 +84,6 @@ def save_road_model(path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a process in a session of its own, output to ``log``."""
-    with open(log, "wb") as fh:
-        return subprocess.Popen(
-            args, stdout=fh, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a process we started and everything in its session."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    """Start a process in a session of its own with the city tests' environment."""
+    return _procs.start(args, log, ENV)

@@ -59,3 +59,13 @@ def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "lane_widht_m" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors_print_usage_and_exit_2() -> None:
+    out = run_cli("evaluate", "--no-such-option")
+    assert out.returncode == 2, out.stderr
+    assert "No such option: --no-such-option" in out.stderr
+    assert "Usage: " in out.stderr and "unexpected" not in out.stderr
+    out = run_cli("vectorize")
+    assert out.returncode == 2, out.stderr
+    assert "Missing argument" in out.stderr and "unexpected" not in out.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from _models import save_test_model, smooth_scene, write_scene
+from _procs import free_port, start, stop
 
 from roadnet.pipeline.inference.run import RunConfig, predict_scene
 from roadnet.pipeline.inference.store import done_chunks, staging_path
@@ -34,28 +34,8 @@ SIZE = 1024  # 64 chunks of 128 px: long enough to interrupt
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a process we started and everything in its session."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as fh:
-        return subprocess.Popen(
-            args, stdout=fh, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
-        )
+    return start(args, log, ENV)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +47,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster(workdir: Path) -> Iterator[str]:
     from distributed import Client
 
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     dask = str(Path(sys.executable).with_name("dask"))
     procs = [
         _start(
@@ -79,7 +59,7 @@ def cluster(workdir: Path) -> Iterator[str]:
                 "--port",
                 address.rsplit(":", 1)[1],
                 "--dashboard-address",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
             ],
             workdir / "scheduler.log",
         )
@@ -108,7 +88,7 @@ def cluster(workdir: Path) -> Iterator[str]:
         yield address
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +148,7 @@ def _kill_midway(proc: subprocess.Popen[bytes], out: Path) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        _stop(proc)
+        stop(proc)
     assert not out.exists() and staging_path(out).exists()
 
 
@@ -242,7 +222,7 @@ def test_worker_killed_mid_run(cluster: str, job: dict[str, Path], workdir: Path
             os.kill(victim, signal.SIGKILL)
         assert proc.wait(timeout=300) == 0, out.with_suffix(".log").read_text()[-2000:]
     finally:
-        _stop(proc)
+        stop(proc)
     assert done_chunks(out).all()
     _assert_same(job["local"], out)
 
@@ -407,5 +387,5 @@ def test_worker_killed_mid_vectorize(
             os.kill(sorted(pids.values())[0], signal.SIGKILL)
             assert proc.wait(timeout=300) == 0, out.with_suffix(".log").read_text()[-2000:]
         finally:
-            _stop(proc)
+            stop(proc)
     _assert_same_layers(roads_job["local"], out)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from _procs import free_port, start, stop
 
 from roadnet.errors import InputError
 from roadnet.tasks import TASKS
@@ -125,30 +125,8 @@ def _tls_args(pki: dict[str, Path]) -> list[str]:
 # -- processes -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(args: list[str], log: Path, env: dict[str, str] = ENV) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as fh:
-        return subprocess.Popen(
-            args, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a process we started and everything in its session."""
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    return start(args, log, env)
 
 
 def _finish(proc: subprocess.Popen[bytes], log: Path) -> str:
@@ -156,7 +134,7 @@ def _finish(proc: subprocess.Popen[bytes], log: Path) -> str:
     try:
         rc = proc.wait(timeout=300)
     finally:
-        _stop(proc)
+        stop(proc)
     text = log.read_text()
     assert rc == 0, text[-3000:]
     return text
@@ -176,7 +154,7 @@ def pki(workdir: Path) -> dict[str, Path]:
 def tls_cluster(workdir: Path, pki: dict[str, Path]) -> Iterator[str]:
     from distributed import Client, Security
 
-    port = _free_port()
+    port = free_port()
     address = f"tls://127.0.0.1:{port}"
     dask = str(Path(sys.executable).with_name("dask"))
     procs = [
@@ -191,7 +169,7 @@ def tls_cluster(workdir: Path, pki: dict[str, Path]) -> Iterator[str]:
                 "--port",
                 str(port),
                 "--dashboard-address",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
                 *_tls_args(pki),
             ],
             workdir / "scheduler.log",
@@ -229,7 +207,7 @@ def tls_cluster(workdir: Path, pki: dict[str, Path]) -> Iterator[str]:
         yield address
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
 
 
 # -- options and config, in process --------------------------------------------------------

@@ -37,6 +37,7 @@ equals a whole-image run of the same mask to the last bit.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import warnings
@@ -67,6 +68,10 @@ DEFAULT_PRUNE_M = 8.0
 DEFAULT_MERGE_M = 4.0
 #: Douglas-Peucker tolerance in metres for every edge line.
 DEFAULT_SIMPLIFY_M = 0.5
+
+#: Edge lines are made and simplified this many pixels at a time: the unsimplified lines of
+#: a whole city would otherwise sit in the client at once (BENCHMARKS.md, "roadnet vectorize").
+LINE_BATCH_PX = 1 << 17
 
 Pixel = tuple[int, int]
 
@@ -397,15 +402,19 @@ def _tables(
         row=pixels[:, 0].copy(),
         col=pixels[:, 1].copy(),
     )
-    rows: list[tuple[int, int, bytes, NDArray[np.int64]]] = []
+    rows: list[tuple[int, int, NDArray[np.int64]]] = []
     for a, b, path in graph.edges(data="path"):
         u, v = sorted((ids[a], ids[b]))
-        path = _canonical(path)  # from node u: node ids follow pixel order
-        rows.append((u, v, path.tobytes(), path))
-    rows.sort(key=lambda r: r[:3])
-    lines = _lines([r[3] for r in rows], transform)
-    if simplify_m > 0 and len(lines):
-        lines = shapely.simplify(lines, simplify_m, preserve_topology=True)
+        rows.append((u, v, _canonical(path)))  # from node u: node ids follow pixel order
+    pairs = collections.Counter((u, v) for u, v, _ in rows)
+    # parallel edges are ordered by their pixels; the bytes are made for those alone
+    rows.sort(key=lambda r: (r[0], r[1], r[2].tobytes() if pairs[r[0], r[1]] > 1 else b""))
+    lines = np.empty(len(rows), dtype=object)
+    for start, stop in _batches([len(r[2]) for r in rows], LINE_BATCH_PX):
+        batch = _lines([r[2] for r in rows[start:stop]], transform)
+        if simplify_m > 0:
+            batch = shapely.simplify(batch, simplify_m, preserve_topology=True)
+        lines[start:stop] = batch
     edges = EdgeTable(
         u=np.array([r[0] for r in rows], dtype=np.int64),
         v=np.array([r[1] for r in rows], dtype=np.int64),
@@ -413,6 +422,18 @@ def _tables(
         length_m=shapely.length(lines).astype(np.float64),
     )
     return nodes, edges
+
+
+def _batches(sizes: Sequence[int], limit: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` runs of consecutive items whose sizes add up to about ``limit``."""
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if total and total + size > limit:
+            yield start, i
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        yield start, len(sizes)
 
 
 def _to_map(

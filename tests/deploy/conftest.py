@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import _procs
 import pytest
-
-
-def _free_port() -> int:
-    """A TCP port nothing listens on at 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a process this test started and everything in its session."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     """Returns a function giving a TCP port free at 127.0.0.1."""
-    return _free_port
+    return _procs.free_port
 
 
 @pytest.fixture
@@ -51,4 +31,4 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]
 
     yield start
     for proc in reversed(started):
-        _stop(proc)
+        _procs.stop(proc, grace_s=15)

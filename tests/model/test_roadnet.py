@@ -118,3 +118,10 @@ def test_shipped_lite_model_meets_the_contract() -> None:
         assert tuple(out[task].shape) == (2, 64, 48, 1)
     held_out = card["metrics"]["evaluations"]["held_out"]["scores"]
     assert held_out["surface"]["iou"] > 0.5  # far above the all-background baseline of 0
+    # cut-offs chosen on the validation render, not on a held-out one; `roadnet run` reads them
+    from roadnet.model.card import card_cutoffs
+
+    cuts = card_cutoffs(path)
+    assert cuts is not None and set(cuts) == {"surface", "edge", "centerline"}
+    assert all(0.0 < cut < 1.0 for cut in cuts.values())
+    assert card["cutoffs_chosen_on"]["scene"] == card["data"]["validation"]["scene"]

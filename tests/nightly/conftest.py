@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _city import free_port, save_road_model, start, stop
+from _city import save_road_model, start
+from _procs import free_port, stop
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import shapely
 import xarray as xr
-from _city import ENV, ROADNET, age, start, stop, truncate, write_window
+from _city import ENV, ROADNET, age, start, truncate, write_window
+from _procs import stop
 
 from roadnet.pipeline.inference.store import done_chunks, open_result, staging_path
 from roadnet.pipeline.nightly.catalog import read_catalog
