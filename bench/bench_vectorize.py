@@ -852,26 +852,25 @@ def report(results: dict[str, Any]) -> str:
             f"**{_fmt(med.get(k))}**" if k in keys[:4] else _fmt(med.get(k)) for k in keys
         )
         lines.append(f"| median | {size}² | {cells} |")
-    lines += [
-        "",
-        "Scaling of (b), time ratio to the size before (4 × the pixels; target ≤ 4.4):",
-        "",
-        "| rep | " + " | ".join(f"{b}² → {a}²" for b, a in itertools.pairwise(sizes)) + " |",
-        "| --- |" + " --- |" * (len(sizes) - 1),
-    ]
-    scale_rows = []
-    for i, rep in enumerate(reps, 1):
-        ratio = [rep[j + 1]["b"]["seconds"] / rep[j]["b"]["seconds"] for j in range(len(sizes) - 1)]
-        scale_rows.append(ratio)
-        lines.append(f"| {i} | " + " | ".join(f"{x:.2f}" for x in ratio) + " |")
-    if scale_rows and len(sizes) > 1:
-        lines.append(
-            "| median | "
-            + " | ".join(
-                f"**{np.median([r[j] for r in scale_rows]):.2f}**" for j in range(len(sizes) - 1)
+    if len(sizes) > 1:  # one size: nothing to scale against
+        lines += [
+            "",
+            "Scaling of (b), time ratio to the size before (4 × the pixels; target ≤ 4.4):",
+            "",
+            "| rep | " + " | ".join(f"{b}² → {a}²" for b, a in itertools.pairwise(sizes)) + " |",
+            "| --- |" + " --- |" * (len(sizes) - 1),
+        ]
+        scale_rows, steps = [], range(len(sizes) - 1)
+        for i, rep in enumerate(reps, 1):
+            ratio = [rep[j + 1]["b"]["seconds"] / rep[j]["b"]["seconds"] for j in steps]
+            scale_rows.append(ratio)
+            lines.append(f"| {i} | " + " | ".join(f"{x:.2f}" for x in ratio) + " |")
+        if scale_rows:
+            lines.append(
+                "| median | "
+                + " | ".join(f"**{np.median([r[j] for r in scale_rows]):.2f}**" for j in steps)
+                + " |"
             )
-            + " |"
-        )
     lines += [
         "",
         "CPU seconds of the same runs ((b): client process, scheduler included, plus both "
