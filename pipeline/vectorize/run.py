@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VectorizeConfig",
     "VectorizeSummary",
+    "card_cutoff",
     "default_threshold",
     "road_layers",
     "vectorize_result",
@@ -74,7 +75,11 @@ class VectorizeConfig(StrictModel):
     )
     graph_source: Source = Field(default="surface", description="mask the graph is thinned from")
     centerline_threshold: float | None = Field(
-        default=None, gt=0, lt=1, description="centerline cut-off for the combined source"
+        default=None,
+        gt=0,
+        lt=1,
+        description="centerline cut-off of the centerline and combined sources "
+        "(default: model card, else the surface cut-off)",
     )
     halo_px: int = Field(default=DEFAULT_HALO_PX, ge=0, description="skeleton context, px")
     graph_hole_px: int = Field(default=DEFAULT_HOLE_PX, ge=0, description="holes filled, px")
@@ -122,15 +127,19 @@ class VectorizeSummary:
         )
 
 
+def card_cutoff(attrs: dict[str, Any], task: str) -> float | None:
+    """One task's cut-off recorded with a result's model (its card), or None."""
+    raw = attrs.get(CUTOFFS_ATTR)
+    if not raw:
+        return None
+    value = (json.loads(raw) if isinstance(raw, str) else dict(raw)).get(task)
+    return None if value is None else float(value)
+
+
 def default_threshold(attrs: dict[str, Any]) -> float:
     """The surface cut-off recorded with a result's model (its card), else 0.5."""
-    raw = attrs.get(CUTOFFS_ATTR)
-    if raw:
-        cutoffs = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        value = cutoffs.get("surface")
-        if value is not None:
-            return float(value)
-    return 0.5
+    value = card_cutoff(attrs, "surface")
+    return 0.5 if value is None else value
 
 
 def _open_codes(result: str | Path) -> xr.Dataset:
@@ -177,6 +186,9 @@ def road_layers(
     config = config or VectorizeConfig()
     ds = _open_codes(result)
     threshold = config.threshold or default_threshold(dict(ds.attrs))
+    # the centerline source's cut: the option, else the card's centerline cut-off, else the
+    # surface cut-off
+    centerline_threshold = config.centerline_threshold or card_cutoff(dict(ds.attrs), "centerline")
     transform = ds.rio.transform()
     pixel = float(np.sqrt(abs(transform.determinant)))
     chunks = ds["surface"].data.chunks
@@ -190,7 +202,7 @@ def road_layers(
         threshold=threshold,
         sieve_px=config.sieve_px,
         source=config.graph_source,
-        centerline_threshold=config.centerline_threshold,
+        centerline_threshold=centerline_threshold,
         halo_px=config.halo_px,
         hole_px=config.graph_hole_px,
         chunks_per_task=max(1, config.task_px // max(chunks[0][0], chunks[1][0])),

@@ -174,6 +174,29 @@ def test_threshold_default_follows_the_model_card(tmp_path: Path, client: Client
     assert summary.threshold == 0.5 and summary.components == 0
 
 
+def test_centerline_source_cut_follows_the_model_card(tmp_path: Path, client: Client) -> None:
+    codes = np.zeros((3, 200, 200), np.uint8)
+    codes[0, 40:160, 90:110] = 230  # surface p = 0.9
+    codes[2, 40:160, 98:102] = 100  # centerline p = 0.39: a line at a 0.35 cut, not at 0.6
+    attrs = {CUTOFFS_ATTR: '{"surface": 0.6, "centerline": 0.35}'}
+    carded = write_result(tmp_path / "c.zarr", codes, chunk=128, attrs=attrs)
+    bare = write_result(
+        tmp_path / "b.zarr", codes, chunk=128, attrs={CUTOFFS_ATTR: '{"surface": 0.6}'}
+    )
+    config = VectorizeConfig(graph_source="centerline", surface=False)
+    km = {}
+    for label, result in (("card", carded), ("bare", bare)):
+        out = tmp_path / f"{label}.gpkg"
+        km[label] = vectorize_result(result, out, config=config, client=client, progress=False).km
+    assert km["card"] > 0  # the 120 px line, cut at the card's 0.35
+    assert km["bare"] == 0  # no centerline cut-off in the card: the surface's 0.6
+    explicit = VectorizeConfig(graph_source="centerline", surface=False, centerline_threshold=0.5)
+    summary = vectorize_result(
+        carded, tmp_path / "x.gpkg", config=explicit, client=client, progress=False
+    )
+    assert summary.km == 0  # the option wins over the card
+
+
 def test_surface_only_and_graph_only_equal_the_full_run(
     tmp_path: Path, client: Client, codes: np.ndarray
 ) -> None:
