@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -93,16 +92,15 @@ def task_thresholds(
         threshold: one cut for every task, ``{task: cut}`` (tasks not named: 0.5), or None.
         attrs: the result's attributes; ``roadnet:cutoffs`` holds the model card's cuts.
     """
-    from roadnet.pipeline.inference.run import CUTOFFS_ATTR
+    from roadnet.pipeline.inference.run import result_cutoffs
 
     if isinstance(threshold, Mapping):
         cuts = {t: float(threshold.get(t, 0.5)) for t in TASKS}
     elif threshold is not None:
         cuts = dict.fromkeys(TASKS, float(threshold))
     else:
-        raw = attrs.get(CUTOFFS_ATTR)
-        card = (json.loads(raw) if isinstance(raw, str) else dict(raw)) if raw else {}
-        cuts = {t: float(card.get(t, 0.5)) for t in TASKS}
+        card = result_cutoffs(attrs)
+        cuts = {t: card.get(t, 0.5) for t in TASKS}
     for task, cut in cuts.items():
         if not 0.0 < cut < 1.0:
             raise InputError(f"{task} threshold must be in (0, 1), got {cut}")

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -58,6 +59,18 @@ if TYPE_CHECKING:
 #: Result attribute holding the model card's per-task cut-offs (JSON ``{task: p}``).
 CUTOFFS_ATTR = "roadnet:cutoffs"
 
+
+def result_cutoffs(attrs: Mapping[str, Any]) -> dict[str, float]:
+    """The model card's per-task cut-offs a result records (``{}`` when it records none)."""
+    raw = attrs.get(CUTOFFS_ATTR)
+    if not raw:
+        return {}
+    return {
+        task: float(p)
+        for task, p in (json.loads(raw) if isinstance(raw, str) else dict(raw)).items()
+    }
+
+
 __all__ = [
     "CUTOFFS_ATTR",
     "Prediction",
@@ -65,6 +78,7 @@ __all__ = [
     "RunSummary",
     "predict_scene",
     "prepare_worker",
+    "result_cutoffs",
     "run",
     "run_to_zarr",
 ]

@@ -11,7 +11,6 @@ holds the output layer, never the raster), joins the graph, and writes the layer
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from roadnet.config import StrictModel
 from roadnet.errors import InputError
 from roadnet.leases import hold_output
 from roadnet.paths import Location, is_url, location
-from roadnet.pipeline.inference.run import CUTOFFS_ATTR
+from roadnet.pipeline.inference.run import result_cutoffs
 from roadnet.pipeline.vectorize.centerlines import DEFAULT_HALO_PX, DEFAULT_HOLE_PX, Source
 from roadnet.pipeline.vectorize.chunks import vectorize_tasks
 from roadnet.pipeline.vectorize.graph import (
@@ -129,11 +128,7 @@ class VectorizeSummary:
 
 def card_cutoff(attrs: dict[str, Any], task: str) -> float | None:
     """One task's cut-off recorded with a result's model (its card), or None."""
-    raw = attrs.get(CUTOFFS_ATTR)
-    if not raw:
-        return None
-    value = (json.loads(raw) if isinstance(raw, str) else dict(raw)).get(task)
-    return None if value is None else float(value)
+    return result_cutoffs(attrs).get(task)
 
 
 def default_threshold(attrs: dict[str, Any]) -> float:
