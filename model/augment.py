@@ -3,7 +3,8 @@
 Geometry (flips, 90° rotations; scale is drawn when the crop is cut, see
 :func:`roadnet.model.data.sample_crop`) moves the labels with the image. Appearance — HSV
 jitter, per-channel gains, gamma, grey-world balance, channel order, chroma rotation,
-contrast, brightness, blur or sharpening, noise, cut-out occlusion — changes the image only:
+contrast, brightness, haze, blur or sharpening, noise, JPEG compression, cut-out occlusion —
+changes the image only:
 a road under a cut-out box is still a road, as it is under a tree crown. Every draw comes
 from the generator the caller passes (seeded per batch), so a run is reproducible.
 """
@@ -49,6 +50,9 @@ class AugmentConfig(StrictModel):
     blur: float = Field(default=0.0, ge=0, le=5)  # Gaussian sigma up to this, px (half the crops)
     sharpen: float = Field(default=0.0, ge=0, le=3)  # unsharp-mask amount up to this (the others)
     noise: float = Field(default=0.0, ge=0, le=50)  # Gaussian noise std up to this, DN
+    haze: float = Field(default=0.0, ge=0, lt=1)  # veil of a pale airlight, opacity up to this
+    jpeg: float = Field(default=0.0, ge=0, le=1)  # probability of a JPEG round trip ...
+    jpeg_quality: tuple[int, int] = (30, 90)  # ... at a quality drawn uniformly here
     cutout: float = Field(default=0.0, ge=0, le=1)  # probability of each of up to 3 occluding boxes
     cutout_size: float = Field(default=0.25, gt=0, le=1)  # largest box side, fraction of the crop
     # how the scene's edge and centerline labels were drawn (``roadnet labels`` options): a
@@ -61,6 +65,8 @@ class AugmentConfig(StrictModel):
     def _check(self) -> AugmentConfig:
         if self.gsd_range is not None and not 0 < self.gsd_range[0] <= self.gsd_range[1]:
             raise ValueError("gsd_range is [low, high] metres with 0 < low <= high")
+        if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ValueError("jpeg_quality is [low, high] with 1 <= low <= high <= 100")
         return self
 
 
@@ -148,11 +154,31 @@ def _appearance(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -
         image = (image - mean) * rng.uniform(1 - c.contrast, 1 + c.contrast) + mean
     if c.brightness:
         image = image + 255.0 * rng.uniform(-c.brightness, c.brightness)
+    if c.haze:
+        # atmospheric veil: a pale, slightly tinted airlight over the whole crop
+        opacity = rng.uniform(0.0, c.haze)
+        airlight = rng.uniform(170.0, 235.0) + rng.uniform(-12.0, 12.0, size=3)
+        image = image * (1.0 - opacity) + airlight.astype(np.float32) * opacity
     return np.asarray(image, dtype=np.float32)
 
 
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` through a JPEG encode and decode at ``quality`` (block and ringing artefacts)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(np.clip(image, 0.0, 255.0).astype(np.uint8)).save(
+        buffer, format="JPEG", quality=quality
+    )
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"), dtype=np.float32)
+
+
 def _camera(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Blur or sharpening, then noise and cut-out boxes."""
+    """Blur or sharpening, then noise, JPEG compression and cut-out boxes."""
     if c.blur or c.sharpen:
         soft = rng.random() < 0.5 if c.blur and c.sharpen else bool(c.blur)
         if soft:
@@ -164,6 +190,8 @@ def _camera(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -> np
     if c.noise:
         std = rng.uniform(0.0, c.noise)
         image = image + rng.normal(0.0, std, size=image.shape).astype(np.float32)
+    if c.jpeg and rng.random() < c.jpeg:
+        image = _jpeg(image, int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1)))
     if c.cutout:
         h, w = image.shape[:2]
         image = np.array(image, dtype=np.float32)

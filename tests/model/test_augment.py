@@ -25,6 +25,8 @@ STRONG = AugmentConfig(
     blur=1.5,
     sharpen=1.0,
     noise=8.0,
+    haze=0.3,
+    jpeg=0.5,
     cutout=0.5,
     gsd_range=(0.15, 0.6),
 )
@@ -119,6 +121,8 @@ def test_appearance_changes_image_not_labels_and_is_seeded() -> None:
         ("blur", 2.0),
         ("sharpen", 2.0),
         ("noise", 10.0),
+        ("haze", 0.5),
+        ("jpeg", 1.0),
         ("cutout", 1.0),
     ],
 )
@@ -136,6 +140,8 @@ def test_each_key_changes_the_image(key: str, value: float) -> None:
     assert changed, key
     if key == "blur":
         assert smoother
+    if key == "haze":  # a veil lifts the darks and flattens the contrast
+        assert out.min() > image.min() + 5 and np.ptp(out) < np.ptp(image)
     if key == "grey_world":
         means = out.mean(axis=(0, 1))
         assert np.ptp(means) < 0.2 * np.ptp(image.mean(axis=(0, 1)))
@@ -146,6 +152,25 @@ def test_config_ranges() -> None:
         load_config(AugmentConfig, values={"gsd_range": [0.5, 0.2]})
     with pytest.raises(ConfigError, match="gains"):
         load_config(AugmentConfig, values={"gains": 2.0})
+    with pytest.raises(ConfigError, match="jpeg_quality"):
+        load_config(AugmentConfig, values={"jpeg_quality": [90, 30]})
+
+
+def test_jpeg_quality_sets_how_much_the_round_trip_loses() -> None:
+    """A JPEG round trip at quality 10 moves the pixels far more than one at quality 95."""
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
+    image = np.stack([40 + 2.5 * xx + yy, 90 + yy, 200 - 1.5 * xx], axis=-1)
+    image[::7, :] += 35.0  # some texture for the coder to quantize
+    jpeg = OFF.model_copy(update={"jpeg": 1.0, "jpeg_quality": (10, 10)})
+    out, _ = augment(
+        image, np.zeros((64, 64, 3), np.float32), config=jpeg, rng=np.random.default_rng(0)
+    )
+    error = np.abs(out - image).mean()
+    fine = OFF.model_copy(update={"jpeg": 1.0, "jpeg_quality": (95, 95)})
+    out95, _ = augment(
+        image, np.zeros((64, 64, 3), np.float32), config=fine, rng=np.random.default_rng(0)
+    )
+    assert error > 2.0 * np.abs(out95 - image).mean()
 
 
 def test_sample_grid_png(tmp_path: Path) -> None:
