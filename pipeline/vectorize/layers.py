@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from xml.sax.saxutils import escape
 
 import geopandas as gpd
 import networkx as nx
@@ -52,6 +53,7 @@ __all__ = [
     "frame",
     "layer_paths",
     "read_graph",
+    "write_graphml",
     "write_layers",
 ]
 
@@ -215,7 +217,7 @@ def write_layers(
             for name, frame in layers.frames().items():
                 frame.to_file(staged, layer=name, driver="GPKG", engine="pyogrio")
             with _staged(paths["graph"]) as graph, _staged(paths["config"]) as config:
-                _write_graphml(layers.graph(), graph)
+                write_graphml(layers, graph)
                 config.write_text(config_text)
                 replace_with(graph, paths["graph"])
                 replace_with(config, paths["config"])
@@ -223,7 +225,7 @@ def write_layers(
             staged.mkdir()
             for name, frame in layers.frames().items():
                 frame.to_parquet(staged / f"{name}.parquet", index=False)
-            _write_graphml(layers.graph(), staged / paths["graph"].name)
+            write_graphml(layers, staged / paths["graph"].name)
             (staged / CONFIG_NAME).write_text(config_text)
         replace_with(staged, paths["layers"])
     return paths
@@ -257,13 +259,75 @@ def _upload_layers(
     return urls
 
 
-def _write_graphml(graph: nx.MultiGraph, path: Path) -> None:
-    """GraphML with edge geometry as WKT (GraphML holds numbers and strings only)."""
-    plain = nx.MultiGraph(**graph.graph)
-    plain.add_nodes_from(graph.nodes(data=True))
-    for u, v, data in graph.edges(data=True):
-        plain.add_edge(u, v, length=data["length"], geometry=shapely.to_wkt(data["geometry"]))
-    nx.write_graphml(plain, path)
+_GRAPHML_HEAD = (
+    "<?xml version='1.0' encoding='utf-8'?>\n"
+    '<graphml xmlns="http://graphml.graphdrawing.org/xmlns"'
+    ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    ' xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns'
+    ' http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n'
+    '  <key id="crs" for="graph" attr.name="crs" attr.type="string" />\n'
+    '  <key id="x" for="node" attr.name="x" attr.type="double" />\n'
+    '  <key id="y" for="node" attr.name="y" attr.type="double" />\n'
+    '  <key id="degree" for="node" attr.name="degree" attr.type="long" />\n'
+    '  <key id="length" for="edge" attr.name="length" attr.type="double" />\n'
+    '  <key id="geometry" for="edge" attr.name="geometry" attr.type="string" />\n'
+    '  <graph edgedefault="undirected">\n'
+)
+GRAPHML_BATCH = 8192  # nodes or edges formatted per write
+
+
+def write_graphml(layers: RoadLayers, path: Path) -> None:
+    """Stream the road graph to GraphML straight from the layers, a batch of rows at a time.
+
+    What ``networkx.write_graphml`` of :meth:`RoadLayers.graph` would hold (it builds two
+    graphs and the whole XML tree in memory first): nodes with ``x``, ``y``, ``degree``;
+    edges with ``length`` and ``geometry`` as WKT (GraphML holds numbers and strings only),
+    written ``source=u target=v`` as in ``road_centerline``, with the multigraph key as
+    ``id`` (0, 1, ... over the edges of one node pair, the order ``networkx`` gives them).
+    """
+    nodes, lines = layers.nodes, layers.centerline
+    crs = escape(nodes.crs.to_wkt()) if nodes.crs else ""
+    with path.open("w", encoding="utf-8") as f:
+        f.write(_GRAPHML_HEAD)
+        f.write(f'    <data key="crs">{crs}</data>\n')
+        xy = shapely.get_coordinates(nodes.geometry.to_numpy())
+        ids, degrees = nodes["id"].to_numpy(), nodes["degree"].to_numpy()
+        for start in range(0, len(nodes), GRAPHML_BATCH):
+            stop = start + GRAPHML_BATCH
+            f.write(
+                "".join(
+                    f'    <node id="{i}"><data key="x">{x!r}</data><data key="y">{y!r}</data>'
+                    f'<data key="degree">{d}</data></node>\n'
+                    for i, (x, y), d in zip(
+                        ids[start:stop].tolist(),
+                        xy[start:stop].tolist(),
+                        degrees[start:stop].tolist(),
+                        strict=True,
+                    )
+                )
+            )
+        seen: dict[tuple[int, int], int] = {}
+        us, vs = lines["u"].to_numpy(), lines["v"].to_numpy()
+        lengths, geoms = lines["length_m"].to_numpy(), lines.geometry.to_numpy()
+        for start in range(0, len(lines), GRAPHML_BATCH):
+            stop = start + GRAPHML_BATCH
+            rows = []
+            for u, v, length, wkt in zip(
+                us[start:stop].tolist(),
+                vs[start:stop].tolist(),
+                lengths[start:stop].tolist(),
+                shapely.to_wkt(geoms[start:stop]).tolist(),
+                strict=True,
+            ):
+                pair = (min(u, v), max(u, v))
+                key = seen[pair] = seen.get(pair, -1) + 1
+                rows.append(
+                    f'    <edge source="{u}" target="{v}" id="{key}">'
+                    f'<data key="length">{float(length)!r}</data>'
+                    f'<data key="geometry">{wkt}</data></edge>\n'
+                )
+            f.write("".join(rows))
+        f.write("  </graph>\n</graphml>\n")
 
 
 def read_graph(path: str | Path) -> nx.MultiGraph:

@@ -20,6 +20,7 @@ from roadnet.pipeline.vectorize.layers import (
     check_outputs,
     frame,
     layer_paths,
+    read_graph,
     write_layers,
 )
 
@@ -110,3 +111,68 @@ def test_a_failed_write_uploads_nothing(tmp_path: Path, s3_bucket: str) -> None:
     with pytest.raises(TypeError):
         write_layers(_layers(), url, config_text=b"not text")  # type: ignore[arg-type]
     assert s3_fs().ls(s3_bucket.removeprefix("s3://")) == []
+
+
+def test_graphml_is_the_networkx_graph_of_the_layers(tmp_path: Path) -> None:
+    """The streamed GraphML reads back (networkx) as ``RoadLayers.graph()``, parallel edges,
+    a loop and a reversed edge included, each edge ``source=u target=v`` along its line."""
+    import networkx as nx
+
+    base = _layers()
+    x0, y0 = 385_000.0, 6_672_000.0
+    nodes = shapely.points([x0, x0 + 20.0, x0 + 20.0], [y0, y0, y0 + 30.0])
+    lines = np.array(
+        [
+            shapely.LineString([(x0, y0), (x0 + 20.0, y0)]),  # 0-1
+            shapely.LineString([(x0 + 20.0, y0), (x0 + 10.0, y0 + 4.0), (x0, y0)]),  # 1-0
+            shapely.LineString([(x0 + 20.0, y0 + 30.0), (x0 + 20.0, y0)]),  # 2-1: u > v
+            shapely.LineString(  # a loop at 2
+                [(x0 + 20, y0 + 30), (x0 + 25, y0 + 35), (x0 + 15, y0 + 35), (x0 + 20, y0 + 30)]
+            ),
+        ]
+    )
+    layers = RoadLayers(
+        surface=base.surface,
+        centerline=frame(
+            {
+                "u": np.array([0, 1, 2, 2]),
+                "v": np.array([1, 0, 1, 2]),
+                "length_m": shapely.length(lines),
+                "geometry": lines,
+            },
+            crs=CRS,
+        ),
+        nodes=frame(
+            {"id": np.arange(3), "degree": np.array([2, 3, 3]), "geometry": nodes}, crs=CRS
+        ),
+    )
+    out = tmp_path / "roads.gpkg"
+    write_layers(layers, out)
+    graphml = out.with_suffix(".graphml")
+
+    expected, loaded = layers.graph(), read_graph(graphml)
+    assert loaded.graph["crs"] == expected.graph["crs"] == layers.nodes.crs.to_wkt()
+    assert dict(loaded.nodes(data=True)) == dict(expected.nodes(data=True))
+
+    def edges(g: nx.MultiGraph) -> list[tuple[int, int, float, str]]:
+        return sorted(
+            (min(u, v), max(u, v), d["length"], shapely.to_wkt(shapely.normalize(d["geometry"])))
+            for u, v, d in g.edges(data=True)
+        )
+
+    assert edges(loaded) == edges(expected) and len(edges(loaded)) == 4
+    plain = nx.read_graphml(graphml)  # what a user gets with networkx alone
+    assert plain.is_multigraph() and plain.number_of_edges() == 4
+    assert sorted(k for _, _, k in plain.edges(keys=True)) == [0, 0, 0, 1]
+    # source -> target runs along the line, as u -> v does in road_centerline
+    from xml.etree import ElementTree
+
+    xy = {n: (d["x"], d["y"]) for n, d in loaded.nodes(data=True)}
+    ns = {"g": "http://graphml.graphdrawing.org/xmlns"}
+    written = ElementTree.parse(graphml).getroot().findall("g:graph/g:edge", ns)
+    assert len(written) == 4
+    for edge in written:
+        wkt = edge.find("g:data[@key='geometry']", ns).text  # type: ignore[union-attr]
+        line = shapely.from_wkt(wkt)
+        assert line.coords[0] == pytest.approx(xy[int(edge.get("source"))])  # type: ignore[arg-type]
+        assert line.coords[-1] == pytest.approx(xy[int(edge.get("target"))])  # type: ignore[arg-type]
