@@ -279,11 +279,11 @@ GRAPHML_BATCH = 8192  # nodes or edges formatted per write
 def write_graphml(layers: RoadLayers, path: Path) -> None:
     """Stream the road graph to GraphML straight from the layers, a batch of rows at a time.
 
-    What ``networkx.write_graphml`` of :meth:`RoadLayers.graph` would hold (it builds two
-    graphs and the whole XML tree in memory first): nodes with ``x``, ``y``, ``degree``;
-    edges with ``length`` and ``geometry`` as WKT (GraphML holds numbers and strings only),
-    written ``source=u target=v`` as in ``road_centerline``, with the multigraph key as
-    ``id`` (0, 1, ... over the edges of one node pair, the order ``networkx`` gives them).
+    The graph of :meth:`RoadLayers.graph` without building it or an XML tree: nodes with
+    ``x``, ``y``, ``degree``; edges with ``length`` and ``geometry`` as WKT (GraphML holds
+    numbers and strings only), written ``source=u target=v`` as in ``road_centerline``, with
+    the multigraph key as ``id`` (0, 1, ... over the edges of one node pair in row order, as
+    ``networkx`` numbers them).
     """
     nodes, lines = layers.nodes, layers.centerline
     crs = escape(nodes.crs.to_wkt()) if nodes.crs else ""
