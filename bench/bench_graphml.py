@@ -21,6 +21,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -101,6 +102,12 @@ def measure(
     return seconds, peak
 
 
+def _summary(graph: nx.MultiGraph) -> tuple[list[tuple[int, int, float]], dict[int, Any]]:
+    """The edges (as unordered node pairs with lengths, sorted) and the nodes of ``graph``."""
+    edges = sorted((min(u, v), max(u, v), d["length"]) for u, v, d in graph.edges(data=True))
+    return edges, dict(graph.nodes(data=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=200, help="junctions per grid side")
@@ -121,11 +128,7 @@ def main() -> None:
                 times[name].append(seconds)
                 peaks[name].append(peak)
         a, b = (read_graph(p) for p in paths.values())
-        same = sorted(
-            (min(u, v), max(u, v), d["length"]) for u, v, d in a.edges(data=True)
-        ) == sorted((min(u, v), max(u, v), d["length"]) for u, v, d in b.edges(data=True)) and dict(
-            a.nodes(data=True)
-        ) == dict(b.nodes(data=True))
+        same = _summary(a) == _summary(b)
         sizes = {k: p.stat().st_size / 2**20 for k, p in paths.items()}
     print("| writer | seconds (median) | traced peak MiB | file MiB |")
     print("| --- | ---: | ---: | ---: |")
