@@ -254,6 +254,14 @@ def run(
     overwrite: Overwrite = False,
 ) -> None:
     """Predict road surface, edge and centerline probabilities into a Zarr store on Dask."""
+    from roadnet.pipeline.preflight import check_layer_outputs, check_run_output, check_scene
+
+    # refused before dask, xarray and GDAL are imported (seconds)
+    check_scene(scene)
+    check_run_output(out, overwrite=overwrite)
+    if vectorize_out is not None:
+        check_layer_outputs(vectorize_out, fmt="gpkg", overwrite=overwrite)
+
     from roadnet.config import load_config
     from roadnet.pipeline.cluster import cluster_security, dask_client
     from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
@@ -289,10 +297,8 @@ def run(
         )
         typer.echo(summary.line())
         return
-    from roadnet.pipeline.vectorize.layers import check_outputs
     from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
 
-    check_outputs(vectorize_out, fmt="gpkg", overwrite=overwrite)  # refuse before the run
     vcfg = load_config(VectorizeConfig, "vectorize")
     with dask_client(
         scheduler=scheduler,
@@ -370,15 +376,21 @@ def vectorize(
     overwrite: Overwrite = False,
 ) -> None:
     """Turn a result into the dissolved road-surface layer and the centerline road graph."""
-    from roadnet.config import load_config
     from roadnet.errors import InputError
-    from roadnet.pipeline.cluster import cluster_security
-    from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
+    from roadnet.pipeline.preflight import check_layer_outputs, check_result
 
+    # refused before dask, xarray and GDAL are imported (seconds)
     if fmt not in ("gpkg", "parquet"):
         raise InputError(f"--format must be gpkg or parquet, got {fmt!r}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise InputError(f"--threshold must be in (0, 1), got {threshold}")
+    check_layer_outputs(out, fmt=fmt, overwrite=overwrite)  # type: ignore[arg-type]
+    check_result(result)
+
+    from roadnet.config import load_config
+    from roadnet.pipeline.cluster import cluster_security
+    from roadnet.pipeline.vectorize.run import VectorizeConfig, vectorize_result
+
     cfg = load_config(
         VectorizeConfig,
         config or "vectorize",

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _cli import run_in_one_process
+
 ROADNET = [sys.executable, "-m", "roadnet.pipeline.cli"]
 
 
@@ -69,3 +71,34 @@ def test_usage_errors_print_usage_and_exit_2() -> None:
     out = run_cli("vectorize")
     assert out.returncode == 2, out.stderr
     assert "Missing argument" in out.stderr and "unexpected" not in out.stderr
+
+
+def test_run_refuses_bad_paths_before_heavy_imports(tmp_path: Path) -> None:
+    from _models import smooth_scene, write_scene
+
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(64, 64))
+    done = tmp_path / "done.zarr"
+    done.mkdir()
+    (done / "zarr.json").write_text("{}")
+    roads = tmp_path / "roads.gpkg"
+    roads.write_bytes(b"keep me")
+    cases = [
+        (["run", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "r.zarr")], "missing.tif"),
+        (["run", str(scene), "--out", str(done)], "--overwrite"),
+        (
+            ["run", str(scene), "--out", str(tmp_path / "r.zarr"), "--vectorize", str(roads)],
+            "--overwrite",
+        ),
+        (
+            ["run", str(scene), "--out", str(tmp_path / "r.zarr"), "--vectorize", "roads.shp"],
+            "must end in .gpkg",
+        ),
+    ]
+    answers = run_in_one_process([args for args, _ in cases])
+    for (args, message), answer in zip(cases, answers, strict=True):
+        assert answer.code == 2, (args, answer)
+        lines = answer.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, answer.stderr)
+        assert answer.heavy == [], (args, answer.heavy)
+    assert (done / "zarr.json").read_text() == "{}" and roads.read_bytes() == b"keep me"
+    assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "r.zarr.partial-run").exists()

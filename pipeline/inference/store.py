@@ -29,7 +29,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor open_result's callers use)
@@ -37,14 +37,20 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-from roadnet.errors import InputError, OutputExistsError
+from roadnet.errors import OutputExistsError
 from roadnet.outputs import output_exists, remove_output, replace_with
 from roadnet.paths import Location, StorageOptions, is_url
 from roadnet.pipeline.inference.blend import FILL_VALUE
+from roadnet.pipeline.preflight import (
+    COMPLETE_ATTR,
+    ZARR_FORMAT,
+    check_result,
+    check_run_output,
+    staging_path,
+)
+from roadnet.pipeline.preflight import group_attrs as _group_attrs
+from roadnet.pipeline.preflight import zarr_store as _store
 from roadnet.tasks import TASKS
-
-if TYPE_CHECKING:
-    from zarr.storage import StoreLike
 
 __all__ = [
     "COMPLETE_ATTR",
@@ -60,44 +66,10 @@ __all__ = [
     "write_chunk",
 ]
 
-COMPLETE_ATTR = "roadnet:complete"
 JOB_ATTR = "roadnet:job"
 PROGRESS = "progress/done"
-ZARR_FORMAT: Literal[3] = 3
 #: The group's ``Conventions`` attribute.
 CONVENTIONS = "CF-1.8"
-
-
-def staging_path(out: Location) -> Location:
-    """Where the store is built (and resumed) before it becomes ``out``.
-
-    A sibling ``OUT.partial-run`` directory, or on an object store ``out`` itself.
-    """
-    if is_url(out):
-        return str(out)
-    out = Path(out)
-    return out.with_name(f"{out.name}.partial-run")
-
-
-def _store(location: Location, storage_options: StorageOptions | None = None) -> StoreLike:
-    """What zarr and xarray open: a local directory's path, or an fsspec store of a URL."""
-    if not is_url(location):
-        return str(location)
-    from zarr.storage import FsspecStore
-
-    # Listings are not cached: another process may have just written or removed the store.
-    options = {"use_listings_cache": False, **(storage_options or {})}
-    return FsspecStore.from_url(str(location), storage_options=options, read_only=False)
-
-
-def _group_attrs(
-    path: Location, storage_options: StorageOptions | None = None
-) -> dict[str, Any] | None:
-    try:
-        group = zarr.open_group(_store(path, storage_options), mode="r", zarr_format=ZARR_FORMAT)
-        return dict(group.attrs)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
-        return None
 
 
 def _has_progress(path: Location, storage_options: StorageOptions | None) -> bool:
@@ -134,8 +106,7 @@ def prepare_store(
     if is_url(out):
         return _prepare_in_place(str(out), job=job, overwrite=overwrite, options=storage_options)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+    check_run_output(out, overwrite=overwrite)
     staging = Path(staging_path(out))
     if staging.exists():
         attrs = _group_attrs(staging)
@@ -371,25 +342,7 @@ def open_result(
     Raises:
         InputError: no store there, or the run that writes it has not finished.
     """
-    if is_url(path):
-        path = str(path).rstrip("/")
-        if not output_exists(path, storage_options=storage_options):
-            raise InputError(f"no roadnet result at {path}")
-    else:
-        path = Path(path)
-        if not path.exists():
-            staging = Path(staging_path(path))
-            if staging.exists():
-                raise InputError(
-                    f"{path} is not finished: a run is still writing or was interrupted "
-                    f"({staging.name}); rerun roadnet run to resume it"
-                )
-            raise InputError(f"no roadnet result at {path}")
-    attrs = _group_attrs(path, storage_options)
-    if attrs is None:
-        raise InputError(f"{path} is not a Zarr store")
-    if attrs.get(COMPLETE_ATTR) is not True:
-        raise InputError(f"{path} is an incomplete roadnet result; rerun roadnet run to finish")
+    path = check_result(path, storage_options=storage_options)
     kwargs.setdefault("decode_coords", "all")
     kwargs.setdefault("consolidated", True)
     ds: xr.Dataset = xr.open_zarr(_store(path, storage_options), **kwargs)

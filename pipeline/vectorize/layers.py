@@ -42,9 +42,10 @@ import networkx as nx
 import numpy as np
 import shapely
 
-from roadnet.errors import InputError, OutputExistsError
-from roadnet.outputs import output_exists, remove_output, replace_with, upload_files
+from roadnet.errors import InputError
+from roadnet.outputs import remove_output, replace_with, upload_files
 from roadnet.paths import Location, StorageOptions, is_url, with_name
+from roadnet.pipeline.preflight import check_layer_outputs
 
 __all__ = [
     "LAYERS",
@@ -130,34 +131,6 @@ def layer_paths(out: Location, *, fmt: Format) -> dict[str, Any]:
     return {"layers": out, "graph": out / "roads.graphml", "config": out / CONFIG_NAME}
 
 
-def check_outputs(
-    out: Location,
-    *,
-    fmt: Format,
-    overwrite: bool,
-    storage_options: StorageOptions | None = None,
-) -> None:
-    """Refuse to start when the layers already exist and ``overwrite`` is false.
-
-    Args:
-        out: ``OUT.gpkg`` or a directory, local or a URL.
-        fmt: ``gpkg`` or ``parquet``.
-        overwrite: whether existing outputs may be replaced.
-        storage_options: fsspec options of a URL.
-
-    Raises:
-        OutputExistsError: ``out`` exists.
-        InputError: ``out`` does not suit the format (a ``.gpkg`` name for GeoPackage).
-    """
-    gpkg_name = str(out).rstrip("/").lower().endswith(".gpkg")
-    if fmt == "gpkg" and not gpkg_name:
-        raise InputError(f"--out {out} must end in .gpkg for --format gpkg")
-    if fmt == "parquet" and gpkg_name:
-        raise InputError(f"--out {out} is a GeoPackage name; give a directory for --format parquet")
-    if output_exists(out, storage_options=storage_options) and not overwrite:
-        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
-
-
 @contextmanager
 def _staged(path: Path) -> Iterator[Path]:
     """A temporary sibling of ``path``, removed if the body fails."""
@@ -209,7 +182,7 @@ def write_layers(
             storage_options=storage_options,
         )
     out = Path(out)
-    check_outputs(out, fmt=fmt, overwrite=overwrite)
+    check_layer_outputs(out, fmt=fmt, overwrite=overwrite)
     paths = layer_paths(out, fmt=fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _staged(paths["layers"]) as staged:
@@ -241,7 +214,7 @@ def _upload_layers(
     storage_options: StorageOptions | None,
 ) -> dict[str, Any]:
     """:func:`write_layers` to a URL: write locally, then upload whole files, the marker last."""
-    check_outputs(out, fmt=fmt, overwrite=overwrite, storage_options=storage_options)
+    check_layer_outputs(out, fmt=fmt, overwrite=overwrite, storage_options=storage_options)
     urls = layer_paths(out, fmt=fmt)
     with tempfile.TemporaryDirectory(prefix="roadnet-layers-") as tmp:
         local = Path(tmp) / out.rsplit("/", 1)[-1]

@@ -27,6 +27,7 @@ from roadnet.errors import InputError
 from roadnet.leases import hold_output
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.run import result_cutoffs
+from roadnet.pipeline.preflight import check_layer_outputs
 from roadnet.pipeline.vectorize.centerlines import DEFAULT_HALO_PX, DEFAULT_HOLE_PX, Source
 from roadnet.pipeline.vectorize.chunks import vectorize_tasks
 from roadnet.pipeline.vectorize.graph import (
@@ -38,7 +39,6 @@ from roadnet.pipeline.vectorize.graph import (
 from roadnet.pipeline.vectorize.layers import (
     Format,
     RoadLayers,
-    check_outputs,
     frame,
     write_layers,
 )
@@ -325,7 +325,7 @@ def vectorize_result(
     config = config or VectorizeConfig()
     out = location(out)
     with hold_output(out):  # one run per output at a time (roadnet.leases)
-        check_outputs(out, fmt=fmt, overwrite=overwrite)
+        check_layer_outputs(out, fmt=fmt, overwrite=overwrite)
         _open_codes(result)  # fail before starting a cluster
         cluster = dask_client(
             scheduler=scheduler,

@@ -13,11 +13,11 @@ from _s3 import s3_fs
 from geopandas.testing import assert_geodataframe_equal
 
 from roadnet.errors import InputError, OutputExistsError
+from roadnet.pipeline.preflight import check_layer_outputs
 from roadnet.pipeline.vectorize.layers import (
     CONFIG_NAME,
     LAYERS,
     RoadLayers,
-    check_outputs,
     frame,
     layer_paths,
     read_graph,
@@ -64,7 +64,7 @@ def test_layer_paths_of_urls_follow_the_local_names(tmp_path: Path) -> None:
     assert local["graph"] == tmp_path / "roads.graphml"
     assert layer_paths("s3://b/pq/", fmt="parquet")["config"] == f"s3://b/pq/{CONFIG_NAME}"
     with pytest.raises(InputError, match=r"must end in \.gpkg"):
-        check_outputs("s3://b/roads", fmt="gpkg", overwrite=False)
+        check_layer_outputs("s3://b/roads", fmt="gpkg", overwrite=False)
 
 
 @pytest.mark.parametrize("fmt", ["gpkg", "parquet"])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rasterio.features
 import shapely
+from _cli import run_in_one_process
 from _models import smooth_scene, test_model_path, write_scene
 from _results import CRS, TRANSFORM, road_codes, write_result
 from distributed import Client
@@ -268,23 +269,34 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
     good = write_result(tmp_path / "good.zarr", road_codes(200, 200, seed=3, roads=3), chunk=128)
+    write_result(
+        tmp_path / "part.zarr", road_codes(200, 200, seed=3, roads=3), chunk=128, finish=False
+    )
     existing = tmp_path / "existing.gpkg"
     existing.write_bytes(b"keep me")
     new = str(tmp_path / "a.gpkg")
-    cases = [
+    # refused before dask, xarray and GDAL are imported
+    early = [
         (["vectorize", str(tmp_path / "none.zarr"), "--out", new], "no roadnet result"),
+        (["vectorize", str(tmp_path / "part.zarr"), "--out", new], "not finished"),
         (["vectorize", str(good), "--out", new, "--threshold", "1.5"], "(0, 1)"),
         (["vectorize", str(good), "--out", new, "--threshold", "0"], "(0, 1)"),
         (["vectorize", str(good), "--out", str(existing)], "--overwrite"),
         (["vectorize", str(good), "--out", new, "--format", "shp"], "gpkg or parquet"),
-        (["vectorize", str(good), "--out", new, "--no-surface", "--no-graph"], "nothing to make"),
+        (["vectorize", str(good), "--out", str(tmp_path / "a.shp")], "must end in .gpkg"),
     ]
-    for args, message in cases:
-        proc = _cli(*args)
-        assert proc.returncode == 2, (args, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+    late = [
+        (["vectorize", str(good), "--out", new, "--no-surface", "--no-graph"], "nothing to make")
+    ]
+    answers = run_in_one_process([args for args, _ in early + late])
+    for (args, message), answer in zip(early + late, answers, strict=True):
+        assert answer.code == 2, (args, answer)
+        lines = answer.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, answer.stderr)
+    for (args, _), answer in zip(early, answers, strict=False):
+        assert answer.heavy == [], (args, answer.heavy)
     assert existing.read_bytes() == b"keep me"
+    assert not (tmp_path / "a.gpkg").exists() and not (tmp_path / "a.shp").exists()
 
 
 def test_cli_vectorizes_with_a_summary_line(tmp_path: Path) -> None:

@@ -1,0 +1,156 @@
+"""The checks a command can make before it imports dask, xarray, GDAL or TensorFlow.
+
+A typo'd path or an existing output should be refused in a fraction of a second, not after
+the seconds the heavy libraries take to import (``roadnet vectorize`` used to spend ~5 s on
+an idle machine importing before it looked at its arguments). These functions use only the
+standard library, fsspec for URLs and — to read a store's group attributes — zarr; the
+stages call the same functions again, so the Python API refuses the same inputs with the
+same words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from roadnet.errors import InputError, OutputExistsError
+from roadnet.outputs import output_exists
+from roadnet.paths import Location, StorageOptions, is_url
+
+if TYPE_CHECKING:
+    from zarr.storage import StoreLike
+
+__all__ = [
+    "COMPLETE_ATTR",
+    "ZARR_FORMAT",
+    "check_layer_outputs",
+    "check_result",
+    "check_run_output",
+    "check_scene",
+    "group_attrs",
+    "staging_path",
+    "zarr_store",
+]
+
+#: The group attribute ``roadnet run`` sets last, when every chunk is written.
+COMPLETE_ATTR = "roadnet:complete"
+ZARR_FORMAT: Literal[3] = 3
+
+
+def staging_path(out: Location) -> Location:
+    """Where the store is built (and resumed) before it becomes ``out``.
+
+    A sibling ``OUT.partial-run`` directory, or on an object store ``out`` itself.
+    """
+    if is_url(out):
+        return str(out)
+    out = Path(out)
+    return out.with_name(f"{out.name}.partial-run")
+
+
+def zarr_store(location: Location, storage_options: StorageOptions | None = None) -> StoreLike:
+    """What zarr and xarray open: a local directory's path, or an fsspec store of a URL."""
+    if not is_url(location):
+        return str(location)
+    from zarr.storage import FsspecStore
+
+    # Listings are not cached: another process may have just written or removed the store.
+    options = {"use_listings_cache": False, **(storage_options or {})}
+    return FsspecStore.from_url(str(location), storage_options=options, read_only=False)
+
+
+def group_attrs(
+    path: Location, storage_options: StorageOptions | None = None
+) -> dict[str, Any] | None:
+    """The attributes of the Zarr v3 group at ``path``, or None when there is none."""
+    import zarr
+
+    try:
+        group = zarr.open_group(
+            zarr_store(path, storage_options), mode="r", zarr_format=ZARR_FORMAT
+        )
+        return dict(group.attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        return None
+
+
+def check_result(path: Location, *, storage_options: StorageOptions | None = None) -> Location:
+    """Refuse anything but a finished ``roadnet run`` store; its canonical location.
+
+    Raises:
+        InputError: no store there, an unfinished run's staging store only, not a Zarr
+            group, or a store without the completion marker.
+    """
+    if is_url(path):
+        path = str(path).rstrip("/")
+        if not output_exists(path, storage_options=storage_options):
+            raise InputError(f"no roadnet result at {path}")
+    else:
+        path = Path(path)
+        if not path.exists():
+            staging = Path(staging_path(path))
+            if staging.exists():
+                raise InputError(
+                    f"{path} is not finished: a run is still writing or was interrupted "
+                    f"({staging.name}); rerun roadnet run to resume it"
+                )
+            raise InputError(f"no roadnet result at {path}")
+    attrs = group_attrs(path, storage_options)
+    if attrs is None:
+        raise InputError(f"{path} is not a Zarr store")
+    if attrs.get(COMPLETE_ATTR) is not True:
+        raise InputError(f"{path} is an incomplete roadnet result; rerun roadnet run to finish")
+    return path
+
+
+def check_scene(scene: str) -> None:
+    """Refuse a local scene path that does not exist (URLs and GDAL ``/vsi`` paths pass).
+
+    Raises:
+        InputError: ``scene`` is a local path and there is nothing there.
+    """
+    if is_url(scene) or scene.startswith("/vsi") or Path(scene).exists():
+        return
+    raise InputError(f"cannot open scene {scene}: no such file")
+
+
+def check_run_output(out: Location, *, overwrite: bool) -> None:
+    """Refuse a finished local result store at ``out`` without ``overwrite``.
+
+    An unfinished run's store (``OUT.partial-run``, or an object store without the
+    completion marker) is for :func:`roadnet.pipeline.inference.store.prepare_store` to
+    resume or refuse: whether it resumes depends on the scene, model and config.
+
+    Raises:
+        OutputExistsError: ``out`` is a local path that exists.
+    """
+    if not is_url(out) and Path(out).exists() and not overwrite:
+        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+
+
+def check_layer_outputs(
+    out: Location,
+    *,
+    fmt: Literal["gpkg", "parquet"],
+    overwrite: bool,
+    storage_options: StorageOptions | None = None,
+) -> None:
+    """Refuse to start when the road layers already exist and ``overwrite`` is false.
+
+    Args:
+        out: ``OUT.gpkg`` or a directory, local or a URL.
+        fmt: ``gpkg`` or ``parquet``.
+        overwrite: whether existing outputs may be replaced.
+        storage_options: fsspec options of a URL.
+
+    Raises:
+        OutputExistsError: ``out`` exists.
+        InputError: ``out`` does not suit the format (a ``.gpkg`` name for GeoPackage).
+    """
+    gpkg_name = str(out).rstrip("/").lower().endswith(".gpkg")
+    if fmt == "gpkg" and not gpkg_name:
+        raise InputError(f"--out {out} must end in .gpkg for --format gpkg")
+    if fmt == "parquet" and gpkg_name:
+        raise InputError(f"--out {out} is a GeoPackage name; give a directory for --format parquet")
+    if output_exists(out, storage_options=storage_options) and not overwrite:
+        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
