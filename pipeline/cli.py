@@ -746,15 +746,29 @@ def evaluate(
     """Score a road layer against truth: pixel, buffer and APLS scores, and an error map."""
     from typing import get_args
 
-    from roadnet.config import load_config
     from roadnet.errors import InputError
+    from roadnet.pipeline.preflight import check_evaluate_inputs
+
+    # refused before dask, xarray and GDAL are imported (seconds)
+    sources = [s for item in graph_source or [] for s in item.split(",") if s]
+    check_evaluate_inputs(
+        pred,
+        truth,
+        out,
+        errors=errors,
+        errors_task=errors_task,
+        buffer_m=buffer_m,
+        sources=bool(sources),
+        overwrite=overwrite,
+    )
+
+    from roadnet.config import load_config
     from roadnet.pipeline.cluster import cluster_security
     from roadnet.pipeline.evaluate.run import evaluate as run_evaluate
     from roadnet.pipeline.evaluate.run import format_report
     from roadnet.pipeline.vectorize.centerlines import Source
     from roadnet.pipeline.vectorize.run import VectorizeConfig
 
-    sources = [s for item in graph_source or [] for s in item.split(",") if s]
     bad = [s for s in sources if s not in get_args(Source)]
     if bad:
         raise InputError(f"--graph-source {bad[0]!r}: use surface, centerline or combined")

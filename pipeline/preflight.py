@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.outputs import output_exists
+from roadnet.outputs import check_output_file, output_exists
 from roadnet.paths import Location, StorageOptions, is_url
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMPLETE_ATTR",
     "ZARR_FORMAT",
+    "check_evaluate_inputs",
     "check_layer_outputs",
     "check_result",
     "check_run_output",
@@ -154,3 +155,69 @@ def check_layer_outputs(
         raise InputError(f"--out {out} is a GeoPackage name; give a directory for --format parquet")
     if output_exists(out, storage_options=storage_options) and not overwrite:
         raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+
+
+def check_evaluate_inputs(
+    pred: Location,
+    truth: Location,
+    out: Location | None,
+    *,
+    errors: Location | None = None,
+    errors_task: str = "surface",
+    buffer_m: float = 2.0,
+    sources: bool = False,
+    overwrite: bool = False,
+) -> tuple[bool, bool]:
+    """Refuse the inputs ``roadnet evaluate`` cannot score; what kind each one is.
+
+    Args:
+        pred: a result store or a road layer (local).
+        truth: a label directory or road vectors.
+        out: the JSON report, or None.
+        errors: the error map PNG, or None.
+        errors_task: the task the error map shows.
+        buffer_m: buffer of the centerline scores, m.
+        sources: whether graph sources were asked for (they vectorize a result store).
+        overwrite: whether ``out`` and ``errors`` may be replaced.
+
+    Returns:
+        ``(prediction is a result store, truth is a label directory)``.
+
+    Raises:
+        InputError: a missing, unfinished or remote prediction, a missing truth, a pair
+            that cannot be scored, a bad option.
+        OutputExistsError: ``out`` or ``errors`` exists and ``overwrite`` is false.
+    """
+    from roadnet.tasks import TASKS
+
+    if is_url(pred):
+        check_result(pred)  # an unfinished store is refused with its own line
+        raise InputError(f"--pred {pred}: evaluate reads local results only; copy it first")
+    if not buffer_m > 0:
+        raise InputError(f"--buffer-m must be > 0, got {buffer_m}")
+    if errors_task not in TASKS:
+        raise InputError(f"error map task {errors_task!r}: use one of {', '.join(TASKS)}")
+    pred, truth = Path(pred), Path(truth)
+    if not pred.exists() and not Path(staging_path(pred)).exists():
+        raise InputError(f"no prediction at {pred}")
+    if not truth.exists():
+        raise InputError(f"no truth at {truth}")
+    raster = not pred.exists() or (
+        pred.is_dir() and any((pred / n).exists() for n in ("zarr.json", ".zgroup"))
+    )
+    if raster:
+        check_result(pred)
+    labels = truth.is_dir()
+    if not raster and sources:
+        raise InputError(f"--graph-source needs a result store as the prediction, not {pred}")
+    if not raster and labels:
+        raise InputError(
+            f"cannot score road layer {pred} against label rasters {truth}: give truth "
+            "vectors, or the result store as the prediction"
+        )
+    if errors is not None and (not raster or Path(errors).suffix.lower() != ".png"):
+        raise InputError(f"--errors {errors} must be a .png, for a result store prediction")
+    for path in (out, errors):
+        if path is not None:
+            check_output_file(Path(path), overwrite=overwrite)
+    return raster, labels

@@ -39,8 +39,6 @@ import shapely
 
 from roadnet import __version__
 from roadnet.errors import InputError
-from roadnet.outputs import check_output_file
-from roadnet.paths import is_url
 from roadnet.pipeline.evaluate.apls import apls_score
 from roadnet.pipeline.evaluate.buffer import buffer_scores
 from roadnet.pipeline.evaluate.errors import (
@@ -71,6 +69,7 @@ from roadnet.pipeline.evaluate.pixels import (
     score_windows,
     scores_from_pixel_counts,
 )
+from roadnet.pipeline.preflight import check_evaluate_inputs
 from roadnet.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -145,26 +144,6 @@ def _scratch(near: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _kinds(pred: Path, truth: Path, *, errors: Path | None, sources: bool) -> tuple[bool, bool]:
-    """``(prediction is a result store, truth is a label directory)``; refuse bad pairs."""
-    if not pred.exists():
-        raise InputError(f"no prediction at {pred}")
-    if not truth.exists():
-        raise InputError(f"no truth at {truth}")
-    raster = pred.is_dir() and any((pred / n).exists() for n in ("zarr.json", ".zgroup"))
-    labels = truth.is_dir()
-    if not raster and sources:
-        raise InputError(f"--graph-source needs a result store as the prediction, not {pred}")
-    if not raster and labels:
-        raise InputError(
-            f"cannot score road layer {pred} against label rasters {truth}: give truth "
-            "vectors, or the result store as the prediction"
-        )
-    if errors is not None and (not raster or errors.suffix.lower() != ".png"):
-        raise InputError(f"--errors {errors} must be a .png, for a result store prediction")
-    return raster, labels
-
-
 def evaluate(
     pred: str | Path,
     truth: str | Path,
@@ -230,22 +209,19 @@ def evaluate(
     from roadnet.pipeline.vectorize.run import VectorizeConfig, road_layers
 
     started = time.perf_counter()
-    if is_url(pred):
-        # An unfinished store is refused with open_result's line; a finished one is not read
-        # from an object store yet (see README, "Object stores").
-        open_prediction(pred)  # type: ignore[arg-type]
-        raise InputError(f"--pred {pred}: evaluate reads local results only; copy it first")
+    halo_px(rho)  # validates rho
+    raster, truth_is_labels = check_evaluate_inputs(
+        pred,
+        truth,
+        out,
+        errors=errors,
+        errors_task=errors_task,
+        buffer_m=buffer_m,
+        sources=bool(graph_sources),
+        overwrite=overwrite,
+    )
     pred, truth = Path(pred), Path(truth)
     errors_path = None if errors is None else Path(errors)
-    halo_px(rho)  # validates rho
-    if not buffer_m > 0:
-        raise InputError(f"--buffer-m must be > 0, got {buffer_m}")
-    if errors_task not in TASKS:
-        raise InputError(f"error map task {errors_task!r}: use one of {', '.join(TASKS)}")
-    raster, truth_is_labels = _kinds(pred, truth, errors=errors_path, sources=bool(graph_sources))
-    for path in (out, errors_path):
-        if path is not None:
-            check_output_file(Path(path), overwrite=overwrite)
     vcfg, lcfg = vectorize or VectorizeConfig(), labels or LabelsConfig()
     sources = list(dict.fromkeys(graph_sources or [vcfg.graph_source]))
     ds, grid, bounds = None, None, None

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from _cli import run_in_one_process
 from _results import CRS, TRANSFORM, write_result
 from distributed import Client
 from PIL import Image
@@ -285,17 +286,33 @@ def test_cli_scores_on_a_local_cluster(tmp_path: Path, result: Path, truth_file:
     assert (tmp_path / "e.png").is_file()
 
 
-def test_cli_fails_with_one_line(tmp_path: Path, result: Path) -> None:
+def test_cli_fails_with_one_line(tmp_path: Path, result: Path, truth_file: Path) -> None:
     far = tmp_path / "far.gpkg"
     moved = _roads()
     moved.geometry = moved.geometry.translate(0, 9000)
     moved.to_file(far, engine="pyogrio")
-    bad = subprocess.run(
-        [*ROADNET, "evaluate", "--pred", str(result), "--truth", str(far), "--out",
-         str(tmp_path / "m2.json")],
-        capture_output=True, text=True, env=ENV, timeout=600,
-    )  # fmt: skip
-    assert bad.returncode == 2
-    lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("roadnet: error:") and "no roads" in lines[0]
-    assert not (tmp_path / "m2.json").exists()
+    (tmp_path / "r2.zarr.partial-run").mkdir()  # what a killed run leaves
+    existing = tmp_path / "m1.json"
+    existing.write_text("{}")
+    new = str(tmp_path / "m2.json")
+    base = ["evaluate", "--truth", str(truth_file)]
+    # refused before dask, xarray and GDAL are imported
+    early = [
+        ([*base, "--pred", str(tmp_path / "none.zarr"), "--out", new], "no prediction"),
+        ([*base, "--pred", str(tmp_path / "r2.zarr"), "--out", new], "not finished"),
+        ([*base, "--pred", str(result), "--out", str(existing)], "--overwrite"),
+        ([*base, "--pred", str(result), "--out", new, "--errors", "e.jpg"], ".png"),
+        ([*base, "--pred", str(result), "--out", new, "--buffer-m", "0"], "--buffer-m"),
+    ]
+    late = [
+        (["evaluate", "--pred", str(result), "--truth", str(far), "--out", new], "no roads"),
+    ]
+    answers = run_in_one_process([args for args, _ in early + late])
+    for (args, message), answer in zip(early + late, answers, strict=True):
+        assert answer.code == 2, (args, answer)
+        lines = answer.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("roadnet: error:"), (args, answer)
+        assert message in lines[0], (args, answer.stderr)
+    for (args, _), answer in zip(early, answers, strict=False):
+        assert answer.heavy == [], (args, answer.heavy)
+    assert existing.read_text() == "{}" and not Path(new).exists()

@@ -22,6 +22,7 @@ STRONG = AugmentConfig(
     gamma=0.5,
     grey_world=0.5,
     channel_swap=0.5,
+    grayscale=0.2,
     blur=1.5,
     sharpen=1.0,
     noise=8.0,
@@ -118,6 +119,7 @@ def test_appearance_changes_image_not_labels_and_is_seeded() -> None:
         ("gamma", 0.8),
         ("grey_world", 1.0),
         ("channel_swap", 1.0),
+        ("grayscale", 1.0),
         ("blur", 2.0),
         ("sharpen", 2.0),
         ("noise", 10.0),
@@ -145,6 +147,9 @@ def test_each_key_changes_the_image(key: str, value: float) -> None:
     if key == "grey_world":
         means = out.mean(axis=(0, 1))
         assert np.ptp(means) < 0.2 * np.ptp(image.mean(axis=(0, 1)))
+    if key == "grayscale":  # at least half-way to grey: the bands close up around the luma
+        spread = np.ptp(image, axis=-1)
+        assert (np.ptp(out, axis=-1) <= 0.5 * spread + 1e-3).all()
 
 
 def test_config_ranges() -> None:
