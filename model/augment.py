@@ -2,8 +2,8 @@
 
 Geometry (flips, 90° rotations; scale is drawn when the crop is cut, see
 :func:`roadnet.model.data.sample_crop`) moves the labels with the image. Appearance — HSV
-jitter, per-channel gains, gamma, grey-world balance, channel order, chroma rotation,
-contrast, brightness, haze, blur or sharpening, noise, JPEG compression, cut-out occlusion —
+jitter, per-channel gains, gamma, grey-world balance, desaturation to grey, channel order,
+chroma rotation, contrast, brightness, haze, blur or sharpening, noise, JPEG compression, cut-out occlusion —
 changes the image only:
 a road under a cut-out box is still a road, as it is under a tree crown. Every draw comes
 from the generator the caller passes (seeded per batch), so a run is reproducible.
@@ -47,6 +47,9 @@ class AugmentConfig(StrictModel):
     gamma: float = Field(default=0.0, ge=0, le=2)  # gamma drawn log-uniformly in [1/(1+g), 1+g]
     grey_world: float = Field(default=0.0, ge=0, le=1)  # probability of grey-world balancing
     channel_swap: float = Field(default=0.0, ge=0, le=1)  # probability of a random band order
+    # probability of desaturating the crop to its luma (Rec. 601), at a strength drawn in
+    # [0.5, 1]: colour no longer tells road from tree or field, so texture and shape must
+    grayscale: float = Field(default=0.0, ge=0, le=1)
     blur: float = Field(default=0.0, ge=0, le=5)  # Gaussian sigma up to this, px (half the crops)
     sharpen: float = Field(default=0.0, ge=0, le=3)  # unsharp-mask amount up to this (the others)
     noise: float = Field(default=0.0, ge=0, le=50)  # Gaussian noise std up to this, DN
@@ -145,6 +148,10 @@ def _appearance(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -
     if c.grey_world and rng.random() < c.grey_world:
         means = image.mean(axis=(0, 1))
         image = image * (means.mean() / np.maximum(means, 1.0))
+    if c.grayscale and rng.random() < c.grayscale:
+        luma = image @ np.array([0.299, 0.587, 0.114], np.float32)
+        strength = rng.uniform(0.5, 1.0)
+        image = image * (1.0 - strength) + luma[..., None] * strength
     if c.channel_swap and rng.random() < c.channel_swap:
         image = image[..., rng.permutation(3)]
     if c.hue:
