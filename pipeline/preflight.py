@@ -10,6 +10,7 @@ same words.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -105,12 +106,16 @@ def check_result(path: Location, *, storage_options: StorageOptions | None = Non
 
 
 def check_scene(scene: str) -> None:
-    """Refuse a local scene path that does not exist (URLs and GDAL ``/vsi`` paths pass).
+    """Refuse a local scene path that does not exist.
+
+    URLs, GDAL virtual paths (``/vsizip/…``) and subdataset names (``GTIFF_DIR:1:a.tif``,
+    ``NETCDF:a.nc:var``) pass: only GDAL can tell whether those open.
 
     Raises:
         InputError: ``scene`` is a local path and there is nothing there.
     """
-    if is_url(scene) or scene.startswith("/vsi") or Path(scene).exists():
+    gdal_name = scene.startswith("/vsi") or re.match(r"[A-Za-z0-9_]{2,}:", scene) is not None
+    if is_url(scene) or gdal_name or Path(scene).exists():
         return
     raise InputError(f"cannot open scene {scene}: no such file")
 

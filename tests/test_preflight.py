@@ -34,6 +34,7 @@ def test_check_result_tells_missing_unfinished_foreign_and_complete_apart(tmp_pa
 def test_check_scene_passes_urls_and_gdal_paths(tmp_path: Path) -> None:
     check_scene("s3://bucket/scene.tif")
     check_scene("/vsizip/archive.zip/scene.tif")
+    check_scene("GTIFF_DIR:2:scene.tif")  # a subdataset: GDAL decides
     (tmp_path / "scene.tif").write_bytes(b"")
     check_scene(str(tmp_path / "scene.tif"))  # opening it is the run's job
     with pytest.raises(InputError, match=r"cannot open scene .*no such file"):
