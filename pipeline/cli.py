@@ -41,6 +41,16 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: dotted.key=value (repeatable)."),
 ]
+SceneArg = Annotated[str, typer.Argument(help="Scene raster: local path or fsspec URL.")]
+BandsOpt = Annotated[
+    str | None, typer.Option("--bands", help="1-based R,G,B bands, e.g. 3,2,1 or 1,1,1.")
+]
+InputMaxOpt = Annotated[
+    float | None, typer.Option("--input-max", help="Scene value mapped to 255.")
+]
+NodataOpt = Annotated[
+    float | None, typer.Option("--nodata", help="Nodata value overriding the file's.")
+]
 SchedulerOpt = Annotated[
     str | None,
     typer.Option("--scheduler", help="Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS)."),
@@ -208,7 +218,7 @@ def preview(
 
 @app.command()
 def run(
-    scene: Annotated[str, typer.Argument(help="Scene raster: local path or fsspec URL.")],
+    scene: SceneArg,
     out: Annotated[
         str,
         typer.Option("--out", "-o", help="Output Zarr store: RESULT.zarr or s3://bucket/r.zarr."),
@@ -226,15 +236,9 @@ def run(
     overlap: Annotated[
         int | None, typer.Option("--overlap", help="Blended context per side, px.")
     ] = None,
-    bands: Annotated[
-        str | None, typer.Option("--bands", help="1-based R,G,B bands, e.g. 3,2,1 or 1,1,1.")
-    ] = None,
-    input_max: Annotated[
-        float | None, typer.Option("--input-max", help="Scene value mapped to 255.")
-    ] = None,
-    nodata: Annotated[
-        float | None, typer.Option("--nodata", help="Nodata value overriding the file's.")
-    ] = None,
+    bands: BandsOpt = None,
+    input_max: InputMaxOpt = None,
+    nodata: NodataOpt = None,
     progress: ProgressOpt = True,
     dashboard: Annotated[
         bool,
@@ -321,6 +325,61 @@ def run(
             out, vectorize_out, config=vcfg, overwrite=overwrite, progress=progress, client=client
         )
     typer.echo(vsummary.line())
+
+
+@app.command()
+def adapt(
+    scene: SceneArg,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The adapted model: ADAPTED.keras (+ .json card).")
+    ],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Source .keras model (default: shipped).")
+    ] = None,
+    tiles: Annotated[int, typer.Option("--tiles", help="Tiles drawn from the scene.")] = 64,
+    tile_px: Annotated[int, typer.Option("--tile-px", help="Their side, px.")] = 512,
+    strength: Annotated[
+        float,
+        typer.Option("--strength", help="Weight of the scene's statistics in [0, 1]."),
+    ] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="Where the tiles are drawn.")] = 0,
+    bands: BandsOpt = None,
+    input_max: InputMaxOpt = None,
+    nodata: NodataOpt = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Fit a copy of the model's normalization to a scene's imagery (no labels needed)."""
+    from roadnet.errors import InputError
+    from roadnet.outputs import check_output_file
+    from roadnet.pipeline.preflight import check_scene
+
+    # refused before TensorFlow and GDAL are imported (seconds)
+    check_scene(scene)
+    if out.suffix != ".keras":
+        raise InputError(f"--out {out} must end in .keras")
+    for path in (out, out.with_suffix(".json")):
+        check_output_file(path, overwrite=overwrite)
+
+    from roadnet.pipeline.inference.adapt import adapt_to_scene
+
+    try:
+        band_list = [int(b) for b in bands.split(",")] if bands else None
+    except ValueError:
+        raise InputError(f"--bands {bands!r}: give 1-based band numbers, e.g. 3,2,1") from None
+    summary = adapt_to_scene(
+        scene,
+        out,
+        model=model,
+        tiles=tiles,
+        tile_px=tile_px,
+        strength=strength,
+        seed=seed,
+        bands=band_list,
+        input_max=input_max,
+        nodata=nodata,
+        overwrite=overwrite,
+    )
+    typer.echo(summary.line())
 
 
 @app.command()

@@ -1,0 +1,84 @@
+"""Test-time adaptation: batch-normalization statistics re-estimated on a target scene.
+
+Every convolution of RoadNet is followed by batch normalization, whose moving mean and
+variance were estimated on the training renders. A scene with another camera, haze or
+season shifts those statistics; re-estimating them on unlabelled tiles of the scene itself
+(AdaBN: Li et al., 2016) moves the network's normalization to that imagery without any
+label and without changing a learned weight. Only the ``moving_mean`` and
+``moving_variance`` of the batch-normalization layers change.
+
+The new statistics are the mean over batches of each layer's batch statistics, computed
+with the network in training mode (the way they were during training), then blended with
+the training statistics: ``strength · scene + (1 − strength) · training``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["adapt_batchnorm", "batchnorm_layers"]
+
+
+def batchnorm_layers(model: Any) -> list[Any]:
+    """The model's batch-normalization layers, nested ones included, in build order."""
+    import keras
+
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def adapt_batchnorm(
+    model: Any, images: np.ndarray, *, strength: float = 1.0, batch_size: int = 4
+) -> int:
+    """Re-estimate the batch-normalization statistics of ``model`` on ``images``, in place.
+
+    Args:
+        model: a built Keras model (RoadNet).
+        images: ``(n, H, W, bands)`` float32 on the model's 0–255 input scale, ``H`` and
+            ``W`` multiples of the model's input multiple.
+        strength: weight of the scene's statistics in ``[0, 1]`` (0 leaves the model as
+            it is, 1 replaces the training statistics).
+        batch_size: tiles per forward pass (training used 4).
+
+    Returns:
+        The number of batch-normalization layers adapted.
+
+    Raises:
+        ValueError: no images, or ``strength`` outside ``[0, 1]``.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if len(images) == 0:
+        raise ValueError("no images to adapt on")
+    from keras import ops
+
+    layers = batchnorm_layers(model)
+    trained = [
+        (ops.convert_to_numpy(bn.moving_mean), ops.convert_to_numpy(bn.moving_variance))
+        for bn in layers
+    ]
+    momenta = [bn.momentum for bn in layers]
+    sums = [(np.zeros_like(m), np.zeros_like(v)) for m, v in trained]
+    batches = 0
+    try:
+        for start in range(0, len(images), batch_size):
+            # momentum 0: each call leaves exactly this batch's statistics in the layer
+            for bn in layers:
+                bn.momentum = 0.0
+            model(images[start : start + batch_size], training=True)
+            for (mean_sum, var_sum), bn in zip(sums, layers, strict=True):
+                mean_sum += ops.convert_to_numpy(bn.moving_mean)
+                var_sum += ops.convert_to_numpy(bn.moving_variance)
+            batches += 1
+    finally:
+        for bn, momentum in zip(layers, momenta, strict=True):
+            bn.momentum = momentum
+    for bn, (mean0, var0), (mean_sum, var_sum) in zip(layers, trained, sums, strict=True):
+        bn.moving_mean.assign(strength * mean_sum / batches + (1.0 - strength) * mean0)
+        bn.moving_variance.assign(strength * var_sum / batches + (1.0 - strength) * var0)
+    return len(layers)

@@ -1,0 +1,196 @@
+"""``roadnet adapt``: a copy of a model whose normalization is fitted to one scene's imagery.
+
+Random tiles of the scene (seeded; tiles with nodata or a transparent alpha are skipped)
+are fed through the model to re-estimate its batch-normalization statistics
+(:func:`roadnet.model.adapt.adapt_batchnorm`); no label is read and no learned weight
+changes. The adapted model is written with a card beside it (``NAME.json``): the source
+card's cut-offs and training facts, an ``adapted`` block saying on what and how, and no
+held-out evaluations (those were of the source model). ``roadnet run SCENE --model
+adapted.keras`` then uses it like any other model.
+
+It pays off on imagery far from the training looks and costs on imagery close to them
+(README, "Adapting the model to a scene"): an option for the user who sees the shipped
+model struggle on their scene, not a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from roadnet.errors import InputError
+from roadnet.model.card import read_model_card, write_json_atomic
+from roadnet.model.io import content_hash, default_model_path, load_model
+from roadnet.outputs import check_output_file
+from roadnet.pipeline.inference.blend import to_model_input
+from roadnet.pipeline.inference.open import Scene, open_scene
+from roadnet.tasks import INPUT_MULTIPLE
+
+__all__ = ["AdaptSummary", "adapt_to_scene", "sample_tiles"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptSummary:
+    """What :func:`adapt_to_scene` wrote."""
+
+    out: Path
+    content_hash: str
+    tiles: int
+    tile_px: int
+    layers: int
+    seconds: float
+
+    def line(self) -> str:
+        """One line for the command."""
+        return (
+            f"{self.out}: batch-normalization statistics of {self.layers} layers fitted on "
+            f"{self.tiles} tiles of {self.tile_px} px ({self.content_hash}), {self.seconds:.1f} s"
+        )
+
+
+def _valid(block: np.ndarray, scene: Scene) -> bool:
+    """Whether a ``(band, y, x)`` block has no nodata and no transparent pixel."""
+    image = block[:-1] if scene.alpha else block
+    if scene.alpha and (block[-1] == 0).any():
+        return False
+    if image.dtype.kind == "f" and np.isnan(image).any():
+        return False
+    return not (scene.nodata is not None and (image == scene.nodata).any())
+
+
+def sample_tiles(scene: Scene, *, tiles: int, tile_px: int, seed: int) -> np.ndarray:
+    """Random whole tiles of the scene on the model's input scale.
+
+    Args:
+        scene: the opened scene.
+        tiles: how many tiles.
+        tile_px: their side, a multiple of the model's input multiple; smaller scenes give
+            tiles of the largest such side that fits.
+        seed: where the tiles are drawn.
+
+    Returns:
+        ``(n, side, side, 3)`` float32 on the 0–255 scale, ``n <= tiles`` (tiles with
+        nodata are skipped; up to ``20 · tiles`` draws).
+
+    Raises:
+        InputError: the scene is smaller than one input multiple, or no draw was free of
+            nodata.
+    """
+    height, width = scene.shape
+    side = min(tile_px, height, width) // INPUT_MULTIPLE * INPUT_MULTIPLE
+    if side == 0:
+        raise InputError(f"{scene.source}: {height} x {width} px is too small to adapt on")
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    for _ in range(20 * tiles):
+        if len(out) == tiles:
+            break
+        row = int(rng.integers(0, height - side + 1))
+        col = int(rng.integers(0, width - side + 1))
+        block = np.asarray(scene.data.data[:, row : row + side, col : col + side].compute())
+        if _valid(block, scene):
+            out.append(to_model_input(block, scale=scene.scale, alpha=scene.alpha))
+    if not out:
+        raise InputError(f"{scene.source}: no {side} px tile of the scene is free of nodata")
+    return np.stack(out)
+
+
+def adapt_to_scene(
+    scene: str,
+    out: str | Path,
+    *,
+    model: str | Path | None = None,
+    tiles: int = 64,
+    tile_px: int = 512,
+    strength: float = 1.0,
+    seed: int = 0,
+    bands: list[int] | None = None,
+    input_max: float | None = None,
+    nodata: float | None = None,
+    overwrite: bool = False,
+) -> AdaptSummary:
+    """Write a copy of ``model`` with batch-normalization statistics fitted to ``scene``.
+
+    Args:
+        scene: the scene raster (local path, GDAL path or fsspec URL).
+        out: the adapted ``.keras`` file; its card goes beside it (``.json``).
+        model: the source ``.keras`` model (default: the shipped one).
+        tiles: tiles drawn from the scene.
+        tile_px: their side in px.
+        strength: weight of the scene's statistics against the training ones, in [0, 1].
+        seed: where the tiles are drawn.
+        bands: 1-based bands for R, G, B, as in ``roadnet run``.
+        input_max: the scene value mapped to 255.
+        nodata: the nodata value overriding the file's.
+        overwrite: replace an existing ``out`` and card.
+
+    Raises:
+        InputError: bad scene or options; OutputExistsError: ``out`` exists;
+        ModelError: the source model cannot be loaded.
+    """
+    import time
+
+    from roadnet.model.adapt import adapt_batchnorm
+
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise InputError(f"--out {out} must end in .keras")
+    if tiles < 1:
+        raise InputError(f"--tiles must be >= 1, got {tiles}")
+    if tile_px < INPUT_MULTIPLE:
+        raise InputError(f"--tile-px must be >= {INPUT_MULTIPLE}, got {tile_px}")
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"--strength must be in [0, 1], got {strength}")
+    card_out = out.with_suffix(".json")
+    for path in (out, card_out):
+        check_output_file(path, overwrite=overwrite)
+    source = Path(model) if model is not None else default_model_path()
+    net = load_model(source)
+    started = time.perf_counter()
+    opened = open_scene(scene, chunk=tile_px, bands=bands, input_max=input_max, nodata=nodata)
+    images = sample_tiles(opened, tiles=tiles, tile_px=tile_px, seed=seed)
+    layers = adapt_batchnorm(net, images, strength=strength)
+    tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}.keras")
+    try:
+        net.save(tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    source_card = source.with_suffix(".json")
+    card = read_model_card(source_card) if source_card.is_file() else {}
+    card.get("metrics", {}).pop("evaluations", None)  # they scored the source model
+    digest = content_hash(out)
+    card |= {
+        "model": out.name,
+        "content_hash": digest,
+        "size_bytes": out.stat().st_size,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "adapted": {
+            "from": {"model": str(source), "content_hash": content_hash(source)},
+            "scene": str(scene),
+            "tiles": len(images),
+            "tile_px": int(images.shape[1]),
+            "strength": float(strength),
+            "seed": int(seed),
+            "batchnorm_layers": layers,
+            "note": "cut-offs are the source model's, chosen on its validation render",
+        },
+    }
+    write_json_atomic(card_out, card)
+    seconds = time.perf_counter() - started
+    log.info("adapted %s on %d tiles of %s", source.name, len(images), scene)
+    return AdaptSummary(
+        out=out,
+        content_hash=digest,
+        tiles=len(images),
+        tile_px=int(images.shape[1]),
+        layers=layers,
+        seconds=seconds,
+    )

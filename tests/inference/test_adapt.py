@@ -1,0 +1,105 @@
+"""``roadnet adapt``: a model copy fitted to a GeoTIFF's imagery, with its card (real Keras)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from _cli import run_in_one_process
+from _models import smooth_scene, write_scene
+
+from roadnet.errors import InputError, OutputExistsError
+from roadnet.model.adapt import batchnorm_layers
+from roadnet.model.card import card_cutoffs
+from roadnet.model.io import content_hash, load_model
+from roadnet.model.roadnet import ModelConfig, build_roadnet
+from roadnet.pipeline.inference.adapt import adapt_to_scene, sample_tiles
+from roadnet.pipeline.inference.open import open_scene
+
+CUTOFFS = {"surface": 0.7, "edge": 0.45, "centerline": 0.4}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny RoadNet with a card that has cut-offs and a held-out evaluation."""
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_roadnet(ModelConfig(name="tiny", width_multiplier=0.125)).save(path)
+    card = {"model": path.name, "cutoffs": CUTOFFS, "metrics": {"evaluations": {"held_out": {}}}}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def _stats(model: keras.Model) -> np.ndarray:
+    return np.concatenate(
+        [keras.ops.convert_to_numpy(bn.moving_mean) for bn in batchnorm_layers(model)]
+    )
+
+
+def test_adapted_model_and_card(tmp_path: Path, source: Path) -> None:
+    scene = write_scene(
+        tmp_path / "scene.tif", (0.5 * smooth_scene(200, 200) + 120).astype("uint8")
+    )
+    out = tmp_path / "adapted.keras"
+    summary = adapt_to_scene(str(scene), out, model=source, tiles=6, tile_px=64, seed=3)
+    assert (summary.tiles, summary.tile_px) == (6, 64) and summary.layers > 20
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["content_hash"] == content_hash(out) == summary.content_hash
+    assert card["adapted"]["from"]["content_hash"] == content_hash(source)
+    assert card["adapted"]["scene"] == str(scene) and card["adapted"]["tiles"] == 6
+    assert "evaluations" not in card["metrics"]  # they scored the source model
+    assert card_cutoffs(out) == CUTOFFS  # what roadnet run reads beside the model
+    before, after = load_model(source), load_model(out)
+    assert not np.allclose(_stats(before), _stats(after))
+    kernel = before.get_layer("surface_conv1_1").conv.kernel
+    same = after.get_layer("surface_conv1_1").conv.kernel
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(kernel), keras.ops.convert_to_numpy(same)
+    )
+    # same seed, same tiles, same model
+    again = adapt_to_scene(
+        str(scene), tmp_path / "again.keras", model=source, tiles=6, tile_px=64, seed=3
+    )
+    np.testing.assert_array_equal(_stats(load_model(again.out)), _stats(after))
+
+
+def test_tiles_skip_nodata_and_a_scene_without_data_is_refused(tmp_path: Path) -> None:
+    image = (0.5 * smooth_scene(160, 160) + 10).astype("uint8")  # values >= 10
+    image[:, :, :80] = 0  # left half nodata
+    scene = open_scene(str(write_scene(tmp_path / "half.tif", image, nodata=0)), chunk=64)
+    tiles = sample_tiles(scene, tiles=5, tile_px=64, seed=0)
+    assert tiles.shape == (5, 64, 64, 3) and tiles.min() >= 10
+    empty = open_scene(str(write_scene(tmp_path / "empty.tif", image * 0, nodata=0)), chunk=64)
+    with pytest.raises(InputError, match="free of nodata"):
+        sample_tiles(empty, tiles=2, tile_px=64, seed=0)
+    whole = open_scene(str(write_scene(tmp_path / "small.tif", smooth_scene(150, 150))), chunk=64)
+    small = sample_tiles(whole, tiles=1, tile_px=512, seed=0)  # the largest side that fits
+    assert small.shape == (1, 144, 144, 3)
+
+
+def test_bad_input_is_refused_and_nothing_is_clobbered(tmp_path: Path, source: Path) -> None:
+    scene = str(write_scene(tmp_path / "scene.tif", smooth_scene(96, 96)))
+    existing = tmp_path / "kept.keras"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        adapt_to_scene(scene, existing, model=source)
+    assert existing.read_bytes() == b"keep me"
+    with pytest.raises(InputError, match="strength"):
+        adapt_to_scene(scene, tmp_path / "a.keras", model=source, strength=2.0)
+    with pytest.raises(InputError, match="tiles"):
+        adapt_to_scene(scene, tmp_path / "a.keras", model=source, tiles=0)
+    cases = [
+        (["adapt", str(tmp_path / "none.tif"), "--out", str(tmp_path / "b.keras")], "none.tif"),
+        (["adapt", scene, "--out", str(tmp_path / "b.h5")], "must end in .keras"),
+        (["adapt", scene, "--out", str(existing)], "--overwrite"),
+    ]
+    for (args, message), answer in zip(
+        cases, run_in_one_process([a for a, _ in cases]), strict=True
+    ):
+        assert answer.code == 2 and message in answer.stderr, (args, answer)
+        assert len(answer.stderr.strip().splitlines()) == 1 and answer.heavy == [], (args, answer)
+    assert existing.read_bytes() == b"keep me"
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
