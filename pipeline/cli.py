@@ -350,15 +350,11 @@ def adapt(
 ) -> None:
     """Fit a copy of the model's normalization to a scene's imagery (no labels needed)."""
     from roadnet.errors import InputError
-    from roadnet.outputs import check_output_file
-    from roadnet.pipeline.preflight import check_scene
+    from roadnet.pipeline.preflight import check_model_output, check_scene
 
     # refused before TensorFlow and GDAL are imported (seconds)
     check_scene(scene)
-    if out.suffix != ".keras":
-        raise InputError(f"--out {out} must end in .keras")
-    for path in (out, out.with_suffix(".json")):
-        check_output_file(path, overwrite=overwrite)
+    check_model_output(out, overwrite=overwrite)
 
     from roadnet.pipeline.inference.adapt import adapt_to_scene
 

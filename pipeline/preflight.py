@@ -26,6 +26,7 @@ __all__ = [
     "ZARR_FORMAT",
     "check_evaluate_inputs",
     "check_layer_outputs",
+    "check_model_output",
     "check_result",
     "check_run_output",
     "check_scene",
@@ -132,6 +133,19 @@ def check_run_output(out: Location, *, overwrite: bool) -> None:
     """
     if not is_url(out) and Path(out).exists() and not overwrite:
         raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+
+
+def check_model_output(out: Path, *, overwrite: bool) -> None:
+    """Refuse a model output that is not a ``.keras`` name, or that exists with its card.
+
+    Raises:
+        InputError: ``out`` does not end in ``.keras``.
+        OutputExistsError: ``out`` or its card ``out.json`` exists and ``overwrite`` is false.
+    """
+    if out.suffix != ".keras":
+        raise InputError(f"--out {out} must end in .keras")
+    for path in (out, out.with_suffix(".json")):
+        check_output_file(path, overwrite=overwrite)
 
 
 def check_layer_outputs(

@@ -10,6 +10,7 @@ from _results import road_codes, write_result
 from roadnet.errors import InputError, OutputExistsError
 from roadnet.pipeline.preflight import (
     check_layer_outputs,
+    check_model_output,
     check_result,
     check_run_output,
     check_scene,
@@ -61,3 +62,13 @@ def test_check_layer_outputs_names_and_existing(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="--overwrite"):
         check_layer_outputs(tmp_path / "roads.gpkg", fmt="gpkg", overwrite=False)
     check_layer_outputs(tmp_path / "roads.gpkg", fmt="gpkg", overwrite=True)
+
+
+def test_check_model_output_wants_keras_and_keeps_the_card(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"must end in \.keras"):
+        check_model_output(tmp_path / "m.h5", overwrite=False)
+    check_model_output(tmp_path / "m.keras", overwrite=False)
+    (tmp_path / "m.json").write_text("{}")  # a card left without its model
+    with pytest.raises(OutputExistsError, match=r"m\.json"):
+        check_model_output(tmp_path / "m.keras", overwrite=False)
+    check_model_output(tmp_path / "m.keras", overwrite=True)

@@ -26,9 +26,9 @@ import numpy as np
 from roadnet.errors import InputError
 from roadnet.model.card import read_model_card, write_json_atomic
 from roadnet.model.io import content_hash, default_model_path, load_model
-from roadnet.outputs import check_output_file
 from roadnet.pipeline.inference.blend import to_model_input
 from roadnet.pipeline.inference.open import Scene, open_scene
+from roadnet.pipeline.preflight import check_model_output
 from roadnet.tasks import INPUT_MULTIPLE
 
 __all__ = ["AdaptSummary", "adapt_to_scene", "sample_tiles"]
@@ -140,17 +140,14 @@ def adapt_to_scene(
     from roadnet.model.adapt import adapt_batchnorm
 
     out = Path(out)
-    if out.suffix != ".keras":
-        raise InputError(f"--out {out} must end in .keras")
     if tiles < 1:
         raise InputError(f"--tiles must be >= 1, got {tiles}")
     if tile_px < INPUT_MULTIPLE:
         raise InputError(f"--tile-px must be >= {INPUT_MULTIPLE}, got {tile_px}")
     if not 0.0 <= strength <= 1.0:
         raise InputError(f"--strength must be in [0, 1], got {strength}")
+    check_model_output(out, overwrite=overwrite)
     card_out = out.with_suffix(".json")
-    for path in (out, card_out):
-        check_output_file(path, overwrite=overwrite)
     source = Path(model) if model is not None else default_model_path()
     net = load_model(source)
     started = time.perf_counter()
