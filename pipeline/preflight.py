@@ -1,11 +1,10 @@
 """The checks a command can make before it imports dask, xarray, GDAL or TensorFlow.
 
 A typo'd path or an existing output should be refused in a fraction of a second, not after
-the seconds the heavy libraries take to import (``roadnet vectorize`` used to spend ~5 s on
-an idle machine importing before it looked at its arguments). These functions use only the
-standard library, fsspec for URLs and — to read a store's group attributes — zarr; the
-stages call the same functions again, so the Python API refuses the same inputs with the
-same words.
+the ~5 s that dask, xarray and GDAL take to import on 2 cores (bench/bench_cli.py). These
+functions use only the standard library, fsspec for URLs and — to read a store's group
+attributes — zarr; the stages call the same functions again, so the Python API refuses the
+same inputs with the same words.
 """
 
 from __future__ import annotations
