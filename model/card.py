@@ -16,6 +16,7 @@ __all__ = [
     "attach_evaluation",
     "card_cutoffs",
     "make_model_card",
+    "read_card_beside",
     "read_model_card",
     "write_json_atomic",
 ]
@@ -87,6 +88,17 @@ def read_model_card(path: Path) -> dict[str, Any]:
     return card
 
 
+def read_card_beside(model_path: str | Path) -> dict[str, Any] | None:
+    """The card beside a model (``NAME.json``), or None when there is none or it is unreadable."""
+    card_path = Path(model_path).with_suffix(".json")
+    if not card_path.is_file():
+        return None
+    try:
+        return read_model_card(card_path)
+    except (OSError, ValueError):
+        return None
+
+
 def card_cutoffs(model_path: str | Path) -> dict[str, float] | None:
     """The per-task cut-offs in the card beside a model (``NAME.json``), if it has any.
 
@@ -94,13 +106,8 @@ def card_cutoffs(model_path: str | Path) -> dict[str, float] | None:
         ``{task: probability}`` from the card's ``cutoffs``, or None when there is no card
         or it records none.
     """
-    card_path = Path(model_path).with_suffix(".json")
-    if not card_path.is_file():
-        return None
-    try:
-        cutoffs = read_model_card(card_path).get("cutoffs")
-    except (OSError, ValueError):
-        return None
+    card = read_card_beside(model_path)
+    cutoffs = None if card is None else card.get("cutoffs")
     if not isinstance(cutoffs, dict):
         return None
     return {str(task): float(value) for task, value in cutoffs.items()}

@@ -20,6 +20,7 @@ __all__ = [
     "CUTOFF_SCORES",
     "DEFAULT_GRID",
     "RHO",
+    "check_card",
     "choose_cutoffs",
     "chosen_on",
     "cutoff_grid",
@@ -116,13 +117,13 @@ def chosen_on(report: Mapping[str, Any], choice: Mapping[str, Any]) -> dict[str,
     }
 
 
-def _check_card(card_path: Path, model_path: Path, *, overwrite: bool) -> None:
-    """Refuse before any work: a card of another model, or cut-offs already recorded.
+def check_card(card_path: Path, model_path: Path, *, overwrite: bool, key: str = "cutoffs") -> None:
+    """Refuse before any work: a card of another model, or ``key`` already recorded.
 
     Raises:
         InputError: the card cannot be read.
         ModelError: the card describes another model file.
-        OutputExistsError: the card has cut-offs and ``overwrite`` is False.
+        OutputExistsError: the card has ``key`` and ``overwrite`` is False.
     """
     from roadnet.errors import InputError, ModelError, OutputExistsError
     from roadnet.model.card import read_model_card
@@ -137,10 +138,9 @@ def _check_card(card_path: Path, model_path: Path, *, overwrite: bool) -> None:
         raise ModelError(
             f"{card_path} describes model {card.get('content_hash')}, not {model_path} ({want})"
         )
-    if card.get("cutoffs") and not overwrite:
-        raise OutputExistsError(
-            f"{card_path} already records cut-offs {card['cutoffs']} (use --overwrite)"
-        )
+    if card.get(key) and not overwrite:
+        what = {"cutoffs": "cut-offs"}.get(key, key)
+        raise OutputExistsError(f"{card_path} already records {what} {card[key]} (use --overwrite)")
 
 
 def record_cutoffs_on_files(
@@ -189,7 +189,7 @@ def record_cutoffs_on_files(
     from roadnet.model.io import default_model_path
 
     path = Path(model_path) if model_path is not None else default_model_path()
-    _check_card(card_path, path, overwrite=overwrite)
+    check_card(card_path, path, overwrite=overwrite)
     cuts = cutoff_grid(grid)
     report = evaluate_model_on_files(
         scene,
@@ -205,7 +205,7 @@ def record_cutoffs_on_files(
     )
     choice = choose_cutoffs(report["sweep"])
     entry = chosen_on({**report, "grid": cuts}, choice)
-    _check_card(card_path, path, overwrite=overwrite)  # unchanged while the model ran
+    check_card(card_path, path, overwrite=overwrite)  # unchanged while the model ran
     card = read_model_card(card_path)
     card["cutoffs"] = choice["cutoffs"]
     card["cutoffs_chosen_on"] = entry

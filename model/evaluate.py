@@ -16,6 +16,7 @@ import numpy as np
 
 from roadnet.metrics import pixel_scores, relaxed_scores
 from roadnet.model.data import LabelledScene
+from roadnet.model.gsd import PredictGsd
 from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
 __all__ = [
@@ -41,12 +42,20 @@ def _forward_fn(model: Any) -> Any:
 
 
 def predict_scene(
-    model: Any, image: np.ndarray, *, tile: int = 512, margin: int = 32, batch: int = 2
+    model: Any,
+    image: np.ndarray,
+    *,
+    tile: int = 512,
+    margin: int = 32,
+    batch: int = 2,
+    resample: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Predict a whole image tile by tile, keeping each tile's centre.
 
     Tiles of ``tile`` px overlap by ``2 * margin``; the image is reflect-padded so every pixel
-    is predicted by a tile centre.
+    is predicted by a tile centre. With ``resample`` the image is first resampled by that
+    factor (model pixels per image pixel) and the probabilities back onto its own grid
+    (:mod:`roadnet.model.gsd`).
 
     Args:
         model: a RoadNet ``keras.Model`` (logit outputs).
@@ -54,12 +63,23 @@ def predict_scene(
         tile: tile side, a multiple of 16.
         margin: pixels discarded at each tile edge.
         batch: tiles per model call (the last call may hold fewer).
+        resample: model pixels per image pixel; 1 predicts on the image's own grid.
 
     Returns:
         ``{task: (y, x) float32 probability}`` for surface, edge and centerline.
     """
     if tile % INPUT_MULTIPLE or tile <= 2 * margin:
         raise ValueError(f"tile must be a multiple of {INPUT_MULTIPLE} larger than 2*margin")
+    if resample != 1.0:
+        from roadnet.model.gsd import resample as resample_image
+        from roadnet.model.gsd import scaled_shape
+
+        own = image.shape[:2]
+        scaled = resample_image(image.astype(np.float32), scaled_shape(own, resample))
+        probs = predict_scene(model, scaled, tile=tile, margin=margin, batch=batch)
+        stack = np.stack([probs[t] for t in TASKS], axis=-1)
+        back = np.clip(resample_image(stack, own), 0.0, 1.0)
+        return {task: back[..., i] for i, task in enumerate(TASKS)}
     from keras import ops
 
     height, width = image.shape[:2]
@@ -162,6 +182,7 @@ def evaluate_scene(
     tile: int = 512,
     margin: int = 32,
     sweep: Sequence[float] = (),
+    resample: float = 1.0,
 ) -> dict[str, Any]:
     """Scores of a model on the window of a labelled scene.
 
@@ -173,6 +194,7 @@ def evaluate_scene(
         tile: prediction tile side, a multiple of 16.
         margin: pixels discarded at each tile edge.
         sweep: extra thresholds to score every task at (under ``"sweep"``).
+        resample: model pixels per scene pixel (see :func:`predict_scene`).
 
     Returns:
         ``{task: {...}}`` with pixel ``precision``, ``recall``, ``f1``, ``iou``, the relaxed
@@ -182,7 +204,7 @@ def evaluate_scene(
     cuts = _per_task(threshold)
     col0, row0, col1, row1 = scene.window
     image = scene.image[row0:row1, col0:col1].astype(np.float32)
-    probs = predict_scene(model, image, tile=tile, margin=margin)
+    probs = predict_scene(model, image, tile=tile, margin=margin, resample=resample)
     result: dict[str, Any] = {}
     swept: dict[str, list[dict[str, float]]] = {}
     for i, task in enumerate(TASKS):
@@ -208,6 +230,7 @@ def evaluate_model_on_files(
     tile: int = 512,
     sweep: Sequence[float] = (),
     overwrite: bool = False,
+    predict_gsd: PredictGsd = "auto",
 ) -> dict[str, Any]:
     """Score a saved model on a labelled scene read from disk; optionally write JSON.
 
@@ -222,11 +245,14 @@ def evaluate_model_on_files(
         tile: prediction tile side, a multiple of 16.
         sweep: extra thresholds to score (see :func:`evaluate_scene`).
         overwrite: replace an existing ``out``.
+        predict_gsd: pixel size the model sees, as ``roadnet run`` (:mod:`roadnet.model.gsd`).
 
     Returns:
-        The report: model path and content hash, scene, window, threshold, rho, scores per task.
+        The report: model path and content hash, scene, window, threshold, rho, the pixel
+        size predicted at, scores per task.
     """
     from roadnet.model.data import read_labelled_scene
+    from roadnet.model.gsd import card_predict_gsd, resolve_predict_gsd
     from roadnet.model.io import content_hash, default_model_path, load_model
     from roadnet.outputs import check_output_file
 
@@ -235,8 +261,12 @@ def evaluate_model_on_files(
     path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
+    target = resolve_predict_gsd(predict_gsd, scene_gsd=data.gsd, card_gsd=card_predict_gsd(path))
+    factor = 1.0 if target is None or data.gsd is None else data.gsd / target
     started = time.monotonic()
-    scores = evaluate_scene(model, data, threshold=threshold, rho=rho, tile=tile, sweep=sweep)
+    scores = evaluate_scene(
+        model, data, threshold=threshold, rho=rho, tile=tile, sweep=sweep, resample=factor
+    )
     swept = scores.pop("sweep", None)
     report = {
         "model": str(path),
@@ -247,6 +277,7 @@ def evaluate_model_on_files(
         "threshold": _per_task(threshold),
         "rho": rho,
         "tile": tile,
+        "predict_gsd": "native" if target is None else target,
         "seconds": round(time.monotonic() - started, 1),
         "scores": scores,
     }
@@ -291,6 +322,7 @@ def evaluate_gap_on_files(
     rho: float = 2.0,
     tile: int = 512,
     overwrite: bool = False,
+    predict_gsd: PredictGsd = "auto",
 ) -> dict[str, Any]:
     """Score one model on an in-style and an out-of-style labelled scene, and their gap.
 
@@ -303,6 +335,7 @@ def evaluate_gap_on_files(
         rho: tolerance of the relaxed scores, pixels.
         tile: prediction tile side, a multiple of 16.
         overwrite: replace an existing ``out``.
+        predict_gsd: pixel size the model sees (see :func:`evaluate_model_on_files`).
 
     Returns:
         ``{"model", "content_hash", "in_style": report, "out_of_style": report, "gap":
@@ -313,7 +346,12 @@ def evaluate_gap_on_files(
 
     if out is not None:
         check_output_file(out, overwrite=overwrite)
-    kwargs: dict[str, Any] = {"model_path": model_path, "threshold": threshold, "rho": rho}
+    kwargs: dict[str, Any] = {
+        "model_path": model_path,
+        "threshold": threshold,
+        "rho": rho,
+        "predict_gsd": predict_gsd,
+    }
     first = evaluate_model_on_files(*in_style, tile=tile, **kwargs)
     second = evaluate_model_on_files(*out_of_style, tile=tile, **kwargs)
     report = {

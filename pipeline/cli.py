@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from roadnet import __version__
 from roadnet.errors import RoadnetError
+
+if TYPE_CHECKING:
+    from roadnet.model.gsd import PredictGsd
 
 __all__ = ["app", "main"]
 
@@ -50,6 +53,14 @@ InputMaxOpt = Annotated[
 ]
 NodataOpt = Annotated[
     float | None, typer.Option("--nodata", help="Nodata value overriding the file's.")
+]
+PredictGsdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--predict-gsd",
+        help="Pixel size the model sees: auto (the model card's, for coarser scenes), "
+        "native, or metres. Outputs stay on the scene's grid.",
+    ),
 ]
 SchedulerOpt = Annotated[
     str | None,
@@ -239,6 +250,7 @@ def run(
     bands: BandsOpt = None,
     input_max: InputMaxOpt = None,
     nodata: NodataOpt = None,
+    predict_gsd: PredictGsdOpt = None,
     progress: ProgressOpt = True,
     dashboard: Annotated[
         bool,
@@ -267,6 +279,7 @@ def run(
         check_layer_outputs(vectorize_out, fmt="gpkg", overwrite=overwrite)
 
     from roadnet.config import load_config
+    from roadnet.model.gsd import parse_predict_gsd
     from roadnet.pipeline.cluster import cluster_security, dask_client
     from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
 
@@ -283,6 +296,7 @@ def run(
             "bands": band_list,
             "input_max": input_max,
             "nodata": nodata,
+            "predict_gsd": None if predict_gsd is None else parse_predict_gsd(predict_gsd),
         },
     )
     if vectorize_out is None:
@@ -558,6 +572,7 @@ def _evaluate_gap(
     card: Path | None,
     card_key: str,
     overwrite: bool,
+    predict_gsd: PredictGsd,
 ) -> None:
     """``evaluate-model --out-of-style``: both scenes side by side, then the gap."""
     from roadnet.model.evaluate import evaluate_gap_on_files
@@ -570,6 +585,7 @@ def _evaluate_gap(
         threshold=cuts,
         rho=rho,
         overwrite=overwrite,
+        predict_gsd=predict_gsd,
     )
     if card is not None:
         from roadnet.model.card import attach_evaluation
@@ -586,6 +602,36 @@ def _evaluate_gap(
             f"{task:<11} {a['iou']:7.4f} {b['iou']:7.4f} {gap['iou']:+7.4f}   "
             f"{a['relaxed_f1']:13.4f} {b['relaxed_f1']:7.4f} {gap['relaxed_f1']:+7.4f}"
         )
+
+
+def _record_predict_gsd(
+    scenes: list[tuple[Path, Path]],
+    *,
+    model: Path | None,
+    card: Path,
+    candidates: str,
+    rho: float,
+    overwrite: bool,
+) -> None:
+    """``evaluate-model --record-predict-gsd``: choose the pixel size, write it to the card."""
+    from roadnet.errors import InputError
+    from roadnet.model.gsd import choose_predict_gsd_on_files
+
+    try:
+        gsds = [float(v) for v in candidates.split(",")]
+    except ValueError:
+        raise InputError(f"--record-predict-gsd {candidates!r}: metres, e.g. 0.4,0.3") from None
+    entry = choose_predict_gsd_on_files(
+        scenes, card_path=card, candidates=gsds, model_path=model, rho=rho, overwrite=overwrite
+    )
+    names = ", ".join(str(s) for s, _ in scenes)
+    typer.echo(f"{card}: predict_gsd {entry['gsd']:g} m, chosen on {names} (rho={rho:g})")
+    for tried in entry["chosen_on"]["tried"]:
+        at = "native" if tried["gsd"] == "native" else f"{tried['gsd']:g} m"
+        per = "  ".join(
+            " ".join(f"{t} {v:.3f}" for t, v in s["scores"].items()) for s in tried["scenes"]
+        )
+        typer.echo(f"  at {at}: mean {tried['mean']:.4f}  ({per})")
 
 
 def _record_cutoffs(
@@ -678,13 +724,49 @@ def evaluate_model(
             help="Labels of --out-of-style (default: the labels/ folder beside it).",
         ),
     ] = None,
+    predict_gsd: Annotated[
+        str,
+        typer.Option(
+            "--predict-gsd",
+            help="Pixel size the model sees, as `roadnet run --predict-gsd`: auto, native, "
+            "or metres.",
+        ),
+    ] = "auto",
+    record_predict_gsd: Annotated[
+        str | None,
+        typer.Option(
+            "--record-predict-gsd",
+            help="Choose the pixel size to predict at on this (validation) scene and any "
+            "--also-scene, among their own and these, e.g. 0.45,0.4,0.35,0.3; write it to "
+            "--card.",
+        ),
+    ] = None,
+    also_scene: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--also-scene",
+            help="Another validation scene for --record-predict-gsd (labels/ beside it); "
+            "repeatable.",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Score a model on a labelled scene: pixel and relaxed precision / recall / F1 / IoU."""
     from roadnet.errors import InputError
     from roadnet.model.evaluate import evaluate_model_on_files, parse_cuts, parse_thresholds
+    from roadnet.model.gsd import parse_predict_gsd
 
     cuts = parse_thresholds(threshold)
+    gsd = parse_predict_gsd(predict_gsd)
+    if record_predict_gsd is not None:
+        if card is None or out_of_style is not None or record_cutoffs:
+            raise InputError("--record-predict-gsd needs --card, and no --out-of-style")
+        scenes = [(scene, labels_dir)] + [(s, s.parent / "labels") for s in also_scene or []]
+        _record_predict_gsd(
+            scenes, model=model, card=card, candidates=record_predict_gsd, rho=rho,
+            overwrite=overwrite,
+        )  # fmt: skip
+        return
     if record_cutoffs and (card is None or out_of_style is not None):
         raise InputError("--record-cutoffs needs --card, and no --out-of-style")
     if out_of_style is not None:
@@ -700,6 +782,7 @@ def evaluate_model(
             card=card,
             card_key=card_key,
             overwrite=overwrite,
+            predict_gsd=gsd,
         )
         return
     sweep_cuts = parse_cuts(sweep) if sweep else []
@@ -734,6 +817,7 @@ def evaluate_model(
         rho=rho,
         sweep=sweep_cuts,
         overwrite=overwrite,
+        predict_gsd=gsd,
     )
     if card is not None:
         from roadnet.model.card import attach_evaluation

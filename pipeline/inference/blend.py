@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from roadnet.model.gsd import resample as resample_image
+from roadnet.model.gsd import scaled_shape
 from roadnet.tasks import TASKS
 
 __all__ = [
@@ -156,6 +158,7 @@ def predict_block(
     scale: float,
     nodata: float | None = None,
     alpha: bool = False,
+    resample: float = 1.0,
 ) -> np.ndarray:
     """Predict one padded block and weight it for overlap-add.
 
@@ -165,11 +168,15 @@ def predict_block(
         predict: maps ``(1, H, W, 3)`` float32 on the 0–255 scale to ``(H, W, 3)`` float32
             probabilities for surface, edge, centerline; always called with ``model_shape``.
         overlap: context width in px.
-        model_shape: the one ``(H, W)`` the model is called with (≥ the block, multiples of
-            16); the block is padded to it by mirroring and the padding cropped afterwards.
+        model_shape: the one ``(H, W)`` the model is called with (≥ the block as the model
+            sees it, multiples of 16); the block is padded to it by mirroring and the padding
+            cropped afterwards.
         scale: factor from scene values to the 0–255 scale.
         nodata: scene nodata value, or None.
         alpha: the last band is an alpha mask.
+        resample: model pixels per scene pixel: the block is resampled by this factor
+            before the model and its probabilities back onto the block's own grid
+            (:mod:`roadnet.model.gsd`); 1 predicts on the scene's grid.
 
     Returns:
         ``(4, y, x)`` uint16: ``w·p`` for surface, edge, centerline, then the weight ``w``,
@@ -182,10 +189,15 @@ def predict_block(
         return np.zeros((len(TASKS) + 1, h, w), dtype=np.uint16)
     out = np.empty((len(TASKS) + 1, h, w), dtype=np.float32)
     x = to_model_input(block, scale=scale, alpha=alpha)
+    sh, sw = (h, w) if resample == 1.0 else scaled_shape((h, w), resample)
+    if (sh, sw) != (h, w):
+        x = resample_image(x, (sh, sw))
     mh, mw = model_shape
-    if (mh, mw) != (h, w):
-        x = np.pad(x, ((0, mh - h), (0, mw - w), (0, 0)), mode="symmetric")
-    probs = predict(x[np.newaxis])[:h, :w]
+    if (mh, mw) != (sh, sw):
+        x = np.pad(x, ((0, mh - sh), (0, mw - sw), (0, 0)), mode="symmetric")
+    probs = predict(x[np.newaxis])[:sh, :sw]
+    if (sh, sw) != (h, w):
+        probs = np.clip(resample_image(probs, (h, w)), 0.0, 1.0)
     weight = out[-1]
     np.multiply(ramp(h, overlap)[:, np.newaxis], ramp(w, overlap), out=weight)
     if not valid.all():

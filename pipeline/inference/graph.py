@@ -30,6 +30,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from roadnet.errors import InputError
+from roadnet.model.gsd import scaled_shape
 from roadnet.pipeline.inference.batches import Stencil, Unit
 from roadnet.pipeline.inference.blend import Predictor as Predictor
 from roadnet.pipeline.inference.blend import (
@@ -48,7 +49,7 @@ def _round_up(n: int, multiple: int = INPUT_MULTIPLE) -> int:
 
 
 def model_shape_for(
-    shape: tuple[int, int], *, core: int, overlap: int
+    shape: tuple[int, int], *, core: int, overlap: int, resample: float = 1.0
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]]:
     """Chunking and the single model input shape for a scene.
 
@@ -56,11 +57,13 @@ def model_shape_for(
         shape: scene ``(height, width)`` in px.
         core: core chunk size.
         overlap: context per side.
+        resample: model pixels per scene pixel (see
+            :func:`~roadnet.pipeline.inference.blend.predict_block`).
 
     Returns:
         ``(y_chunks, x_chunks, (H, W))``: the chunks inference runs on (see
         :func:`~roadnet.pipeline.inference.blend.plan_chunks`) and the model input shape,
-        the largest padded block rounded up to the model's input multiple.
+        the largest padded block, resampled, rounded up to the model's input multiple.
 
     A scene thinner than the overlap is one chunk along that axis, its context mirrored
     repeatedly (:func:`~roadnet.pipeline.inference.blend.pad_from_neighbours`).
@@ -72,7 +75,10 @@ def model_shape_for(
         raise InputError(f"scene of {shape[1]} x {shape[0]} px is empty")
     ys = plan_chunks(shape[0], core=core, overlap=overlap)
     xs = plan_chunks(shape[1], core=core, overlap=overlap)
-    return ys, xs, (_round_up(max(ys) + 2 * overlap), _round_up(max(xs) + 2 * overlap))
+    block = (max(ys) + 2 * overlap, max(xs) + 2 * overlap)
+    if resample != 1.0:
+        block = scaled_shape(block, resample)
+    return ys, xs, (_round_up(block[0]), _round_up(block[1]))
 
 
 def predict_array(
@@ -85,6 +91,7 @@ def predict_array(
     scale: float,
     nodata: float | None = None,
     alpha: bool = False,
+    resample: float = 1.0,
 ) -> da.Array:
     """Build the lazy blended prediction of a scene.
 
@@ -99,6 +106,8 @@ def predict_array(
         scale: factor from scene values to 0–255.
         nodata: scene nodata value.
         alpha: the last band of ``data`` is an alpha mask.
+        resample: model pixels per scene pixel (see
+            :func:`~roadnet.pipeline.inference.blend.predict_block`).
 
     Returns:
         ``(task, y, x)`` uint8 probability codes, chunks ``(3, core, core)``.
@@ -113,6 +122,7 @@ def predict_array(
         scale=scale,
         nodata=nodata,
         alpha=alpha,
+        resample=resample,
     )
     channels = len(TASKS) + 1
     if d == 0:
@@ -140,6 +150,7 @@ def _kernel(
     scale: float,
     nodata: float | None,
     alpha: bool,
+    resample: float,
 ) -> Any:
     """Pass 1's per-block call: :func:`~roadnet.pipeline.inference.blend.predict_block`."""
     return partial(
@@ -150,6 +161,7 @@ def _kernel(
         scale=scale,
         nodata=nodata,
         alpha=alpha,
+        resample=resample,
     )
 
 
@@ -261,6 +273,7 @@ def blend_plan(
     consume: Callable[..., None],
     nodata: float | None = None,
     alpha: bool = False,
+    resample: float = 1.0,
 ) -> BlendPlan:
     """The same blend as :func:`predict_array`, as a stencil whose pass 2 hands results over.
 
@@ -276,6 +289,7 @@ def blend_plan(
             ``(row, col)``; its result is dropped.
         nodata: scene nodata value.
         alpha: the last band of ``data`` is an alpha mask.
+        resample: model pixels per scene pixel, as for :func:`predict_array`.
     """
     d = overlap
     ys, xs, _ = model_shape_for(data.shape[1:], core=core, overlap=d)
@@ -287,6 +301,7 @@ def blend_plan(
         scale=scale,
         nodata=nodata,
         alpha=alpha,
+        resample=resample,
     )
     stencil = Stencil(
         read=lambda i, j: reads[0, i, j],

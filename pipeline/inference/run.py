@@ -18,18 +18,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numpy as np
 import xarray as xr
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from roadnet import __version__
 from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
 from roadnet.leases import hold_output
 from roadnet.model.card import card_cutoffs
+from roadnet.model.gsd import card_predict_gsd, resolve_predict_gsd
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.batches import run_stencil
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 
 #: Result attribute holding the model card's per-task cut-offs (JSON ``{task: p}``).
 CUTOFFS_ATTR = "roadnet:cutoffs"
+#: Result attribute: the pixel size the model predicted at (``"native"`` or metres).
+PREDICT_GSD_ATTR = "roadnet:predict_gsd"
 
 
 def result_cutoffs(attrs: Mapping[str, Any]) -> dict[str, float]:
@@ -73,6 +76,7 @@ def result_cutoffs(attrs: Mapping[str, Any]) -> dict[str, float]:
 
 __all__ = [
     "CUTOFFS_ATTR",
+    "PREDICT_GSD_ATTR",
     "Prediction",
     "RunConfig",
     "RunSummary",
@@ -95,6 +99,18 @@ class RunConfig(StrictModel):
     input_max: float | None = Field(default=None, gt=0, description="scene value mapped to 255")
     nodata: float | None = Field(default=None, description="nodata value overriding the file's")
     mixed_precision: bool = Field(default=False, description="float16 compute on GPUs")
+    predict_gsd: Literal["auto", "native"] | float = Field(
+        default="auto",
+        description="pixel size the model sees: auto (the card's predict_gsd for coarser "
+        "scenes), native, or metres",
+    )
+
+    @field_validator("predict_gsd")
+    @classmethod
+    def _positive_gsd(cls, value: str | float) -> str | float:
+        if isinstance(value, float) and not 0.0 < value <= 100.0:
+            raise ValueError(f"predict_gsd must be auto, native or metres in (0, 100], not {value}")
+        return value
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> RunConfig:
@@ -113,12 +129,14 @@ class Prediction:
             ``(3, chunk, chunk)``.
         runner: the model handle in the graph.
         attrs: provenance attributes for the result.
+        resample: model pixels per scene pixel (1: the model sees the scene's own grid).
     """
 
     scene: Scene
     codes: da.Array
     runner: ModelRunner
     attrs: dict[str, Any]
+    resample: float = 1.0
 
     def dataset(self) -> xr.Dataset:
         """``surface``, ``edge``, ``centerline`` ``(y, x)`` uint8 codes with coords and CRS."""
@@ -216,7 +234,13 @@ def predict_scene(
         input_max=config.input_max,
         nodata=config.nodata,
     )
-    _, _, shape = model_shape_for(opened.shape, core=config.chunk, overlap=config.overlap)
+    scene_gsd = _scene_gsd(opened)
+    card_gsd = None if is_url(model_ref) else card_predict_gsd(model_ref)
+    target = resolve_predict_gsd(config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd)
+    factor = 1.0 if target is None or scene_gsd is None else scene_gsd / target
+    _, _, shape = model_shape_for(
+        opened.shape, core=config.chunk, overlap=config.overlap, resample=factor
+    )
     runner = ModelRunner(
         model=model_ref, digest=digest, shape=shape, mixed_precision=config.mixed_precision
     )
@@ -229,6 +253,7 @@ def predict_scene(
         scale=opened.scale,
         nodata=opened.nodata,
         alpha=opened.alpha,
+        resample=factor,
     )
     attrs = {
         "title": "roadnet road probabilities",
@@ -238,13 +263,23 @@ def predict_scene(
         "roadnet_version": __version__,
         "roadnet_config": json.dumps(config.model_dump(mode="json")),
         "encoding_note": "probability = code / 254; code 255 = nodata",
+        # the pixel size the model saw, metres ("native": the scene's own grid)
+        PREDICT_GSD_ATTR: "native" if target is None else f"{target:g}",
         "created": dt.datetime.now(dt.UTC).isoformat(),
     }
     cutoffs = None if is_url(model_ref) else card_cutoffs(model_ref)
     if cutoffs:
         # the road layer's default cut-offs (roadnet vectorize)
         attrs[CUTOFFS_ATTR] = json.dumps(cutoffs)
-    return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs)
+    return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs, resample=factor)
+
+
+def _scene_gsd(scene: Scene) -> float | None:
+    """The scene's pixel size in metres (its x resolution), None without a projected CRS."""
+    crs = scene.data.rio.crs
+    if crs is None or not crs.is_projected:
+        return None
+    return abs(float(scene.data.rio.resolution()[0])) * float(crs.linear_units_factor[1])
 
 
 def run(
@@ -305,6 +340,7 @@ def _job_fingerprint(prediction: Prediction, source: str) -> str:
         "shape": prediction.scene.shape,
         "model": prediction.attrs["model_sha256"],
         "config": prediction.attrs["roadnet_config"],
+        "predict_gsd": prediction.attrs[PREDICT_GSD_ATTR],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -427,6 +463,7 @@ def _compute_store(
         scale=prediction.scene.scale,
         nodata=prediction.scene.nodata,
         alpha=prediction.scene.alpha,
+        resample=prediction.resample,
         consume=partial(write_chunk, path=str(staging), chunk=config.chunk, job=job),
     )
     try:

@@ -17,6 +17,7 @@ from roadnet.config import load_config
 from roadnet.errors import ConfigError, InputError, ModelError, OutputExistsError
 from roadnet.pipeline.inference.run import (
     RunConfig,
+    _job_fingerprint,
     predict_scene,
     prepare_worker,
     run,
@@ -216,3 +217,38 @@ def test_banded_run_equals_lazy_result_computes_each_block_once_and_resumes(
         resumed = run_to_zarr(scene, out, batch_chunks=1, progress=False, **options)
     assert resumed.computed == 3 and resumed.chunks == 30
     assert np.array_equal(_codes(roadnet.open_result(out).compute()), expected)
+
+
+def test_predict_gsd_upsamples_a_coarse_scene_and_keeps_its_grid(
+    tmp_path: Path, test_model_path: Path
+) -> None:
+    import json
+    import shutil
+
+    model = Path(shutil.copy(test_model_path, tmp_path / "m.keras"))
+    (tmp_path / "m.json").write_text(json.dumps({"predict_gsd": {"gsd": 0.3}}))
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(200, 260), gsd=0.6)
+    auto = predict_scene(scene, model=model, config=CFG)
+    assert auto.resample == pytest.approx(2.0)
+    assert auto.attrs["roadnet:predict_gsd"] == "0.3"
+    assert auto.runner.shape == (384, 384)  # (128 + 2 * 32) * 2
+    native = predict_scene(
+        scene, model=model, config=CFG.model_copy(update={"predict_gsd": "native"})
+    )
+    assert native.resample == 1.0 and native.attrs["roadnet:predict_gsd"] == "native"
+    assert native.runner.shape == (192, 192)
+    a = auto.codes.compute(scheduler="threads")
+    b = native.codes.compute(scheduler="threads")
+    assert a.shape == b.shape == (3, 200, 260)
+    assert 0 < np.abs(a.astype(int) - b).mean() < 40  # another input grid, same scene
+    ds = auto.dataset()
+    with rasterio.open(scene) as src:
+        assert ds.rio.transform() == src.transform  # outputs on the scene's pixels
+    # a store resumes only at the same pixel size, also when only the card changed
+    (tmp_path / "m.json").write_text(json.dumps({"predict_gsd": {"gsd": 0.4}}))
+    again = predict_scene(scene, model=model, config=CFG)
+    assert again.attrs["roadnet:predict_gsd"] == "0.4"
+    assert _job_fingerprint(again, str(scene)) != _job_fingerprint(auto, str(scene))
+    # a scene finer than the card's pixel size is left alone under auto
+    fine = write_scene(tmp_path / "f.tif", smooth_scene(200, 260), gsd=0.25)
+    assert predict_scene(fine, model=model, config=CFG).resample == 1.0
