@@ -360,15 +360,18 @@ def adapt(
     bands: BandsOpt = None,
     input_max: InputMaxOpt = None,
     nodata: NodataOpt = None,
+    predict_gsd: PredictGsdOpt = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Fit a copy of the model's normalization to a scene's imagery (no labels needed)."""
     from roadnet.errors import InputError
+    from roadnet.model.gsd import parse_predict_gsd
     from roadnet.pipeline.preflight import check_model_output, check_scene
 
     # refused before TensorFlow and GDAL are imported (seconds)
     check_scene(scene)
     check_model_output(out, overwrite=overwrite)
+    gsd = parse_predict_gsd(predict_gsd or "auto")
 
     from roadnet.pipeline.inference.adapt import adapt_to_scene
 
@@ -388,6 +391,7 @@ def adapt(
         input_max=input_max,
         nodata=nodata,
         overwrite=overwrite,
+        predict_gsd=gsd,
     )
     typer.echo(summary.line())
 

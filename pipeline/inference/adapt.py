@@ -25,6 +25,8 @@ import numpy as np
 
 from roadnet.errors import InputError
 from roadnet.model.card import read_model_card, write_json_atomic
+from roadnet.model.gsd import PredictGsd, card_predict_gsd, resolve_predict_gsd
+from roadnet.model.gsd import resample as resample_image
 from roadnet.model.io import content_hash, default_model_path, load_model
 from roadnet.pipeline.inference.blend import to_model_input
 from roadnet.pipeline.inference.open import Scene, open_scene
@@ -65,15 +67,19 @@ def _valid(block: np.ndarray, scene: Scene) -> bool:
     return not (scene.nodata is not None and (image == scene.nodata).any())
 
 
-def sample_tiles(scene: Scene, *, tiles: int, tile_px: int, seed: int) -> np.ndarray:
+def sample_tiles(
+    scene: Scene, *, tiles: int, tile_px: int, seed: int, resample: float = 1.0
+) -> np.ndarray:
     """Random whole tiles of the scene on the model's input scale.
 
     Args:
         scene: the opened scene.
         tiles: how many tiles.
-        tile_px: their side, a multiple of the model's input multiple; smaller scenes give
-            tiles of the largest such side that fits.
+        tile_px: their side as the model sees them, a multiple of the model's input
+            multiple; smaller scenes give tiles of the largest such side that fits.
         seed: where the tiles are drawn.
+        resample: model pixels per scene pixel: each tile covers ``side / resample`` scene
+            px, resampled to ``side`` as ``roadnet run`` does (:mod:`roadnet.model.gsd`).
 
     Returns:
         ``(n, side, side, 3)`` float32 on the 0–255 scale, ``n <= tiles`` (tiles with
@@ -84,19 +90,22 @@ def sample_tiles(scene: Scene, *, tiles: int, tile_px: int, seed: int) -> np.nda
             nodata.
     """
     height, width = scene.shape
-    side = min(tile_px, height, width) // INPUT_MULTIPLE * INPUT_MULTIPLE
+    fits = int(min(height, width) * resample)
+    side = min(tile_px, fits) // INPUT_MULTIPLE * INPUT_MULTIPLE
     if side == 0:
         raise InputError(f"{scene.source}: {height} x {width} px is too small to adapt on")
+    span = min(max(1, round(side / resample)), height, width)  # scene px of one tile
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []
     for _ in range(20 * tiles):
         if len(out) == tiles:
             break
-        row = int(rng.integers(0, height - side + 1))
-        col = int(rng.integers(0, width - side + 1))
-        block = np.asarray(scene.data.data[:, row : row + side, col : col + side].compute())
+        row = int(rng.integers(0, height - span + 1))
+        col = int(rng.integers(0, width - span + 1))
+        block = np.asarray(scene.data.data[:, row : row + span, col : col + span].compute())
         if _valid(block, scene):
-            out.append(to_model_input(block, scale=scene.scale, alpha=scene.alpha))
+            x = to_model_input(block, scale=scene.scale, alpha=scene.alpha)
+            out.append(resample_image(x, (side, side)))
     if not out:
         raise InputError(f"{scene.source}: no {side} px tile of the scene is free of nodata")
     return np.stack(out)
@@ -115,6 +124,7 @@ def adapt_to_scene(
     input_max: float | None = None,
     nodata: float | None = None,
     overwrite: bool = False,
+    predict_gsd: PredictGsd = "auto",
 ) -> AdaptSummary:
     """Write a copy of ``model`` with batch-normalization statistics fitted to ``scene``.
 
@@ -130,6 +140,10 @@ def adapt_to_scene(
         input_max: the scene value mapped to 255.
         nodata: the nodata value overriding the file's.
         overwrite: replace an existing ``out`` and card.
+        predict_gsd: the pixel size the tiles are fed at, as ``roadnet run --predict-gsd``
+            (the source card's ``predict_gsd`` under ``auto``). The adapted card records it
+            as its own ``predict_gsd``, so ``roadnet run`` under ``auto`` feeds the scene at
+            the pixel size the statistics were fitted at.
 
     Raises:
         InputError: bad scene or options; OutputExistsError: ``out`` exists;
@@ -152,7 +166,10 @@ def adapt_to_scene(
     net = load_model(source)
     started = time.perf_counter()
     opened = open_scene(scene, chunk=tile_px, bands=bands, input_max=input_max, nodata=nodata)
-    images = sample_tiles(opened, tiles=tiles, tile_px=tile_px, seed=seed)
+    source_gsd = card_predict_gsd(source)
+    target = resolve_predict_gsd(predict_gsd, scene_gsd=opened.gsd, card_gsd=source_gsd)
+    factor = 1.0 if target is None or opened.gsd is None else opened.gsd / target
+    images = sample_tiles(opened, tiles=tiles, tile_px=tile_px, seed=seed, resample=factor)
     layers = adapt_batchnorm(net, images, strength=strength)
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}.keras")
     try:
@@ -177,9 +194,14 @@ def adapt_to_scene(
             "strength": float(strength),
             "seed": int(seed),
             "batchnorm_layers": layers,
+            "predict_gsd": "native" if target is None else target,
             "note": "cut-offs are the source model's, chosen on its validation render",
         },
     }
+    fitted_at = target if target is not None else opened.gsd
+    if fitted_at is not None:
+        # run under auto feeds this scene at the pixel size the statistics were fitted at
+        card["predict_gsd"] = {"gsd": fitted_at, "chosen_on": "the adapted scene's tiles"}
     write_json_atomic(card_out, card)
     seconds = time.perf_counter() - started
     log.info("adapted %s on %d tiles of %s", source.name, len(images), scene)

@@ -67,6 +67,14 @@ class Scene:
         """``(height, width)`` in px."""
         return int(self.data.sizes["y"]), int(self.data.sizes["x"])
 
+    @property
+    def gsd(self) -> float | None:
+        """Pixel size in metres (the x resolution), None without a projected CRS."""
+        crs = self.data.rio.crs
+        if crs is None or not crs.is_projected:
+            return None
+        return abs(float(self.data.rio.resolution()[0])) * float(crs.linear_units_factor[1])
+
 
 def default_input_max(dtype: np.dtype[Any]) -> float:
     """The value that maps to 255 for a scene dtype (see the module docs)."""

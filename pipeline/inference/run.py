@@ -234,7 +234,7 @@ def predict_scene(
         input_max=config.input_max,
         nodata=config.nodata,
     )
-    scene_gsd = _scene_gsd(opened)
+    scene_gsd = opened.gsd
     card_gsd = None if is_url(model_ref) else card_predict_gsd(model_ref)
     target = resolve_predict_gsd(config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd)
     factor = 1.0 if target is None or scene_gsd is None else scene_gsd / target
@@ -272,14 +272,6 @@ def predict_scene(
         # the road layer's default cut-offs (roadnet vectorize)
         attrs[CUTOFFS_ATTR] = json.dumps(cutoffs)
     return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs, resample=factor)
-
-
-def _scene_gsd(scene: Scene) -> float | None:
-    """The scene's pixel size in metres (its x resolution), None without a projected CRS."""
-    crs = scene.data.rio.crs
-    if crs is None or not crs.is_projected:
-        return None
-    return abs(float(scene.data.rio.resolution()[0])) * float(crs.linear_units_factor[1])
 
 
 def run(

@@ -103,3 +103,35 @@ def test_bad_input_is_refused_and_nothing_is_clobbered(tmp_path: Path, source: P
         assert len(answer.stderr.strip().splitlines()) == 1 and answer.heavy == [], (args, answer)
     assert existing.read_bytes() == b"keep me"
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_tiles_at_the_model_pixel_size_and_the_card_records_it(
+    tmp_path: Path, source: Path
+) -> None:
+    image = np.zeros((3, 120, 120), np.uint8)
+    image[:, :, 60:64] = 255  # a 4 px stripe at 0.6 m
+    scene = open_scene(str(write_scene(tmp_path / "coarse.tif", image, gsd=0.6)), chunk=64)
+    assert scene.gsd == pytest.approx(0.6)
+    tiles = sample_tiles(scene, tiles=40, tile_px=64, seed=0, resample=2.0)
+    assert tiles.shape == (40, 64, 64, 3)  # 32 scene px each, seen at 64 px
+    row = [t[32, :, 0] > 127.5 for t in tiles]
+    inside = [int(r.sum()) for r in row if r.any() and not (r[0] or r[-1])]  # not cut off
+    assert inside and set(inside) == {8}  # the stripe is twice as wide as in the scene
+    small = sample_tiles(scene, tiles=1, tile_px=512, seed=0, resample=2.0)
+    assert small.shape == (1, 240, 240, 3)  # the whole 120 px scene, upsampled
+    # the source card says 0.3 m: auto fits the statistics at 0.3 m and the card keeps it
+    card = json.loads(source.with_suffix(".json").read_text())
+    model = tmp_path / "src.keras"
+    model.write_bytes(source.read_bytes())
+    model.with_suffix(".json").write_text(json.dumps({**card, "predict_gsd": {"gsd": 0.3}}))
+    coarse = str(tmp_path / "coarse.tif")
+    adapt_to_scene(coarse, tmp_path / "a.keras", model=model, tiles=2, tile_px=64)
+    fitted = json.loads((tmp_path / "a.json").read_text())
+    assert fitted["adapted"]["predict_gsd"] == 0.3 and fitted["predict_gsd"]["gsd"] == 0.3
+    adapt_to_scene(
+        coarse, tmp_path / "n.keras", model=model, tiles=2, tile_px=64, predict_gsd="native"
+    )
+    native = json.loads((tmp_path / "n.json").read_text())
+    # fitted on the scene's own pixels: run under auto must not upsample this scene
+    assert native["adapted"]["predict_gsd"] == "native"
+    assert native["predict_gsd"]["gsd"] == pytest.approx(0.6)
