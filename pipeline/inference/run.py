@@ -238,6 +238,12 @@ def predict_scene(
     card_gsd = None if is_url(model_ref) else card_predict_gsd(model_ref)
     target = resolve_predict_gsd(config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd)
     factor = 1.0 if target is None or scene_gsd is None else scene_gsd / target
+    if factor != 1.0:
+        log.info(
+            "predicting at %g m (the scene is %g m): the model sees %.2f x the pixels "
+            "(predict_gsd=%s; native keeps the scene's)",
+            target, scene_gsd, factor**2, config.predict_gsd,
+        )  # fmt: skip
     _, _, shape = model_shape_for(
         opened.shape, core=config.chunk, overlap=config.overlap, resample=factor
     )
