@@ -6,8 +6,9 @@ to the model card's ``predict_gsd`` before the model, then resampling the probab
 back onto the scene's own grid, recovers much of that (README, "Shipped model and held-out
 scores"). Outputs always stay on the scene's pixels; only the model sees the other grid.
 
-The setting is ``"auto"`` (resample scenes coarser than the card's ``predict_gsd``; leave
-finer scenes, scenes without a projected CRS and models without the key as they are),
+The setting is ``"auto"`` (resample scenes coarser than the card's ``predict_gsd``, by at most
+:data:`MAX_UPSAMPLE` along an axis; leave finer scenes, scenes without a projected CRS and
+models without the key as they are),
 ``"native"`` (never resample), or a pixel size in metres (always predict at it).
 """
 
@@ -23,6 +24,7 @@ from roadnet.errors import InputError
 
 __all__ = [
     "AUTO_TOLERANCE",
+    "MAX_UPSAMPLE",
     "PredictGsd",
     "card_predict_gsd",
     "choose_predict_gsd_on_files",
@@ -36,6 +38,10 @@ PredictGsd = Literal["auto", "native"] | float
 
 #: ``auto`` leaves a scene alone unless it is this much coarser than the card's pixel size.
 AUTO_TOLERANCE = 1.05
+
+#: The most model pixels per scene pixel along an axis: 4 x already feeds the model 16 x
+#: the pixels (a 640 px block becomes 2,560 px); finer asks are refused, not run out of memory.
+MAX_UPSAMPLE = 4.0
 
 
 def card_predict_gsd(model_path: str | Path) -> float | None:
@@ -60,18 +66,25 @@ def resolve_predict_gsd(
         card_gsd: the model card's ``predict_gsd``; None when it records none.
 
     Raises:
-        InputError: a pixel size was asked for a scene whose pixel size is unknown.
+        InputError: a pixel size was asked for a scene whose pixel size is unknown, or one
+            more than :data:`MAX_UPSAMPLE` times finer than the scene's.
     """
     if setting == "native":
         return None
     if setting == "auto":
         if scene_gsd is None or card_gsd is None or scene_gsd <= card_gsd * AUTO_TOLERANCE:
             return None
-        return card_gsd
+        return max(card_gsd, scene_gsd / MAX_UPSAMPLE)  # a far coarser scene: 4 x at most
     if scene_gsd is None:
         raise InputError(
             f"predict_gsd={setting:g} needs a scene in a projected CRS (its pixel size in "
             "metres); use predict_gsd=native"
+        )
+    if scene_gsd / float(setting) > MAX_UPSAMPLE:
+        raise InputError(
+            f"predict_gsd={setting:g} m is {scene_gsd / float(setting):.1f} x finer than the "
+            f"scene's {scene_gsd:g} m; at most {MAX_UPSAMPLE:g} x (predict_gsd >= "
+            f"{scene_gsd / MAX_UPSAMPLE:g})"
         )
     return None if abs(scene_gsd / float(setting) - 1.0) < 1e-6 else float(setting)
 

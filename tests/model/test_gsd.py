@@ -24,6 +24,7 @@ from roadnet.pipeline.inference.graph import model_shape_for
 
 def test_auto_upsamples_only_scenes_coarser_than_the_card() -> None:
     assert resolve_predict_gsd("auto", scene_gsd=0.5, card_gsd=0.35) == 0.35
+    assert resolve_predict_gsd("auto", scene_gsd=2.0, card_gsd=0.35) == 0.5  # 4 x at most
     assert resolve_predict_gsd("auto", scene_gsd=0.3, card_gsd=0.35) is None  # finer
     assert resolve_predict_gsd("auto", scene_gsd=0.36, card_gsd=0.35) is None  # within 5 %
     assert resolve_predict_gsd("auto", scene_gsd=None, card_gsd=0.35) is None  # no CRS
@@ -34,6 +35,9 @@ def test_auto_upsamples_only_scenes_coarser_than_the_card() -> None:
     assert resolve_predict_gsd(0.5, scene_gsd=0.5, card_gsd=0.3) is None  # its own
     with pytest.raises(InputError, match="projected CRS"):
         resolve_predict_gsd(0.3, scene_gsd=None, card_gsd=None)
+    assert resolve_predict_gsd(0.125, scene_gsd=0.5, card_gsd=None) == 0.125  # 4 x: allowed
+    with pytest.raises(InputError, match=r"5.0 x finer than the scene's 0.5 m; at most 4 x"):
+        resolve_predict_gsd(0.1, scene_gsd=0.5, card_gsd=None)
 
 
 def test_parse_predict_gsd() -> None:
