@@ -252,7 +252,7 @@ def evaluate_model_on_files(
         size predicted at, scores per task.
     """
     from roadnet.model.data import read_labelled_scene
-    from roadnet.model.gsd import card_predict_gsd, resolve_predict_gsd
+    from roadnet.model.gsd import card_predict_gsd, predict_grid
     from roadnet.model.io import content_hash, default_model_path, load_model
     from roadnet.outputs import check_output_file
 
@@ -261,8 +261,7 @@ def evaluate_model_on_files(
     path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
-    target = resolve_predict_gsd(predict_gsd, scene_gsd=data.gsd, card_gsd=card_predict_gsd(path))
-    factor = 1.0 if target is None or data.gsd is None else data.gsd / target
+    target, factor = predict_grid(predict_gsd, scene_gsd=data.gsd, card_gsd=card_predict_gsd(path))
     started = time.monotonic()
     scores = evaluate_scene(
         model, data, threshold=threshold, rho=rho, tile=tile, sweep=sweep, resample=factor

@@ -29,6 +29,7 @@ __all__ = [
     "card_predict_gsd",
     "choose_predict_gsd_on_files",
     "parse_predict_gsd",
+    "predict_grid",
     "resample",
     "resolve_predict_gsd",
     "scaled_shape",
@@ -87,6 +88,19 @@ def resolve_predict_gsd(
             f"{scene_gsd / MAX_UPSAMPLE:g})"
         )
     return None if abs(scene_gsd / float(setting) - 1.0) < 1e-6 else float(setting)
+
+
+def predict_grid(
+    setting: PredictGsd, *, scene_gsd: float | None, card_gsd: float | None
+) -> tuple[float | None, float]:
+    """:func:`resolve_predict_gsd` and the factor it implies: ``(metres or None, factor)``.
+
+    The factor is model pixels per scene pixel, 1.0 when the scene's own grid is kept.
+    """
+    target = resolve_predict_gsd(setting, scene_gsd=scene_gsd, card_gsd=card_gsd)
+    if target is None or scene_gsd is None:
+        return None, 1.0
+    return target, scene_gsd / target
 
 
 def scaled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
@@ -185,34 +199,35 @@ def choose_predict_gsd_on_files(
     from roadnet.model.card import read_model_card, write_json_atomic
     from roadnet.model.cutoffs import CUTOFF_SCORES, check_card
     from roadnet.model.data import read_labelled_scene
-    from roadnet.model.evaluate import evaluate_model_on_files
-    from roadnet.model.io import default_model_path
+    from roadnet.model.evaluate import evaluate_scene
+    from roadnet.model.io import default_model_path, load_model
 
     path = Path(model_path) if model_path is not None else default_model_path()
     check_card(card_path, path, overwrite=overwrite, key="predict_gsd")
     if not scenes or not candidates:
         raise InputError("choosing a predict GSD needs a scene and candidate pixel sizes")
+    data = [read_labelled_scene(scene, labels) for scene, labels in scenes]
     gsds: list[float] = []
-    for scene, labels in scenes:
-        gsd = read_labelled_scene(scene, labels).gsd
-        if gsd is None:
+    for (scene, _), one in zip(scenes, data, strict=True):
+        if one.gsd is None:
             raise InputError(f"{scene} has no projected CRS: its pixel size is unknown")
-        if any(not 0.0 < c < gsd for c in candidates):
+        if any(not 0.0 < c < one.gsd for c in candidates):
             raise InputError(
-                f"predict GSD candidates {candidates} must lie in (0, {gsd:g}), below the "
+                f"predict GSD candidates {candidates} must lie in (0, {one.gsd:g}), below the "
                 f"pixel size of {scene}"
             )
-        gsds.append(gsd)
+        gsds.append(one.gsd)
     cutoffs = read_model_card(card_path).get("cutoffs") or 0.5
+    model = load_model(path)
     tried: list[dict[str, Any]] = []
     for target in [None, *sorted(set(candidates), reverse=True)]:
         per_scene: list[dict[str, Any]] = []
-        for (scene, labels), gsd in zip(scenes, gsds, strict=True):
-            report = evaluate_model_on_files(
-                scene, labels, model_path=path, threshold=cutoffs, rho=rho, tile=tile,
-                predict_gsd="native" if target is None else target,
-            )  # fmt: skip
-            scores = {task: report["scores"][task][key] for task, key in CUTOFF_SCORES.items()}
+        for (scene, _), one, gsd in zip(scenes, data, gsds, strict=True):
+            factor = 1.0 if target is None else gsd / target
+            result = evaluate_scene(
+                model, one, threshold=cutoffs, rho=rho, tile=tile, resample=factor
+            )
+            scores = {task: result[task][key] for task, key in CUTOFF_SCORES.items()}
             per_scene.append({"scene": str(scene), "scene_gsd": gsd, "scores": scores})
         mean = float(np.mean([list(s["scores"].values()) for s in per_scene]))
         tried.append({"gsd": "native" if target is None else target, "mean": mean,

@@ -25,7 +25,7 @@ import numpy as np
 
 from roadnet.errors import InputError
 from roadnet.model.card import read_model_card, write_json_atomic
-from roadnet.model.gsd import PredictGsd, card_predict_gsd, resolve_predict_gsd
+from roadnet.model.gsd import PredictGsd, card_predict_gsd, predict_grid
 from roadnet.model.gsd import resample as resample_image
 from roadnet.model.io import content_hash, default_model_path, load_model
 from roadnet.pipeline.inference.blend import to_model_input
@@ -167,8 +167,7 @@ def adapt_to_scene(
     started = time.perf_counter()
     opened = open_scene(scene, chunk=tile_px, bands=bands, input_max=input_max, nodata=nodata)
     source_gsd = card_predict_gsd(source)
-    target = resolve_predict_gsd(predict_gsd, scene_gsd=opened.gsd, card_gsd=source_gsd)
-    factor = 1.0 if target is None or opened.gsd is None else opened.gsd / target
+    target, factor = predict_grid(predict_gsd, scene_gsd=opened.gsd, card_gsd=source_gsd)
     images = sample_tiles(opened, tiles=tiles, tile_px=tile_px, seed=seed, resample=factor)
     layers = adapt_batchnorm(net, images, strength=strength)
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}.keras")

@@ -30,7 +30,7 @@ from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
 from roadnet.leases import hold_output
 from roadnet.model.card import card_cutoffs
-from roadnet.model.gsd import card_predict_gsd, resolve_predict_gsd
+from roadnet.model.gsd import card_predict_gsd, predict_grid
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.batches import run_stencil
@@ -236,8 +236,7 @@ def predict_scene(
     )
     scene_gsd = opened.gsd
     card_gsd = None if is_url(model_ref) else card_predict_gsd(model_ref)
-    target = resolve_predict_gsd(config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd)
-    factor = 1.0 if target is None or scene_gsd is None else scene_gsd / target
+    target, factor = predict_grid(config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd)
     if factor != 1.0:
         log.info(
             "predicting at %g m (the scene is %g m): the model sees %.2f x the pixels "
