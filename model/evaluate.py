@@ -75,7 +75,7 @@ def predict_scene(
         from roadnet.model.gsd import scaled_shape
 
         own = image.shape[:2]
-        scaled = resample_image(image.astype(np.float32), scaled_shape(own, resample))
+        scaled = resample_image(image.astype(np.float32, copy=False), scaled_shape(own, resample))
         probs = predict_scene(model, scaled, tile=tile, margin=margin, batch=batch)
         stack = np.stack([probs[t] for t in TASKS], axis=-1)
         back = np.clip(resample_image(stack, own), 0.0, 1.0)

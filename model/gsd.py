@@ -24,6 +24,7 @@ from roadnet.errors import InputError
 
 __all__ = [
     "AUTO_TOLERANCE",
+    "MAX_GSD_M",
     "MAX_UPSAMPLE",
     "PredictGsd",
     "card_predict_gsd",
@@ -43,6 +44,9 @@ AUTO_TOLERANCE = 1.05
 #: The most model pixels per scene pixel along an axis: 4 x already feeds the model 16 x
 #: the pixels (a 640 px block becomes 2,560 px); finer asks are refused, not run out of memory.
 MAX_UPSAMPLE = 4.0
+
+#: The largest pixel size a ``predict_gsd`` may name, metres.
+MAX_GSD_M = 100.0
 
 
 def card_predict_gsd(model_path: str | Path) -> float | None:
@@ -116,7 +120,7 @@ def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     pixels (the border pixel repeated beyond the edge, as a mirror would give); shrinking
     averages the pixels each output pixel covers, weighted by the covered fraction, so
     means are kept and nothing aliases. Values keep their range. Each axis is one sparse
-    matrix product (a 640 px block resampled to 914 px and back: ~20 ms).
+    matrix product (a 640 px block of 3 bands to 914 px ~21 ms, and back ~9 ms).
     """
     if image.shape[:2] == tuple(shape):
         return image
@@ -254,7 +258,7 @@ def parse_predict_gsd(text: str) -> PredictGsd:
     """``"auto"``, ``"native"`` or metres from a command-line value.
 
     Raises:
-        InputError: anything else, or a pixel size not in (0, 100] m.
+        InputError: anything else, or a pixel size not in (0, :data:`MAX_GSD_M`] m.
     """
     word = text.strip().lower()
     if word in ("auto", "native"):
@@ -263,6 +267,6 @@ def parse_predict_gsd(text: str) -> PredictGsd:
         value = float(word)
     except ValueError:
         raise InputError(f"--predict-gsd {text!r}: use auto, native or metres") from None
-    if not 0.0 < value <= 100.0:
-        raise InputError(f"--predict-gsd {text!r}: a pixel size in metres, in (0, 100]")
+    if not 0.0 < value <= MAX_GSD_M:
+        raise InputError(f"--predict-gsd {text!r}: a pixel size in metres, in (0, {MAX_GSD_M:g}]")
     return value

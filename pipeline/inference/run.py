@@ -30,7 +30,7 @@ from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
 from roadnet.leases import hold_output
 from roadnet.model.card import card_cutoffs
-from roadnet.model.gsd import card_predict_gsd, predict_grid
+from roadnet.model.gsd import MAX_GSD_M, card_predict_gsd, predict_grid
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.batches import run_stencil
@@ -108,8 +108,10 @@ class RunConfig(StrictModel):
     @field_validator("predict_gsd")
     @classmethod
     def _positive_gsd(cls, value: str | float) -> str | float:
-        if isinstance(value, float) and not 0.0 < value <= 100.0:
-            raise ValueError(f"predict_gsd must be auto, native or metres in (0, 100], not {value}")
+        if isinstance(value, float) and not 0.0 < value <= MAX_GSD_M:
+            raise ValueError(
+                f"predict_gsd must be auto, native or metres in (0, {MAX_GSD_M:g}], not {value}"
+            )
         return value
 
     @model_validator(mode="after")
