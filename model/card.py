@@ -99,15 +99,27 @@ def read_card_beside(model_path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def card_cutoffs(model_path: str | Path) -> dict[str, float] | None:
+def card_cutoffs(model_path: str | Path, *, resampled: bool = False) -> dict[str, float] | None:
     """The per-task cut-offs in the card beside a model (``NAME.json``), if it has any.
 
+    Args:
+        model_path: the ``.keras`` model whose card is read.
+        resampled: the scene is predicted at the card's ``predict_gsd`` instead of its own
+            pixel size; the cut-offs chosen for that (``predict_gsd.cutoffs``) win when the
+            card has them, since resampled probabilities are smoother and their line heads
+            need lower cuts.
+
     Returns:
-        ``{task: probability}`` from the card's ``cutoffs``, or None when there is no card
-        or it records none.
+        ``{task: probability}`` from the card's ``cutoffs`` (or ``predict_gsd.cutoffs``), or
+        None when there is no card or it records none.
     """
     card = read_card_beside(model_path)
-    cutoffs = None if card is None else card.get("cutoffs")
+    if card is None:
+        return None
+    cutoffs = card.get("cutoffs")
+    entry = card.get("predict_gsd")
+    if resampled and isinstance(entry, dict) and isinstance(entry.get("cutoffs"), dict):
+        cutoffs = entry["cutoffs"]
     if not isinstance(cutoffs, dict):
         return None
     return {str(task): float(value) for task, value in cutoffs.items()}

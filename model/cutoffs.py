@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from roadnet.tasks import TASKS
 
@@ -152,7 +152,7 @@ def record_cutoffs_on_files(
     out: Path | None = None,
     window: tuple[int, int, int, int] | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
-    threshold: float | Mapping[str, float] = 0.5,
+    threshold: float | Mapping[str, float] | Literal["card"] = 0.5,
     rho: float = RHO,
     tile: int = 512,
     overwrite: bool = False,

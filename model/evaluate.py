@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -109,6 +109,9 @@ def predict_scene(
 
 Thresholds = float | Mapping[str, float]
 
+#: ``"card"``: the cut-offs of the model's card, those of its ``predict_gsd`` when resampling.
+CardOr = Thresholds | Literal["card"]
+
 
 def parse_cuts(text: str) -> list[float]:
     """Parse comma-separated probability cuts, e.g. ``"0.3,0.5,0.7"``.
@@ -130,14 +133,19 @@ def parse_cuts(text: str) -> list[float]:
     return cuts
 
 
-def parse_thresholds(text: str) -> dict[str, float]:
-    """Parse ``"0.5"`` (every task) or ``"surface=0.6,edge=0.4"`` (tasks not named keep 0.5).
+def parse_thresholds(text: str) -> dict[str, float] | Literal["card"]:
+    """Parse ``"0.5"`` (every task), ``"surface=0.6,edge=0.4"`` or ``"card"``.
+
+    Tasks not named keep 0.5; ``"card"`` (the model card's cut-offs) is resolved per scene by
+    :func:`evaluate_model_on_files`.
 
     Raises:
         InputError: a value is not a number in (0, 1) or a task name is unknown.
     """
     from roadnet.errors import InputError
 
+    if text.strip().lower() == "card":
+        return "card"
     if "=" not in text:
         (value,) = parse_cuts(text) if "," not in text else (None,)
         if value is None:
@@ -225,7 +233,7 @@ def evaluate_model_on_files(
     model_path: Path | None = None,
     out: Path | None = None,
     window: tuple[int, int, int, int] | None = None,
-    threshold: Thresholds = 0.5,
+    threshold: CardOr = 0.5,
     rho: float = 2.0,
     tile: int = 512,
     sweep: Sequence[float] = (),
@@ -240,7 +248,9 @@ def evaluate_model_on_files(
         model_path: a ``.keras`` model; None for the shipped default model.
         out: JSON file to write the report to, or None.
         window: ``(col0, row0, col1, row1)`` part of the scene to score; None for all of it.
-        threshold: probability above which a pixel is predicted positive (one, or per task).
+        threshold: probability above which a pixel is predicted positive (one, or per task),
+            or ``"card"``: the cut-offs of the card beside the model, its ``predict_gsd``'s
+            when the scene is resampled (as ``roadnet run`` writes into a result).
         rho: tolerance of the relaxed scores, pixels.
         tile: prediction tile side, a multiple of 16.
         sweep: extra thresholds to score (see :func:`evaluate_scene`).
@@ -262,6 +272,14 @@ def evaluate_model_on_files(
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
     target, factor = predict_grid(predict_gsd, scene_gsd=data.gsd, card_gsd=card_predict_gsd(path))
+    if threshold == "card":
+        from roadnet.errors import InputError
+        from roadnet.model.card import card_cutoffs
+
+        card = card_cutoffs(path, resampled=factor != 1.0)
+        if card is None:
+            raise InputError(f"threshold 'card': no model card with cut-offs beside {path}")
+        threshold = card
     started = time.monotonic()
     scores = evaluate_scene(
         model, data, threshold=threshold, rho=rho, tile=tile, sweep=sweep, resample=factor
@@ -317,7 +335,7 @@ def evaluate_gap_on_files(
     *,
     model_path: Path | None = None,
     out: Path | None = None,
-    threshold: Thresholds = 0.5,
+    threshold: CardOr = 0.5,
     rho: float = 2.0,
     tile: int = 512,
     overwrite: bool = False,
@@ -330,7 +348,7 @@ def evaluate_gap_on_files(
         out_of_style: ``(scene, labels_dir)`` of a held-out style.
         model_path: a ``.keras`` model; None for the shipped default model.
         out: JSON file to write the report to, or None.
-        threshold: probability cut (one, or per task).
+        threshold: probability cut (one, or per task), or ``"card"`` (resolved per scene).
         rho: tolerance of the relaxed scores, pixels.
         tile: prediction tile side, a multiple of 16.
         overwrite: replace an existing ``out``.

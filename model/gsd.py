@@ -15,6 +15,7 @@ models without the key as they are),
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -174,16 +175,23 @@ def choose_predict_gsd_on_files(
     model_path: Path | None = None,
     rho: float = 2.0,
     tile: int = 512,
+    grid: Sequence[float] = (),
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Choose the pixel size to predict at on labelled scenes; write it to the model card.
+    """Choose the pixel size to predict at, and its cut-offs, on labelled scenes; write both.
 
     Each scene (a validation scene coarser than the training data, never a held-out one) is
-    scored at its own pixel size and at every candidate, at the card's cut-offs; a pixel
-    size's score is the mean, over the scenes, of surface IoU and edge and centerline
-    relaxed F1. The best wins (of equals the coarser, which costs less); when predicting
-    each scene at its own pixel size wins, the coarsest scene's pixel size is recorded. The
-    card gets ``predict_gsd``: ``{"gsd": metres, "chosen_on": {scenes, rho, score, tried: [...]}}``.
+    predicted at its own pixel size and at every candidate, and scored over a grid of cuts.
+    Per candidate and task the cut with the best mean score over the scenes is its cut-off
+    (surface IoU, edge and centerline relaxed F1; ties as in
+    :func:`~roadnet.model.cutoffs.choose_cutoffs`), and the candidate's score is the mean of
+    those three: resampled probabilities are smoother than native ones, so the line heads
+    of an upsampled scene want lower cuts than the card's, and a candidate is judged at its
+    own. The best wins (of equals the coarser, which costs less); when predicting each scene
+    at its own pixel size wins, the coarsest scene's pixel size is recorded. The card gets
+    ``predict_gsd``: ``{"gsd": metres, "cutoffs": {task: cut}, "chosen_on": {scenes, rho,
+    grid, score, tried: [...]}}``; each tried entry also keeps the scores at the card's
+    ``cutoffs``. ``roadnet run`` writes ``predict_gsd.cutoffs`` into a result it resampled.
 
     Args:
         scenes: ``(scene, labels_dir)`` pairs, each coarser than every candidate.
@@ -192,6 +200,7 @@ def choose_predict_gsd_on_files(
         model_path: a ``.keras`` model; None for the shipped default model.
         rho: tolerance of the relaxed scores, pixels.
         tile: prediction tile side, a multiple of 16.
+        grid: cuts to try (default 0.2, 0.25, ..., 0.8; 0.5 always added).
         overwrite: replace a ``predict_gsd`` already in the card.
 
     Raises:
@@ -201,7 +210,13 @@ def choose_predict_gsd_on_files(
         OutputExistsError: the card already records a ``predict_gsd`` without ``overwrite``.
     """
     from roadnet.model.card import read_model_card, write_json_atomic
-    from roadnet.model.cutoffs import CUTOFF_SCORES, check_card
+    from roadnet.model.cutoffs import (
+        CUTOFF_SCORES,
+        DEFAULT_GRID,
+        check_card,
+        choose_cutoffs,
+        cutoff_grid,
+    )
     from roadnet.model.data import read_labelled_scene
     from roadnet.model.evaluate import evaluate_scene
     from roadnet.model.io import default_model_path, load_model
@@ -210,6 +225,7 @@ def choose_predict_gsd_on_files(
     check_card(card_path, path, overwrite=overwrite, key="predict_gsd")
     if not scenes or not candidates:
         raise InputError("choosing a predict GSD needs a scene and candidate pixel sizes")
+    cuts = cutoff_grid(grid or DEFAULT_GRID)
     data = [read_labelled_scene(scene, labels) for scene, labels in scenes]
     gsds: list[float] = []
     for (scene, _), one in zip(scenes, data, strict=True):
@@ -221,29 +237,41 @@ def choose_predict_gsd_on_files(
                 f"pixel size of {scene}"
             )
         gsds.append(one.gsd)
-    cutoffs = read_model_card(card_path).get("cutoffs") or 0.5
+    card_cuts = read_model_card(card_path).get("cutoffs") or 0.5
     model = load_model(path)
     tried: list[dict[str, Any]] = []
     for target in [None, *sorted(set(candidates), reverse=True)]:
         per_scene: list[dict[str, Any]] = []
+        sweeps: list[dict[str, list[dict[str, float]]]] = []
         for (scene, _), one, gsd in zip(scenes, data, gsds, strict=True):
             factor = 1.0 if target is None else gsd / target
             result = evaluate_scene(
-                model, one, threshold=cutoffs, rho=rho, tile=tile, resample=factor
+                model, one, threshold=card_cuts, rho=rho, tile=tile, sweep=cuts, resample=factor
             )
+            sweeps.append(result.pop("sweep"))
             scores = {task: result[task][key] for task, key in CUTOFF_SCORES.items()}
             per_scene.append({"scene": str(scene), "scene_gsd": gsd, "scores": scores})
-        mean = float(np.mean([list(s["scores"].values()) for s in per_scene]))
-        tried.append({"gsd": "native" if target is None else target, "mean": mean,
-                      "scenes": per_scene})  # fmt: skip
+        choice = choose_cutoffs(_mean_sweep(sweeps))
+        at_cutoffs = {t: s["at_cutoff"] for t, s in choice["scores"].items()}
+        tried.append({
+            "gsd": "native" if target is None else target,
+            "mean": float(np.mean(list(at_cutoffs.values()))),
+            "cutoffs": choice["cutoffs"],
+            "at_cutoffs": at_cutoffs,
+            "mean_at_card_cutoffs": float(np.mean([list(s["scores"].values()) for s in per_scene])),
+            "scenes": per_scene,
+        })  # fmt: skip
     best = max(tried, key=lambda t: t["mean"])  # the first (coarsest) of equals
     entry = {
         "gsd": max(gsds) if best["gsd"] == "native" else best["gsd"],
+        "cutoffs": best["cutoffs"],
         "chosen_on": {
             "scenes": [{"scene": str(s), "labels": str(lab)} for s, lab in scenes],
             "rho": rho,
-            "score": "mean over scenes of "
-            + ", ".join(f"{t} {k}" for t, k in CUTOFF_SCORES.items()),
+            "grid": cuts,
+            "score": "mean of "
+            + ", ".join(f"{t} {k}" for t, k in CUTOFF_SCORES.items())
+            + ", each the mean over scenes at the candidate's best cut of the grid",
             "tried": tried,
         },
     }
@@ -252,6 +280,19 @@ def choose_predict_gsd_on_files(
     card["predict_gsd"] = entry
     write_json_atomic(card_path, card)
     return entry
+
+
+def _mean_sweep(
+    sweeps: Sequence[Mapping[str, Sequence[Mapping[str, float]]]],
+) -> dict[str, list[dict[str, float]]]:
+    """Per task and cut, the mean over scenes of each score (the sweeps share their cuts)."""
+    mean: dict[str, list[dict[str, float]]] = {}
+    for task in sweeps[0]:
+        rows = zip(*(sweep[task] for sweep in sweeps), strict=True)
+        mean[task] = [
+            {key: float(np.mean([row[key] for row in same])) for key in same[0]} for same in rows
+        ]
+    return mean
 
 
 def parse_predict_gsd(text: str) -> PredictGsd:

@@ -17,6 +17,7 @@ from roadnet import __version__
 from roadnet.errors import RoadnetError
 
 if TYPE_CHECKING:
+    from roadnet.model.evaluate import CardOr
     from roadnet.model.gsd import PredictGsd
 
 __all__ = ["app", "main"]
@@ -571,7 +572,7 @@ def _evaluate_gap(
     *,
     model: Path | None,
     out: Path | None,
-    cuts: dict[str, float],
+    cuts: CardOr,
     rho: float,
     card: Path | None,
     card_key: str,
@@ -614,10 +615,11 @@ def _record_predict_gsd(
     model: Path | None,
     card: Path,
     candidates: str,
+    grid: list[float],
     rho: float,
     overwrite: bool,
 ) -> None:
-    """``evaluate-model --record-predict-gsd``: choose the pixel size, write it to the card."""
+    """``evaluate-model --record-predict-gsd``: choose the pixel size and its cut-offs."""
     from roadnet.errors import InputError
     from roadnet.model.gsd import choose_predict_gsd_on_files
 
@@ -626,16 +628,23 @@ def _record_predict_gsd(
     except ValueError:
         raise InputError(f"--record-predict-gsd {candidates!r}: metres, e.g. 0.4,0.3") from None
     entry = choose_predict_gsd_on_files(
-        scenes, card_path=card, candidates=gsds, model_path=model, rho=rho, overwrite=overwrite
-    )
+        scenes, card_path=card, candidates=gsds, model_path=model, rho=rho, grid=grid,
+        overwrite=overwrite,
+    )  # fmt: skip
     names = ", ".join(str(s) for s, _ in scenes)
-    typer.echo(f"{card}: predict_gsd {entry['gsd']:g} m, chosen on {names} (rho={rho:g})")
+    cuts = " ".join(f"{t} {c:.2f}" for t, c in entry["cutoffs"].items())
+    typer.echo(
+        f"{card}: predict_gsd {entry['gsd']:g} m, cut-offs {cuts}, chosen on {names} (rho={rho:g})"
+    )
     for tried in entry["chosen_on"]["tried"]:
         at = "native" if tried["gsd"] == "native" else f"{tried['gsd']:g} m"
         per = "  ".join(
-            " ".join(f"{t} {v:.3f}" for t, v in s["scores"].items()) for s in tried["scenes"]
+            f"{t} {v:.3f} at {tried['cutoffs'][t]:.2f}" for t, v in tried["at_cutoffs"].items()
         )
-        typer.echo(f"  at {at}: mean {tried['mean']:.4f}  ({per})")
+        typer.echo(
+            f"  at {at}: mean {tried['mean']:.4f}  ({per}; at the card's cut-offs "
+            f"{tried['mean_at_card_cutoffs']:.4f})"
+        )
 
 
 def _record_cutoffs(
@@ -647,7 +656,7 @@ def _record_cutoffs(
     out: Path | None,
     window: tuple[int, int, int, int] | None,
     grid: list[float],
-    cuts: dict[str, float],
+    cuts: CardOr,
     rho: float,
     overwrite: bool,
 ) -> None:
@@ -690,7 +699,9 @@ def evaluate_model(
     threshold: Annotated[
         str,
         typer.Option(
-            "--threshold", help="Probability cut: 0.5, or per task surface=0.6,edge=0.5,..."
+            "--threshold",
+            help="Probability cut: 0.5, or per task surface=0.6,edge=0.5,..., or card (the "
+            "model card's cut-offs; those of its predict_gsd when the scene is resampled).",
         ),
     ] = "0.5",
     sweep: Annotated[
@@ -741,8 +752,8 @@ def evaluate_model(
         typer.Option(
             "--record-predict-gsd",
             help="Choose the pixel size to predict at on this (validation) scene and any "
-            "--also-scene, among their own and these, e.g. 0.45,0.4,0.35,0.3; write it to "
-            "--card.",
+            "--also-scene, among their own and these, e.g. 0.45,0.4,0.35,0.3, each at its "
+            "best cut-offs over --sweep (default 0.2,0.25,...,0.8); write both to --card.",
         ),
     ] = None,
     also_scene: Annotated[
@@ -768,7 +779,7 @@ def evaluate_model(
         scenes = [(scene, labels_dir)] + [(s, s.parent / "labels") for s in also_scene or []]
         _record_predict_gsd(
             scenes, model=model, card=card, candidates=record_predict_gsd, rho=rho,
-            overwrite=overwrite,
+            grid=parse_cuts(sweep) if sweep else [], overwrite=overwrite,
         )  # fmt: skip
         return
     if record_cutoffs and (card is None or out_of_style is not None):

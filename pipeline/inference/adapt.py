@@ -178,6 +178,7 @@ def adapt_to_scene(
         tmp.unlink(missing_ok=True)
     source_card = source.with_suffix(".json")
     card = read_model_card(source_card) if source_card.is_file() else {}
+    source_gsd = card.get("predict_gsd")
     card.get("metrics", {}).pop("evaluations", None)  # they scored the source model
     digest = content_hash(out)
     card |= {
@@ -201,6 +202,14 @@ def adapt_to_scene(
     if fitted_at is not None:
         # run under auto feeds this scene at the pixel size the statistics were fitted at
         card["predict_gsd"] = {"gsd": fitted_at, "chosen_on": "the adapted scene's tiles"}
+        if (
+            target is not None
+            and isinstance(source_gsd, dict)
+            and isinstance(source_gsd.get("cutoffs"), dict)
+            and abs(float(source_gsd.get("gsd", 0.0)) - target) < 1e-9
+        ):
+            # predicted resampled to the source's own predict_gsd: its cut-offs for that grid
+            card["predict_gsd"]["cutoffs"] = source_gsd["cutoffs"]
     write_json_atomic(card_out, card)
     seconds = time.perf_counter() - started
     log.info("adapted %s on %d tiles of %s", source.name, len(images), scene)

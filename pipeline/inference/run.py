@@ -274,9 +274,10 @@ def predict_scene(
         PREDICT_GSD_ATTR: "native" if target is None else f"{target:g}",
         "created": dt.datetime.now(dt.UTC).isoformat(),
     }
-    cutoffs = None if is_url(model_ref) else card_cutoffs(model_ref)
+    # the road layer's default cut-offs (roadnet vectorize, evaluate): on a resampled grid
+    # those the card chose for its predict_gsd, when it has them
+    cutoffs = None if is_url(model_ref) else card_cutoffs(model_ref, resampled=factor != 1.0)
     if cutoffs:
-        # the road layer's default cut-offs (roadnet vectorize)
         attrs[CUTOFFS_ATTR] = json.dumps(cutoffs)
     return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs, resample=factor)
 

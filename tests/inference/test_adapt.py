@@ -123,11 +123,14 @@ def test_tiles_at_the_model_pixel_size_and_the_card_records_it(
     card = json.loads(source.with_suffix(".json").read_text())
     model = tmp_path / "src.keras"
     model.write_bytes(source.read_bytes())
-    model.with_suffix(".json").write_text(json.dumps({**card, "predict_gsd": {"gsd": 0.3}}))
+    own = {"surface": 0.75, "edge": 0.35, "centerline": 0.35}
+    entry = {"gsd": 0.3, "cutoffs": own}
+    model.with_suffix(".json").write_text(json.dumps({**card, "predict_gsd": entry}))
     coarse = str(tmp_path / "coarse.tif")
     adapt_to_scene(coarse, tmp_path / "a.keras", model=model, tiles=2, tile_px=64)
     fitted = json.loads((tmp_path / "a.json").read_text())
     assert fitted["adapted"]["predict_gsd"] == 0.3 and fitted["predict_gsd"]["gsd"] == 0.3
+    assert fitted["predict_gsd"]["cutoffs"] == own  # predicted on the grid they were chosen on
     adapt_to_scene(
         coarse, tmp_path / "n.keras", model=model, tiles=2, tile_px=64, predict_gsd="native"
     )
@@ -135,3 +138,4 @@ def test_tiles_at_the_model_pixel_size_and_the_card_records_it(
     # fitted on the scene's own pixels: run under auto must not upsample this scene
     assert native["adapted"]["predict_gsd"] == "native"
     assert native["predict_gsd"]["gsd"] == pytest.approx(0.6)
+    assert "cutoffs" not in native["predict_gsd"]

@@ -60,6 +60,20 @@ def test_card_predict_gsd_reads_the_card_beside_the_model(tmp_path: Path) -> Non
     assert card_predict_gsd(model) is None
 
 
+def test_resampled_predictions_take_the_predict_gsd_cutoffs(tmp_path: Path) -> None:
+    from roadnet.model.card import card_cutoffs
+
+    model = tmp_path / "m.keras"
+    base = {"surface": 0.7, "edge": 0.45, "centerline": 0.45}
+    (tmp_path / "m.json").write_text(json.dumps({"cutoffs": base, "predict_gsd": {"gsd": 0.35}}))
+    assert card_cutoffs(model) == card_cutoffs(model, resampled=True) == base  # none recorded
+    own = {"surface": 0.75, "edge": 0.35, "centerline": 0.35}
+    card = {"cutoffs": base, "predict_gsd": {"gsd": 0.35, "cutoffs": own}}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    assert card_cutoffs(model) == base
+    assert card_cutoffs(model, resampled=True) == own
+
+
 def test_resample_keeps_pixel_areas_aligned_and_values_in_range() -> None:
     assert scaled_shape((640, 640), 0.5 / 0.3) == (1067, 1067)
     image = np.zeros((40, 60, 1), np.float32)
@@ -157,7 +171,12 @@ def test_predict_gsd_is_chosen_on_validation_scenes_and_run_follows_it(
 ) -> None:
     import roadnet
     from roadnet.errors import OutputExistsError
-    from roadnet.pipeline.inference.run import PREDICT_GSD_ATTR, RunConfig, run_to_zarr
+    from roadnet.pipeline.inference.run import (
+        CUTOFFS_ATTR,
+        PREDICT_GSD_ATTR,
+        RunConfig,
+        run_to_zarr,
+    )
 
     scene, labels, model, card_path = _thin_road_files(tmp_path)
     other = tmp_path / "other"
@@ -174,7 +193,12 @@ def test_predict_gsd_is_chosen_on_validation_scenes_and_run_follows_it(
     assert tried["native"]["mean"] == 0.0  # the 2 px road is missed at its own size
     assert tried[0.3]["mean"] > 0.5
     assert [s["scene_gsd"] for s in tried[0.3]["scenes"]] == [0.6, 0.5]
-    assert "predict_gsd 0.3 m, chosen on" in result.output
+    # upsampled, the road's probability sits just under 0.5: the candidate's own cut-offs
+    # find all of it, the card's (0.5) not, and the card records the winner's
+    assert tried[0.3]["mean"] == 1.0 > tried[0.3]["mean_at_card_cutoffs"]
+    assert entry["cutoffs"] == tried[0.3]["cutoffs"]
+    assert entry["cutoffs"]["surface"] < 0.5
+    assert "predict_gsd 0.3 m, cut-offs surface 0.40" in result.output
 
     again = CliRunner().invoke(app, ["evaluate-model", *args, "--record-predict-gsd", "0.3"])
     assert isinstance(again.exception, OutputExistsError)
@@ -189,6 +213,12 @@ def test_predict_gsd_is_chosen_on_validation_scenes_and_run_follows_it(
     assert scored.exit_code == 0 and "surface     cut 0.50  IoU 1.0000" in scored.output
     native = CliRunner().invoke(app, [*plain, "--predict-gsd", "native"])
     assert native.exit_code == 0 and "surface     cut 0.50  IoU 0.0000" in native.output
+    # --threshold card: the predict_gsd's cut-offs on a resampled scene, else the card's
+    cut = entry["cutoffs"]["surface"]
+    carded = CliRunner().invoke(app, [*plain, "--threshold", "card"])
+    assert carded.exit_code == 0 and f"surface     cut {cut:.2f}  IoU 1.0000" in carded.output
+    base = CliRunner().invoke(app, [*plain, "--threshold", "card", "--predict-gsd", "native"])
+    assert base.exit_code == 0 and "surface     cut 0.50" in base.output
     config = RunConfig(chunk=64, overlap=16)
     means = {}
     for setting in ("auto", "native"):
@@ -199,6 +229,9 @@ def test_predict_gsd_is_chosen_on_validation_scenes_and_run_follows_it(
         )  # fmt: skip
         ds = roadnet.open_result(store)
         assert ds.attrs[PREDICT_GSD_ATTR] == ("0.3" if setting == "auto" else "native")
+        # the road layer's default cut-offs follow the grid the model saw
+        want = entry["cutoffs"] if setting == "auto" else dict.fromkeys(entry["cutoffs"], 0.5)
+        assert json.loads(ds.attrs[CUTOFFS_ATTR]) == want
         assert ds.surface.shape == (SIZE, SIZE)
         means[setting] = float(ds.surface[ROAD].mean())
     assert means["auto"] >= 0.45 and means["native"] < 0.05, means
