@@ -132,9 +132,22 @@ def load_config(
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        loc = tuple(str(p) for p in first["loc"])
+        where = ".".join(loc) or "<root>"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        label = _origin(loc, overrides or [], values or {}) or label
         raise ConfigError(f"{label}: {where}: {first['msg']}{more}") from exc
+
+
+def _origin(loc: tuple[str, ...], overrides: list[str], values: dict[str, Any]) -> str | None:
+    """Where a bad value came from when not the file: the last ``--set`` or option naming it."""
+    for item in reversed(overrides):  # the last override of a key is the one that counts
+        key = tuple(item.partition("=")[0].strip().split("."))
+        if loc[: len(key)] == key or key[: len(loc)] == loc:
+            return f"--set {item}"
+    if loc and values.get(loc[0]) is not None:
+        return f"--{loc[0].replace('_', '-')} {values[loc[0]]}"
+    return None
 
 
 def write_resolved_config(

@@ -45,6 +45,20 @@ def test_bad_value_and_bad_override() -> None:
         apply_overrides({}, ["novalue"])
 
 
+def test_a_bad_value_names_where_it_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("scale: abc\ninner: {depth: 3}\n")
+    with pytest.raises(ConfigError, match=r"^.*c\.yaml: scale: "):
+        load_config(Demo, path, overrides=["inner.depth=4"])  # the file's value
+    path.write_text("scale: 2.0\n")
+    with pytest.raises(ConfigError, match=r"^--set inner\.depth=deep: inner\.depth: "):
+        load_config(Demo, path, overrides=["inner.depth=3", "inner.depth=deep"])
+    with pytest.raises(ConfigError, match=r"^--set inner=7: inner: "):
+        load_config(Demo, path, overrides=["inner=7"])
+    with pytest.raises(ConfigError, match=r"^--scale x: scale: "):
+        load_config(Demo, path, values={"scale": "x"})
+
+
 def test_missing_file_and_unknown_bundled_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(Demo, tmp_path / "nope.yaml")
