@@ -215,6 +215,11 @@ def preview(
     overwrite: Overwrite = False,
 ) -> None:
     """Write a downsampled RGB quicklook PNG with labels, predictions or roads overlaid."""
+    from roadnet.pipeline.preflight import check_preview_inputs
+
+    check_preview_inputs(
+        raster, out, labels_dir=labels_dir, result=result, roads=roads, overwrite=overwrite
+    )
     from roadnet.pipeline.preview import make_preview
 
     make_preview(
@@ -964,6 +969,9 @@ def export(
     overwrite: Overwrite = False,
 ) -> None:
     """Write Cloud-Optimized GeoTIFFs of a result, for QGIS and other GDAL readers."""
+    from roadnet.pipeline.preflight import check_export_inputs
+
+    check_export_inputs(result, out, overwrite=overwrite)
     from roadnet.pipeline.inference.export import export_result, parse_tasks
 
     summary = export_result(result, out, tasks=parse_tasks(tasks), overwrite=overwrite)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from roadnet.errors import InputError, OutputExistsError
-from roadnet.outputs import check_output_file, output_exists
+from roadnet.outputs import check_output_dir, check_output_file, output_exists
 from roadnet.paths import Location, StorageOptions, is_url
 
 if TYPE_CHECKING:
@@ -24,8 +24,10 @@ __all__ = [
     "COMPLETE_ATTR",
     "ZARR_FORMAT",
     "check_evaluate_inputs",
+    "check_export_inputs",
     "check_layer_outputs",
     "check_model_output",
+    "check_preview_inputs",
     "check_result",
     "check_run_output",
     "check_scene",
@@ -239,3 +241,42 @@ def check_evaluate_inputs(
         if path is not None:
             check_output_file(Path(path), overwrite=overwrite)
     return raster, labels
+
+
+def check_preview_inputs(
+    raster: Path,
+    out: Path,
+    *,
+    labels_dir: Path | None,
+    result: Path | None,
+    roads: Path | None,
+    overwrite: bool,
+) -> None:
+    """Refuse a preview whose raster or overlay is missing, or whose PNG exists.
+
+    Raises:
+        InputError: the raster, labels directory or road layer is not there, or the result
+            is not a finished ``roadnet run`` store.
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    if not Path(raster).exists():
+        raise InputError(f"raster not found: {raster}")
+    if labels_dir is not None and not Path(labels_dir).is_dir():
+        raise InputError(f"labels directory not found: {labels_dir}")
+    if result is not None:
+        check_result(result)
+    if roads is not None and not Path(roads).exists():
+        raise InputError(f"road layer not found: {roads}")
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+
+
+def check_export_inputs(result: Location, out: Path, *, overwrite: bool) -> None:
+    """Refuse an export of anything but a finished result, or into a non-empty directory.
+
+    Raises:
+        InputError: see :func:`check_result`.
+        OutputExistsError: ``out`` holds something and ``overwrite`` is false.
+    """
+    check_result(result)
+    check_output_dir(out, overwrite=overwrite)

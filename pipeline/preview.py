@@ -253,6 +253,7 @@ def make_preview(
         raise InputError("overlay one of --labels, --result or --roads, not several")
     if not out.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{out}: preview must end in one of {', '.join(IMAGE_SUFFIXES)}")
+    check_output_file(out, overwrite=overwrite)  # before the scene is read, and again at the end
     # every block is read once: a large GDAL block cache (5 % of RAM by default) only costs
     # memory here, so cap it unless the user has set one
     cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": CACHE_MB}

@@ -22,6 +22,7 @@ from roadnet.errors import OutputExistsError
 from roadnet.paths import Location, StorageOptions, filesystem, is_url
 
 __all__ = [
+    "check_output_dir",
     "check_output_file",
     "output_exists",
     "remove_output",
@@ -45,6 +46,18 @@ def check_output_file(path: Path, *, overwrite: bool) -> Path:
     return path
 
 
+def check_output_dir(out: Path, *, overwrite: bool) -> None:
+    """Refuse an output directory (or file) that exists and is not empty, unless ``overwrite``.
+
+    Raises:
+        OutputExistsError: ``out`` holds something and ``overwrite`` is false.
+    """
+    if _is_nonempty(Path(out)) and not overwrite:
+        raise OutputExistsError(
+            f"output directory {out} is not empty (use --overwrite to replace it)"
+        )
+
+
 @contextlib.contextmanager
 def staged_output_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a fresh staging directory that replaces ``out`` only if the body succeeds.
@@ -53,10 +66,7 @@ def staged_output_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
         OutputExistsError: ``out`` exists and is not empty and ``overwrite`` is false.
     """
     out = Path(out)
-    if _is_nonempty(out) and not overwrite:
-        raise OutputExistsError(
-            f"output directory {out} is not empty (use --overwrite to replace it)"
-        )
+    check_output_dir(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f"{out.name}.partial-{os.getpid()}")
     if staging.exists():

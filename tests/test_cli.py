@@ -102,3 +102,47 @@ def test_run_refuses_bad_paths_before_heavy_imports(tmp_path: Path) -> None:
         assert answer.heavy == [], (args, answer.heavy)
     assert (done / "zarr.json").read_text() == "{}" and roads.read_bytes() == b"keep me"
     assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "r.zarr.partial-run").exists()
+
+
+def test_preview_and_export_refuse_bad_paths_before_heavy_imports(tmp_path: Path) -> None:
+    from _models import smooth_scene, write_scene
+
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(64, 64))
+    png = tmp_path / "look.png"
+    png.write_bytes(b"keep me")
+    cogs = tmp_path / "cogs"
+    cogs.mkdir()
+    (cogs / "surface.tif").write_bytes(b"keep me too")
+    unfinished = tmp_path / "r.zarr.partial-run"
+    unfinished.mkdir()
+    preview = ["preview", str(scene), "--out"]
+    cases = [
+        (["preview", str(tmp_path / "missing.tif"), "--out", "x.png"], "missing.tif"),
+        ([*preview, str(png)], "--overwrite"),
+        ([*preview, "x.png", "--labels", str(tmp_path / "nolabels")], "nolabels"),
+        ([*preview, "x.png", "--result", str(tmp_path / "r.zarr")], "not finished"),
+        ([*preview, "x.png", "--roads", str(tmp_path / "roads.gpkg")], "road layer not found"),
+        (["export", str(tmp_path / "none.zarr"), "--out", "x"], "no roadnet result"),
+        (["export", str(tmp_path / "r.zarr"), "--out", "x"], "not finished"),
+    ]
+    answers = run_in_one_process([args for args, _ in cases])
+    for (args, message), answer in zip(cases, answers, strict=True):
+        assert answer.code == 2, (args, answer)
+        lines = answer.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, answer.stderr)
+        assert answer.heavy == [], (args, answer.heavy)
+    assert png.read_bytes() == b"keep me"
+    assert not Path("x.png").exists()
+
+
+def test_export_refuses_a_non_empty_directory_before_heavy_imports(tmp_path: Path) -> None:
+    from _results import road_codes, write_result
+
+    result = write_result(tmp_path / "r.zarr", road_codes(64, 64), chunk=32)
+    out = tmp_path / "cogs"
+    out.mkdir()
+    (out / "surface.tif").write_bytes(b"keep me")
+    (answer,) = run_in_one_process([["export", str(result), "--out", str(out)]])
+    assert answer.code == 2 and "is not empty" in answer.stderr, answer
+    assert answer.heavy == [], answer.heavy
+    assert (out / "surface.tif").read_bytes() == b"keep me"
