@@ -73,6 +73,16 @@ def test_usage_errors_print_usage_and_exit_2() -> None:
     assert "Missing argument" in out.stderr and "unexpected" not in out.stderr
 
 
+def _assert_refused_light(cases: list[tuple[list[str], str]]) -> None:
+    """Each command line exits 2 with one line holding its message, no heavy library loaded."""
+    answers = run_in_one_process([args for args, _ in cases])
+    for (args, message), answer in zip(cases, answers, strict=True):
+        assert answer.code == 2, (args, answer)
+        lines = answer.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, answer.stderr)
+        assert answer.heavy == [], (args, answer.heavy)
+
+
 def test_run_refuses_bad_paths_before_heavy_imports(tmp_path: Path) -> None:
     from _models import smooth_scene, write_scene
 
@@ -94,12 +104,7 @@ def test_run_refuses_bad_paths_before_heavy_imports(tmp_path: Path) -> None:
             "must end in .gpkg",
         ),
     ]
-    answers = run_in_one_process([args for args, _ in cases])
-    for (args, message), answer in zip(cases, answers, strict=True):
-        assert answer.code == 2, (args, answer)
-        lines = answer.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, answer.stderr)
-        assert answer.heavy == [], (args, answer.heavy)
+    _assert_refused_light(cases)
     assert (done / "zarr.json").read_text() == "{}" and roads.read_bytes() == b"keep me"
     assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "r.zarr.partial-run").exists()
 
@@ -125,12 +130,7 @@ def test_preview_and_export_refuse_bad_paths_before_heavy_imports(tmp_path: Path
         (["export", str(tmp_path / "none.zarr"), "--out", "x"], "no roadnet result"),
         (["export", str(tmp_path / "r.zarr"), "--out", "x"], "not finished"),
     ]
-    answers = run_in_one_process([args for args, _ in cases])
-    for (args, message), answer in zip(cases, answers, strict=True):
-        assert answer.code == 2, (args, answer)
-        lines = answer.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, answer.stderr)
-        assert answer.heavy == [], (args, answer.heavy)
+    _assert_refused_light(cases)
     assert png.read_bytes() == b"keep me"
     assert not Path("x.png").exists()
 
