@@ -4,7 +4,7 @@ For each command, in turn and ``--reps`` times, one fresh interpreter each:
 
 * (old) what the command did before its checks moved ahead of the heavy imports — import
   the stage module that does the work (``roadnet.pipeline.vectorize.run``,
-  ``…inference.run``, ``…evaluate.run``), then refuse;
+  ``…inference.run``, ``…evaluate.run``, ``…preview``, ``…inference.export``), then refuse;
 * (new) the console entry point with a missing input, as a user runs it.
 
 Both end with the same one-line error and exit code 2. Medians and their ratio are printed
@@ -27,6 +27,8 @@ STAGES = {
     "vectorize": "roadnet.pipeline.vectorize.run",
     "run": "roadnet.pipeline.inference.run",
     "evaluate": "roadnet.pipeline.evaluate.run",
+    "preview": "roadnet.pipeline.preview",
+    "export": "roadnet.pipeline.inference.export",
 }
 
 
@@ -36,6 +38,10 @@ def _args(command: str, tmp: Path) -> list[str]:
         return ["vectorize", f"{missing}.zarr", "--out", str(tmp / "roads.gpkg")]
     if command == "run":
         return ["run", f"{missing}.tif", "--out", str(tmp / "r.zarr")]
+    if command == "preview":
+        return ["preview", f"{missing}.tif", "--out", str(tmp / "look.png")]
+    if command == "export":
+        return ["export", f"{missing}.zarr", "--out", str(tmp / "cogs")]
     return ["evaluate", "--pred", f"{missing}.zarr", "--truth", missing, "--out", "m.json"]
 
 
