@@ -99,18 +99,19 @@ def read_card_beside(model_path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def card_cutoffs(model_path: str | Path, *, resampled: bool = False) -> dict[str, float] | None:
+def card_cutoffs(model_path: str | Path, *, factor: float = 1.0) -> dict[str, float] | None:
     """The per-task cut-offs in the card beside a model (``NAME.json``), if it has any.
 
     Args:
         model_path: the ``.keras`` model whose card is read.
-        resampled: the scene is predicted at the card's ``predict_gsd`` instead of its own
-            pixel size; the cut-offs chosen for that (``predict_gsd.cutoffs``) win when the
-            card has them, since resampled probabilities are smoother and their line heads
-            need lower cuts.
+        factor: model pixels per scene pixel of the prediction (:func:`~roadnet.model.gsd.
+            predict_grid`). Resampled probabilities are smoother than native ones and want
+            their own cuts: above 1 (enlarged to ``predict_gsd``) the ``predict_gsd.cutoffs``,
+            below 1 (shrunk to ``predict_gsd.finest``) the ``predict_gsd.finest.cutoffs``
+            win when the card has them.
 
     Returns:
-        ``{task: probability}`` from the card's ``cutoffs`` (or ``predict_gsd.cutoffs``), or
+        ``{task: probability}`` from the card's ``cutoffs`` (or the resampled grid's), or
         None when there is no card or it records none.
     """
     card = read_card_beside(model_path)
@@ -118,8 +119,10 @@ def card_cutoffs(model_path: str | Path, *, resampled: bool = False) -> dict[str
         return None
     cutoffs = card.get("cutoffs")
     entry = card.get("predict_gsd")
-    if resampled and isinstance(entry, dict) and isinstance(entry.get("cutoffs"), dict):
-        cutoffs = entry["cutoffs"]
+    if factor != 1.0 and isinstance(entry, dict):
+        side = entry if factor > 1.0 else entry.get("finest")
+        if isinstance(side, dict) and isinstance(side.get("cutoffs"), dict):
+            cutoffs = side["cutoffs"]
     if not isinstance(cutoffs, dict):
         return None
     return {str(task): float(value) for task, value in cutoffs.items()}

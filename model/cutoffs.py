@@ -120,6 +120,8 @@ def chosen_on(report: Mapping[str, Any], choice: Mapping[str, Any]) -> dict[str,
 def check_card(card_path: Path, model_path: Path, *, overwrite: bool, key: str = "cutoffs") -> None:
     """Refuse before any work: a card of another model, or ``key`` already recorded.
 
+    ``key`` may be dotted (``predict_gsd.finest``: the ``finest`` entry of ``predict_gsd``).
+
     Raises:
         InputError: the card cannot be read.
         ModelError: the card describes another model file.
@@ -138,9 +140,13 @@ def check_card(card_path: Path, model_path: Path, *, overwrite: bool, key: str =
         raise ModelError(
             f"{card_path} describes model {card.get('content_hash')}, not {model_path} ({want})"
         )
-    if card.get(key) and not overwrite:
+    value: Any = card
+    for part in key.split("."):  # a dotted key names an entry inside another
+        value = value.get(part) if isinstance(value, dict) else None
+    if value and not overwrite:
         what = {"cutoffs": "cut-offs"}.get(key, key)
-        raise OutputExistsError(f"{card_path} already records {what} {card[key]} (use --overwrite)")
+        shown = value.get("gsd", value) if isinstance(value, dict) else value
+        raise OutputExistsError(f"{card_path} already records {what} {shown} (use --overwrite)")
 
 
 def record_cutoffs_on_files(

@@ -262,7 +262,7 @@ def evaluate_model_on_files(
         size predicted at, scores per task.
     """
     from roadnet.model.data import read_labelled_scene
-    from roadnet.model.gsd import card_predict_gsd, predict_grid
+    from roadnet.model.gsd import card_finest_gsd, card_predict_gsd, predict_grid
     from roadnet.model.io import content_hash, default_model_path, load_model
     from roadnet.outputs import check_output_file
 
@@ -271,12 +271,17 @@ def evaluate_model_on_files(
     path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
-    target, factor = predict_grid(predict_gsd, scene_gsd=data.gsd, card_gsd=card_predict_gsd(path))
+    target, factor = predict_grid(
+        predict_gsd,
+        scene_gsd=data.gsd,
+        card_gsd=card_predict_gsd(path),
+        card_finest=card_finest_gsd(path),
+    )
     if threshold == "card":
         from roadnet.errors import InputError
         from roadnet.model.card import card_cutoffs
 
-        card = card_cutoffs(path, resampled=factor != 1.0)
+        card = card_cutoffs(path, factor=factor)
         if card is None:
             raise InputError(f"threshold 'card': no model card with cut-offs beside {path}")
         threshold = card

@@ -6,10 +6,14 @@ to the model card's ``predict_gsd`` before the model, then resampling the probab
 back onto the scene's own grid, recovers much of that (README, "Shipped model and held-out
 scores"). Outputs always stay on the scene's pixels; only the model sees the other grid.
 
-The setting is ``"auto"`` (resample scenes coarser than the card's ``predict_gsd``, by at most
-:data:`MAX_UPSAMPLE` along an axis; leave finer scenes, scenes without a projected CRS and
-models without the key as they are),
-``"native"`` (never resample), or a pixel size in metres (always predict at it).
+Far finer imagery fails the other way: at 0.15 m a road is twice as many pixels wide as in
+any training crop, and the shipped model finds almost none of it; such a scene is shrunk to
+the card's ``predict_gsd.finest`` first.
+
+The setting is ``"auto"`` (resample scenes coarser than the card's ``predict_gsd`` to it, by
+at most :data:`MAX_UPSAMPLE` along an axis, and scenes finer than its ``finest`` to that;
+leave the scenes between, scenes without a projected CRS and models without the keys as
+they are), ``"native"`` (never resample), or a pixel size in metres (always predict at it).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "MAX_GSD_M",
     "MAX_UPSAMPLE",
     "PredictGsd",
+    "card_finest_gsd",
     "card_predict_gsd",
     "choose_predict_gsd_on_files",
     "parse_predict_gsd",
@@ -58,11 +63,32 @@ def card_predict_gsd(model_path: str | Path) -> float | None:
     value = None if card is None else card.get("predict_gsd")
     if isinstance(value, dict):
         value = value.get("gsd")
+    return _metres(value)
+
+
+def card_finest_gsd(model_path: str | Path) -> float | None:
+    """The ``predict_gsd.finest`` (metres) of the card beside a model, or None without one.
+
+    Finer scenes are shrunk to it under ``auto``.
+    """
+    from roadnet.model.card import read_card_beside
+
+    card = read_card_beside(model_path)
+    entry = None if card is None else card.get("predict_gsd")
+    finest = entry.get("finest") if isinstance(entry, dict) else None
+    return _metres(finest.get("gsd") if isinstance(finest, dict) else None)
+
+
+def _metres(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def resolve_predict_gsd(
-    setting: PredictGsd, *, scene_gsd: float | None, card_gsd: float | None
+    setting: PredictGsd,
+    *,
+    scene_gsd: float | None,
+    card_gsd: float | None,
+    card_finest: float | None = None,
 ) -> float | None:
     """The pixel size to predict at, or None to predict on the scene's own grid.
 
@@ -70,6 +96,7 @@ def resolve_predict_gsd(
         setting: ``"auto"``, ``"native"`` or metres (see the module docstring).
         scene_gsd: the scene's pixel size in metres; None without a projected CRS.
         card_gsd: the model card's ``predict_gsd``; None when it records none.
+        card_finest: the model card's ``predict_gsd.finest``; None when it records none.
 
     Raises:
         InputError: a pixel size was asked for a scene whose pixel size is unknown, or one
@@ -78,9 +105,13 @@ def resolve_predict_gsd(
     if setting == "native":
         return None
     if setting == "auto":
-        if scene_gsd is None or card_gsd is None or scene_gsd <= card_gsd * AUTO_TOLERANCE:
+        if scene_gsd is None:
             return None
-        return max(card_gsd, scene_gsd / MAX_UPSAMPLE)  # a far coarser scene: 4 x at most
+        if card_gsd is not None and scene_gsd > card_gsd * AUTO_TOLERANCE:
+            return max(card_gsd, scene_gsd / MAX_UPSAMPLE)  # a far coarser scene: 4 x at most
+        if card_finest is not None and scene_gsd * AUTO_TOLERANCE < card_finest:
+            return card_finest
+        return None
     if scene_gsd is None:
         raise InputError(
             f"predict_gsd={setting:g} needs a scene in a projected CRS (its pixel size in "
@@ -96,13 +127,20 @@ def resolve_predict_gsd(
 
 
 def predict_grid(
-    setting: PredictGsd, *, scene_gsd: float | None, card_gsd: float | None
+    setting: PredictGsd,
+    *,
+    scene_gsd: float | None,
+    card_gsd: float | None,
+    card_finest: float | None = None,
 ) -> tuple[float | None, float]:
     """:func:`resolve_predict_gsd` and the factor it implies: ``(metres or None, factor)``.
 
-    The factor is model pixels per scene pixel, 1.0 when the scene's own grid is kept.
+    The factor is model pixels per scene pixel, 1.0 when the scene's own grid is kept
+    (above 1 the scene is enlarged, below 1 shrunk).
     """
-    target = resolve_predict_gsd(setting, scene_gsd=scene_gsd, card_gsd=card_gsd)
+    target = resolve_predict_gsd(
+        setting, scene_gsd=scene_gsd, card_gsd=card_gsd, card_finest=card_finest
+    )
     if target is None or scene_gsd is None:
         return None, 1.0
     return target, scene_gsd / target
@@ -178,36 +216,40 @@ def choose_predict_gsd_on_files(
     grid: Sequence[float] = (),
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Choose the pixel size to predict at, and its cut-offs, on labelled scenes; write both.
+    """Choose a pixel size to predict at, and its cut-offs, on labelled scenes; write both.
 
-    Each scene (a validation scene coarser than the training data, never a held-out one) is
-    predicted at its own pixel size and at every candidate, and scored over a grid of cuts.
-    Per candidate and task the cut with the best mean score over the scenes is its cut-off
-    (surface IoU, edge and centerline relaxed F1; ties as in
+    The scenes are validation scenes, never held-out ones, all coarser than every candidate
+    (then the choice is the card's ``predict_gsd``, where coarser scenes are enlarged to) or
+    all finer (then it is ``predict_gsd.finest``, where finer scenes are shrunk to). Each
+    scene is predicted at its own pixel size and at every candidate, and scored over a grid
+    of cuts. Per candidate and task the cut with the best mean score over the scenes is its
+    cut-off (surface IoU, edge and centerline relaxed F1; ties as in
     :func:`~roadnet.model.cutoffs.choose_cutoffs`), and the candidate's score is the mean of
     those three: resampled probabilities are smoother than native ones, so the line heads
-    of an upsampled scene want lower cuts than the card's, and a candidate is judged at its
+    of a resampled scene want other cuts than the card's, and a candidate is judged at its
     own. The best wins (of equals the coarser, which costs less); when predicting each scene
-    at its own pixel size wins, the coarsest scene's pixel size is recorded. The card gets
-    ``predict_gsd``: ``{"gsd": metres, "cutoffs": {task: cut}, "chosen_on": {scenes, rho,
-    grid, score, tried: [...]}}``; each tried entry also keeps the scores at the card's
-    ``cutoffs``. ``roadnet run`` writes ``predict_gsd.cutoffs`` into a result it resampled.
+    at its own pixel size wins, the coarsest (finest) scene's pixel size is recorded. The
+    entry is ``{"gsd": metres, "cutoffs": {task: cut}, "chosen_on": {scenes, rho, grid,
+    score, tried: [...]}}`` (each tried entry also keeps the scores at the card's
+    ``cutoffs``); the other side's entry in the card is kept. ``roadnet run`` writes the
+    entry's ``cutoffs`` into a result it resampled. Returns the entry with ``"key"``: where
+    it went, ``predict_gsd.gsd`` or ``predict_gsd.finest``.
 
     Args:
-        scenes: ``(scene, labels_dir)`` pairs, each coarser than every candidate.
+        scenes: ``(scene, labels_dir)`` pairs, all coarser or all finer than the candidates.
         card_path: the model card JSON of ``model_path``.
         candidates: pixel sizes to try, metres.
         model_path: a ``.keras`` model; None for the shipped default model.
         rho: tolerance of the relaxed scores, pixels.
         tile: prediction tile side, a multiple of 16.
         grid: cuts to try (default 0.2, 0.25, ..., 0.8; 0.5 always added).
-        overwrite: replace a ``predict_gsd`` already in the card.
+        overwrite: replace the entry the card already has on that side.
 
     Raises:
-        InputError: a scene has no projected CRS, or a candidate is not below its pixel
-            size.
+        InputError: a scene has no projected CRS, or the candidates are neither all below
+            nor all above every scene's pixel size.
         ModelError: the card describes another model file.
-        OutputExistsError: the card already records a ``predict_gsd`` without ``overwrite``.
+        OutputExistsError: the card already records that side without ``overwrite``.
     """
     from roadnet.model.card import read_model_card, write_json_atomic
     from roadnet.model.cutoffs import (
@@ -222,7 +264,7 @@ def choose_predict_gsd_on_files(
     from roadnet.model.io import default_model_path, load_model
 
     path = Path(model_path) if model_path is not None else default_model_path()
-    check_card(card_path, path, overwrite=overwrite, key="predict_gsd")
+    check_card(card_path, path, overwrite=True)  # the model's card; the side comes next
     if not scenes or not candidates:
         raise InputError("choosing a predict GSD needs a scene and candidate pixel sizes")
     cuts = cutoff_grid(grid or DEFAULT_GRID)
@@ -231,16 +273,24 @@ def choose_predict_gsd_on_files(
     for (scene, _), one in zip(scenes, data, strict=True):
         if one.gsd is None:
             raise InputError(f"{scene} has no projected CRS: its pixel size is unknown")
-        if any(not 0.0 < c < one.gsd for c in candidates):
-            raise InputError(
-                f"predict GSD candidates {candidates} must lie in (0, {one.gsd:g}), below the "
-                f"pixel size of {scene}"
-            )
         gsds.append(one.gsd)
+    if all(0.0 < c < min(gsds) for c in candidates):
+        side = "gsd"  # coarse scenes, enlarged to the choice
+    elif all(c > max(gsds) for c in candidates):
+        side = "finest"  # fine scenes, shrunk to the choice
+    else:
+        raise InputError(
+            f"predict GSD candidates {candidates} must all lie below {min(gsds):g} m (for "
+            f"coarser scenes) or all above {max(gsds):g} m (for finer ones), the pixel sizes "
+            "of the scenes"
+        )
+    check_card(card_path, path, overwrite=overwrite, key=f"predict_gsd.{side}")
     card_cuts = read_model_card(card_path).get("cutoffs") or 0.5
     model = load_model(path)
     tried: list[dict[str, Any]] = []
-    for target in [None, *sorted(set(candidates), reverse=True)]:
+    # coarsest first: the first of equal scores wins, and a coarser grid costs less
+    order = sorted(set(candidates), reverse=True)
+    for target in [None, *order] if side == "gsd" else [*order, None]:
         per_scene: list[dict[str, Any]] = []
         sweeps: list[dict[str, list[dict[str, float]]]] = []
         for (scene, _), one, gsd in zip(scenes, data, gsds, strict=True):
@@ -261,9 +311,10 @@ def choose_predict_gsd_on_files(
             "mean_at_card_cutoffs": float(np.mean([list(s["scores"].values()) for s in per_scene])),
             "scenes": per_scene,
         })  # fmt: skip
-    best = max(tried, key=lambda t: t["mean"])  # the first (coarsest) of equals
+    best = max(tried, key=lambda t: t["mean"])
+    own = max(gsds) if side == "gsd" else min(gsds)
     entry = {
-        "gsd": max(gsds) if best["gsd"] == "native" else best["gsd"],
+        "gsd": own if best["gsd"] == "native" else best["gsd"],
         "cutoffs": best["cutoffs"],
         "chosen_on": {
             "scenes": [{"scene": str(s), "labels": str(lab)} for s, lab in scenes],
@@ -275,11 +326,16 @@ def choose_predict_gsd_on_files(
             "tried": tried,
         },
     }
-    check_card(card_path, path, overwrite=overwrite, key="predict_gsd")
+    check_card(card_path, path, overwrite=overwrite, key=f"predict_gsd.{side}")
     card = read_model_card(card_path)
-    card["predict_gsd"] = entry
+    old = card.get("predict_gsd")
+    old = dict(old) if isinstance(old, dict) else {}
+    if side == "gsd":
+        card["predict_gsd"] = {**entry, **({"finest": old["finest"]} if "finest" in old else {})}
+    else:
+        card["predict_gsd"] = {**old, "finest": entry}
     write_json_atomic(card_path, card)
-    return entry
+    return {"key": f"predict_gsd.{side}", **entry}
 
 
 def _mean_sweep(

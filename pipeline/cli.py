@@ -59,8 +59,9 @@ PredictGsdOpt = Annotated[
     str | None,
     typer.Option(
         "--predict-gsd",
-        help="Pixel size the model sees: auto (the model card's, for coarser scenes), "
-        "native, or metres. Outputs stay on the scene's grid.",
+        help="Pixel size the model sees: auto (the model card's predict_gsd for coarser "
+        "scenes, its finest for finer ones), native, or metres. Outputs stay on the scene's "
+        "grid.",
     ),
 ]
 SchedulerOpt = Annotated[
@@ -639,7 +640,8 @@ def _record_predict_gsd(
     names = ", ".join(str(s) for s, _ in scenes)
     cuts = " ".join(f"{t} {c:.2f}" for t, c in entry["cutoffs"].items())
     typer.echo(
-        f"{card}: predict_gsd {entry['gsd']:g} m, cut-offs {cuts}, chosen on {names} (rho={rho:g})"
+        f"{card}: {entry['key'].removesuffix('.gsd')} {entry['gsd']:g} m, cut-offs {cuts}, "
+        f"chosen on {names} (rho={rho:g})"
     )
     for tried in entry["chosen_on"]["tried"]:
         at = "native" if tried["gsd"] == "native" else f"{tried['gsd']:g} m"

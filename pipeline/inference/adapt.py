@@ -20,12 +20,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from roadnet.errors import InputError
 from roadnet.model.card import read_model_card, write_json_atomic
-from roadnet.model.gsd import PredictGsd, card_predict_gsd, predict_grid
+from roadnet.model.gsd import PredictGsd, card_finest_gsd, card_predict_gsd, predict_grid
 from roadnet.model.gsd import resample as resample_image
 from roadnet.model.io import content_hash, default_model_path, load_model
 from roadnet.pipeline.inference.blend import to_model_input
@@ -166,8 +167,12 @@ def adapt_to_scene(
     net = load_model(source)
     started = time.perf_counter()
     opened = open_scene(scene, chunk=tile_px, bands=bands, input_max=input_max, nodata=nodata)
-    source_gsd = card_predict_gsd(source)
-    target, factor = predict_grid(predict_gsd, scene_gsd=opened.gsd, card_gsd=source_gsd)
+    target, factor = predict_grid(
+        predict_gsd,
+        scene_gsd=opened.gsd,
+        card_gsd=card_predict_gsd(source),
+        card_finest=card_finest_gsd(source),
+    )
     images = sample_tiles(opened, tiles=tiles, tile_px=tile_px, seed=seed, resample=factor)
     layers = adapt_batchnorm(net, images, strength=strength)
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}.keras")
@@ -200,16 +205,7 @@ def adapt_to_scene(
     }
     fitted_at = target if target is not None else opened.gsd
     if fitted_at is not None:
-        # run under auto feeds this scene at the pixel size the statistics were fitted at
-        card["predict_gsd"] = {"gsd": fitted_at, "chosen_on": "the adapted scene's tiles"}
-        if (
-            target is not None
-            and isinstance(source_gsd, dict)
-            and isinstance(source_gsd.get("cutoffs"), dict)
-            and abs(float(source_gsd.get("gsd", 0.0)) - target) < 1e-9
-        ):
-            # predicted resampled to the source's own predict_gsd: its cut-offs for that grid
-            card["predict_gsd"]["cutoffs"] = source_gsd["cutoffs"]
+        card["predict_gsd"] = _fitted_entry(fitted_at, factor, source_gsd)
     write_json_atomic(card_out, card)
     seconds = time.perf_counter() - started
     log.info("adapted %s on %d tiles of %s", source.name, len(images), scene)
@@ -221,3 +217,25 @@ def adapt_to_scene(
         layers=layers,
         seconds=seconds,
     )
+
+
+def _fitted_entry(fitted_at: float, factor: float, source: object) -> dict[str, Any]:
+    """The adapted card's ``predict_gsd``, so that ``auto`` predicts at the fitted pixel size.
+
+    Enlarged (``factor > 1``): ``gsd`` is that size; shrunk (``factor < 1``): ``finest`` is
+    too, so the scene is shrunk again; native: ``gsd`` is the scene's own, so nothing is
+    resampled. The source's cut-offs for that grid come along when they were chosen at the
+    same pixel size.
+    """
+    chosen_on = "the adapted scene's tiles"
+    entry: dict[str, Any] = {"gsd": fitted_at, "chosen_on": chosen_on}
+    side: dict[str, Any] = entry
+    if factor < 1.0:
+        side = entry["finest"] = {"gsd": fitted_at, "chosen_on": chosen_on}
+    theirs: Any = source if isinstance(source, dict) else {}
+    if factor < 1.0:
+        theirs = theirs.get("finest") if isinstance(theirs.get("finest"), dict) else {}
+    same = abs(float(theirs.get("gsd") or 0.0) - fitted_at) < 1e-9
+    if factor != 1.0 and same and isinstance(theirs.get("cutoffs"), dict):
+        side["cutoffs"] = theirs["cutoffs"]
+    return entry

@@ -30,7 +30,7 @@ from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
 from roadnet.leases import hold_output
 from roadnet.model.card import card_cutoffs
-from roadnet.model.gsd import MAX_GSD_M, card_predict_gsd, predict_grid
+from roadnet.model.gsd import MAX_GSD_M, card_finest_gsd, card_predict_gsd, predict_grid
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.batches import run_stencil
@@ -102,7 +102,7 @@ class RunConfig(StrictModel):
     predict_gsd: Literal["auto", "native"] | float = Field(
         default="auto",
         description="pixel size the model sees: auto (the card's predict_gsd for coarser "
-        "scenes), native, or metres",
+        "scenes, predict_gsd.finest for finer ones), native, or metres",
     )
 
     @field_validator("predict_gsd")
@@ -238,7 +238,10 @@ def predict_scene(
     )
     scene_gsd = opened.gsd
     card_gsd = None if is_url(model_ref) else card_predict_gsd(model_ref)
-    target, factor = predict_grid(config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd)
+    finest = None if is_url(model_ref) else card_finest_gsd(model_ref)
+    target, factor = predict_grid(
+        config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd, card_finest=finest
+    )
     if factor != 1.0:
         log.info(
             "predicting at %g m (the scene is %g m): the model sees %.2f x the pixels "
@@ -276,7 +279,7 @@ def predict_scene(
     }
     # the road layer's default cut-offs (roadnet vectorize, evaluate): on a resampled grid
     # those the card chose for its predict_gsd, when it has them
-    cutoffs = None if is_url(model_ref) else card_cutoffs(model_ref, resampled=factor != 1.0)
+    cutoffs = None if is_url(model_ref) else card_cutoffs(model_ref, factor=factor)
     if cutoffs:
         attrs[CUTOFFS_ATTR] = json.dumps(cutoffs)
     return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs, resample=factor)

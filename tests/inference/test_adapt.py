@@ -14,6 +14,7 @@ from _models import smooth_scene, write_scene
 from roadnet.errors import InputError, OutputExistsError
 from roadnet.model.adapt import batchnorm_layers
 from roadnet.model.card import card_cutoffs
+from roadnet.model.gsd import card_finest_gsd
 from roadnet.model.io import content_hash, load_model
 from roadnet.model.roadnet import ModelConfig, build_roadnet
 from roadnet.pipeline.inference.adapt import adapt_to_scene, sample_tiles
@@ -139,3 +140,13 @@ def test_tiles_at_the_model_pixel_size_and_the_card_records_it(
     assert native["adapted"]["predict_gsd"] == "native"
     assert native["predict_gsd"]["gsd"] == pytest.approx(0.6)
     assert "cutoffs" not in native["predict_gsd"]
+    # a source whose finest is coarser than the scene: fitted shrunk, and run shrinks it again
+    shrink = {"gsd": 1.4, "finest": {"gsd": 1.2, "cutoffs": own}}
+    model.with_suffix(".json").write_text(json.dumps({**card, "predict_gsd": shrink}))
+    adapt_to_scene(coarse, tmp_path / "s.keras", model=model, tiles=2, tile_px=32)
+    shrunk = json.loads((tmp_path / "s.json").read_text())
+    assert shrunk["adapted"]["predict_gsd"] == 1.2
+    assert shrunk["predict_gsd"]["finest"] == {
+        "gsd": 1.2, "chosen_on": "the adapted scene's tiles", "cutoffs": own
+    }  # fmt: skip
+    assert card_finest_gsd(tmp_path / "s.keras") == 1.2

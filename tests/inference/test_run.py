@@ -252,3 +252,12 @@ def test_predict_gsd_upsamples_a_coarse_scene_and_keeps_its_grid(
     # a scene finer than the card's pixel size is left alone under auto
     fine = write_scene(tmp_path / "f.tif", smooth_scene(200, 260), gsd=0.25)
     assert predict_scene(fine, model=model, config=CFG).resample == 1.0
+    # ... unless the card has a finest pixel size: then it is shrunk to it, cut at its cut-offs
+    cuts = {"surface": 0.6, "edge": 0.4, "centerline": 0.4}
+    card = {"predict_gsd": {"gsd": 0.4, "finest": {"gsd": 0.5, "cutoffs": cuts}}}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    shrunk = predict_scene(fine, model=model, config=CFG)
+    assert shrunk.resample == pytest.approx(0.5) and shrunk.attrs["roadnet:predict_gsd"] == "0.5"
+    assert json.loads(shrunk.attrs["roadnet:cutoffs"]) == cuts
+    assert shrunk.runner.shape == (96, 96)  # (128 + 2 * 32) / 2
+    assert shrunk.codes.compute(scheduler="threads").shape == (3, 200, 260)

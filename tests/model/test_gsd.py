@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from roadnet.errors import InputError
 from roadnet.model.gsd import (
+    card_finest_gsd,
     card_predict_gsd,
     parse_predict_gsd,
     resample,
@@ -40,6 +41,18 @@ def test_auto_upsamples_only_scenes_coarser_than_the_card() -> None:
         resolve_predict_gsd(0.1, scene_gsd=0.5, card_gsd=None)
 
 
+def test_auto_shrinks_scenes_finer_than_the_cards_finest() -> None:
+    card = {"card_gsd": 0.35, "card_finest": 0.3}
+    assert resolve_predict_gsd("auto", scene_gsd=0.15, **card) == 0.3
+    assert resolve_predict_gsd("auto", scene_gsd=0.05, **card) == 0.3  # no bound shrinking
+    assert resolve_predict_gsd("auto", scene_gsd=0.3, **card) is None  # between: as it is
+    assert resolve_predict_gsd("auto", scene_gsd=0.29, **card) is None  # within 5 %
+    assert resolve_predict_gsd("auto", scene_gsd=0.5, **card) == 0.35  # coarser: enlarged
+    assert resolve_predict_gsd("auto", scene_gsd=0.15, card_gsd=0.35) is None  # no finest
+    assert resolve_predict_gsd("auto", scene_gsd=0.15, card_gsd=None, card_finest=0.3) == 0.3
+    assert resolve_predict_gsd("native", scene_gsd=0.15, **card) is None
+
+
 def test_parse_predict_gsd() -> None:
     assert parse_predict_gsd("AUTO") == "auto"
     assert parse_predict_gsd("native") == "native"
@@ -66,12 +79,18 @@ def test_resampled_predictions_take_the_predict_gsd_cutoffs(tmp_path: Path) -> N
     model = tmp_path / "m.keras"
     base = {"surface": 0.7, "edge": 0.45, "centerline": 0.45}
     (tmp_path / "m.json").write_text(json.dumps({"cutoffs": base, "predict_gsd": {"gsd": 0.35}}))
-    assert card_cutoffs(model) == card_cutoffs(model, resampled=True) == base  # none recorded
+    assert card_cutoffs(model) == card_cutoffs(model, factor=2.0) == base  # none recorded
     own = {"surface": 0.75, "edge": 0.35, "centerline": 0.35}
     card = {"cutoffs": base, "predict_gsd": {"gsd": 0.35, "cutoffs": own}}
     (tmp_path / "m.json").write_text(json.dumps(card))
-    assert card_cutoffs(model) == base
-    assert card_cutoffs(model, resampled=True) == own
+    assert card_cutoffs(model) == card_cutoffs(model, factor=0.5) == base
+    assert card_cutoffs(model, factor=1.5) == own
+    shrunk = {"surface": 0.6, "edge": 0.4, "centerline": 0.4}
+    card["predict_gsd"]["finest"] = {"gsd": 0.3, "cutoffs": shrunk}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    assert card_cutoffs(model, factor=0.5) == shrunk  # shrunk to finest: its own
+    assert card_cutoffs(model, factor=1.5) == own and card_cutoffs(model) == base
+    assert card_finest_gsd(model) == 0.3 and card_predict_gsd(model) == 0.35
 
 
 def test_resample_keeps_pixel_areas_aligned_and_values_in_range() -> None:
@@ -123,7 +142,9 @@ SIZE = 96
 ROAD = slice(40, 42)
 
 
-def _thin_road_files(directory: Path, *, gsd: float = 0.6) -> tuple[Path, Path, Path, Path]:
+def _thin_road_files(
+    directory: Path, *, gsd: float = 0.6, road: slice = ROAD
+) -> tuple[Path, Path, Path, Path]:
     """Scene, labels, a Keras model that misses roads under 3 px wide, and its card."""
     import keras
     import rasterio
@@ -140,7 +161,7 @@ def _thin_road_files(directory: Path, *, gsd: float = 0.6) -> tuple[Path, Path, 
         "dtype": "uint8",
     }
     image = np.zeros((3, SIZE, SIZE), np.uint8)
-    image[:, ROAD] = 255
+    image[:, road] = 255
     scene = directory / "scene.tif"
     with rasterio.open(scene, "w", count=3, **profile) as dst:
         dst.write(image)
@@ -202,10 +223,10 @@ def test_predict_gsd_is_chosen_on_validation_scenes_and_run_follows_it(
 
     again = CliRunner().invoke(app, ["evaluate-model", *args, "--record-predict-gsd", "0.3"])
     assert isinstance(again.exception, OutputExistsError)
-    coarser = CliRunner().invoke(
-        app, ["evaluate-model", *args, "--record-predict-gsd", "0.7", "--overwrite"]
+    mixed = CliRunner().invoke(
+        app, ["evaluate-model", *args, "--record-predict-gsd", "0.3,0.7", "--overwrite"]
     )
-    assert "below the pixel size" in str(coarser.exception)
+    assert "must all lie below" in str(mixed.exception)
 
     # evaluate-model and roadnet run read the card: the road is found on the scene's grid
     plain = ["evaluate-model", str(scene), str(labels), "--model", str(model)]
@@ -235,3 +256,42 @@ def test_predict_gsd_is_chosen_on_validation_scenes_and_run_follows_it(
         assert ds.surface.shape == (SIZE, SIZE)
         means[setting] = float(ds.surface[ROAD].mean())
     assert means["auto"] >= 0.45 and means["native"] < 0.05, means
+
+
+def test_finest_is_chosen_on_fine_validation_scenes_and_kept_beside_the_coarse_entry(
+    tmp_path: Path,
+) -> None:
+    from roadnet.errors import OutputExistsError
+
+    wide = slice(40, 52)  # 12 px at 0.1 m: 1.5 px, missed, once shrunk to 0.8 m
+    scene, labels, model, card_path = _thin_road_files(tmp_path, gsd=0.1, road=wide)
+    card = json.loads(card_path.read_text())
+    coarse = {"gsd": 0.35, "cutoffs": {"surface": 0.7, "edge": 0.4, "centerline": 0.4}}
+    card["predict_gsd"] = coarse
+    card_path.write_text(json.dumps(card))
+    args = [str(scene), str(labels), "--model", str(model), "--card", str(card_path)]
+    result = CliRunner().invoke(app, ["evaluate-model", *args, "--record-predict-gsd", "0.2,0.8"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    entry = json.loads(card_path.read_text())["predict_gsd"]
+    assert {k: entry[k] for k in coarse} == coarse  # the coarse side is kept
+    finest = entry["finest"]
+    tried = {t["gsd"]: t["mean"] for t in finest["chosen_on"]["tried"]}
+    assert list(tried) == [0.8, 0.2, "native"]  # coarsest first: it wins ties
+    assert tried[0.8] < 0.5 < tried[0.2]
+    assert finest["gsd"] == 0.2  # as good as native here, and 4 x fewer pixels
+    assert card_finest_gsd(model) == 0.2
+    again = CliRunner().invoke(app, ["evaluate-model", *args, "--record-predict-gsd", "0.4"])
+    assert isinstance(again.exception, OutputExistsError)
+    assert "predict_gsd.finest 0.2" in str(again.exception)
+    assert "predict_gsd.finest 0.2 m, cut-offs" in result.output
+    # under auto this 0.1 m scene is now shrunk to 0.2 m and cut at the finest's cut-offs:
+    # the score the choice saw
+    plain = ["evaluate-model", str(scene), str(labels), "--model", str(model), "--out"]
+    scored = CliRunner().invoke(app, [*plain, str(tmp_path / "r.json"), "--threshold", "card"])
+    assert scored.exit_code == 0, scored.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["predict_gsd"] == 0.2
+    assert report["scores"]["surface"]["iou"] == pytest.approx(
+        finest["chosen_on"]["tried"][1]["at_cutoffs"]["surface"]
+    )
+    assert report["threshold"] == finest["cutoffs"]
