@@ -20,6 +20,7 @@ from skimage.transform import resize
 
 from roadnet.errors import InputError
 from roadnet.model.augment import AugmentConfig, augment, redraw_thin_labels
+from roadnet.model.gsd import ground_gsd
 from roadnet.model.roadnet import output_names
 from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
@@ -49,7 +50,8 @@ class LabelledScene:
         labels: ``(y, x, 3)`` uint8 {0, 1}: surface, edge, centerline.
         window: ``(col0, row0, col1, row1)`` — the part of the scene to use.
         name: the scene path, for messages and model cards.
-        gsd: pixel size in metres (None when the scene has no projected CRS).
+        gsd: pixel size on the ground in metres (:func:`~roadnet.model.gsd.ground_gsd`;
+            None when the scene has no CRS).
     """
 
     image: np.ndarray
@@ -100,7 +102,7 @@ def read_labelled_scene(
         if src.count != 3:
             raise InputError(f"{scene}: expected 3 bands (R, G, B), found {src.count}")
         grid = (src.width, src.height, src.transform)
-        gsd = abs(float(src.transform.a)) if src.crs is not None and src.crs.is_projected else None
+        gsd = ground_gsd(src.crs, src.transform, (src.height, src.width))
         image = to_display_range(np.moveaxis(src.read(), 0, -1))
     image8 = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     planes = []

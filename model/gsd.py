@@ -12,7 +12,7 @@ the card's ``predict_gsd.finest`` first.
 
 The setting is ``"auto"`` (resample scenes coarser than the card's ``predict_gsd`` to it, by
 at most :data:`MAX_UPSAMPLE` along an axis, and scenes finer than its ``finest`` to that;
-leave the scenes between, scenes without a projected CRS and models without the keys as
+leave the scenes between, scenes without a CRS and models without the keys as
 they are), ``"native"`` (never resample), or a pixel size in metres (always predict at it).
 """
 
@@ -35,6 +35,7 @@ __all__ = [
     "card_finest_gsd",
     "card_predict_gsd",
     "choose_predict_gsd_on_files",
+    "ground_gsd",
     "parse_predict_gsd",
     "predict_grid",
     "resample",
@@ -83,6 +84,57 @@ def _metres(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
+#: A projected CRS whose ground pixel size is within this fraction of its nominal one (UTM
+#: and other local projections) keeps the nominal size.
+NOMINAL_TOLERANCE = 0.01
+
+
+def ground_gsd(crs: Any, transform: Any, shape: tuple[int, int]) -> float | None:
+    """A scene's pixel size on the ground, metres, at its centre; None when unknown.
+
+    The pixel's sides are measured along the ellipsoid (pyproj ``Geod``), so a scene in
+    degrees (EPSG:4326) gets its size in metres, and one in Web Mercator (EPSG:3857), whose
+    metres shrink by cos(latitude) on the ground, its true size: a 0.3 m pixel at 60 N is
+    0.15 m wide. The size is the geometric mean of the two sides. A projected CRS within
+    :data:`NOMINAL_TOLERANCE` of its nominal size (UTM and other local projections) keeps
+    the nominal x resolution in metres.
+
+    Args:
+        crs: anything pyproj reads (a rasterio ``CRS``, ``"EPSG:32635"``); None: unknown.
+        transform: the scene's affine transform (pixel to CRS coordinates).
+        shape: ``(height, width)`` in pixels.
+    """
+    if crs is None:
+        return None
+    import math
+
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError, ProjError
+
+    try:
+        crs = CRS.from_user_input(crs)
+        col, row = shape[1] / 2, shape[0] / 2
+        corners = [transform * (col, row), transform * (col + 1, row), transform * (col, row + 1)]
+        to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+        lon, lat = to_lonlat.transform([c[0] for c in corners], [c[1] for c in corners])
+        geod = crs.get_geod()
+        if geod is None:
+            raise CRSError("no ellipsoid")
+        _, _, across = geod.inv(lon[0], lat[0], lon[1], lat[1])
+        _, _, down = geod.inv(lon[0], lat[0], lon[2], lat[2])
+        ground = math.sqrt(abs(across * down))
+    except (CRSError, ProjError, TypeError, ValueError):
+        ground = math.nan
+    nominal = None
+    if crs.is_projected:
+        nominal = abs(float(transform.a)) * float(crs.axis_info[0].unit_conversion_factor)
+    if not math.isfinite(ground) or ground <= 0:
+        return nominal
+    if nominal is not None and abs(ground / nominal - 1.0) < NOMINAL_TOLERANCE:
+        return nominal
+    return ground
+
+
 def resolve_predict_gsd(
     setting: PredictGsd,
     *,
@@ -94,7 +146,8 @@ def resolve_predict_gsd(
 
     Args:
         setting: ``"auto"``, ``"native"`` or metres (see the module docstring).
-        scene_gsd: the scene's pixel size in metres; None without a projected CRS.
+        scene_gsd: the scene's pixel size on the ground, metres (:func:`ground_gsd`); None
+            without a CRS.
         card_gsd: the model card's ``predict_gsd``; None when it records none.
         card_finest: the model card's ``predict_gsd.finest``; None when it records none.
 
@@ -114,7 +167,7 @@ def resolve_predict_gsd(
         return None
     if scene_gsd is None:
         raise InputError(
-            f"predict_gsd={setting:g} needs a scene in a projected CRS (its pixel size in "
+            f"predict_gsd={setting:g} needs a scene with a CRS (its pixel size in "
             "metres); use predict_gsd=native"
         )
     if scene_gsd / float(setting) > MAX_UPSAMPLE:
@@ -246,7 +299,7 @@ def choose_predict_gsd_on_files(
         overwrite: replace the entry the card already has on that side.
 
     Raises:
-        InputError: a scene has no projected CRS, or the candidates are neither all below
+        InputError: a scene has no CRS, or the candidates are neither all below
             nor all above every scene's pixel size.
         ModelError: the card describes another model file.
         OutputExistsError: the card already records that side without ``overwrite``.
@@ -272,7 +325,7 @@ def choose_predict_gsd_on_files(
     gsds: list[float] = []
     for (scene, _), one in zip(scenes, data, strict=True):
         if one.gsd is None:
-            raise InputError(f"{scene} has no projected CRS: its pixel size is unknown")
+            raise InputError(f"{scene} has no CRS: its pixel size is unknown")
         gsds.append(one.gsd)
     if all(0.0 < c < min(gsds) for c in candidates):
         side = "gsd"  # coarse scenes, enlarged to the choice

@@ -69,11 +69,14 @@ class Scene:
 
     @property
     def gsd(self) -> float | None:
-        """Pixel size in metres (the x resolution), None without a projected CRS."""
-        crs = self.data.rio.crs
-        if crs is None or not crs.is_projected:
-            return None
-        return abs(float(self.data.rio.resolution()[0])) * float(crs.linear_units_factor[1])
+        """Pixel size on the ground in metres (:func:`~roadnet.model.gsd.ground_gsd`).
+
+        The x resolution of a local projected CRS (UTM), the size measured on the ellipsoid
+        for degrees and Web Mercator; None without a CRS.
+        """
+        from roadnet.model.gsd import ground_gsd
+
+        return ground_gsd(self.data.rio.crs, self.data.rio.transform(), self.shape)
 
 
 def default_input_max(dtype: np.dtype[Any]) -> float:

@@ -13,6 +13,7 @@ from roadnet.errors import InputError
 from roadnet.model.gsd import (
     card_finest_gsd,
     card_predict_gsd,
+    ground_gsd,
     parse_predict_gsd,
     resample,
     resolve_predict_gsd,
@@ -34,7 +35,7 @@ def test_auto_upsamples_only_scenes_coarser_than_the_card() -> None:
     assert resolve_predict_gsd(0.25, scene_gsd=0.5, card_gsd=None) == 0.25
     assert resolve_predict_gsd(0.6, scene_gsd=0.3, card_gsd=None) == 0.6  # coarser, asked
     assert resolve_predict_gsd(0.5, scene_gsd=0.5, card_gsd=0.3) is None  # its own
-    with pytest.raises(InputError, match="projected CRS"):
+    with pytest.raises(InputError, match="needs a scene with a CRS"):
         resolve_predict_gsd(0.3, scene_gsd=None, card_gsd=None)
     assert resolve_predict_gsd(0.125, scene_gsd=0.5, card_gsd=None) == 0.125  # 4 x: allowed
     with pytest.raises(InputError, match=r"5.0 x finer than the scene's 0.5 m; at most 4 x"):
@@ -51,6 +52,35 @@ def test_auto_shrinks_scenes_finer_than_the_cards_finest() -> None:
     assert resolve_predict_gsd("auto", scene_gsd=0.15, card_gsd=0.35) is None  # no finest
     assert resolve_predict_gsd("auto", scene_gsd=0.15, card_gsd=None, card_finest=0.3) == 0.3
     assert resolve_predict_gsd("native", scene_gsd=0.15, **card) is None
+
+
+def test_ground_gsd_measures_degrees_and_web_mercator_on_the_ellipsoid(tmp_path: Path) -> None:
+    import math
+
+    import rasterio
+    from affine import Affine
+
+    from roadnet.pipeline.inference.open import open_scene
+
+    shape = (1000, 1000)
+    utm = Affine(0.3, 0, 385_000, 0, -0.3, 6_672_000)
+    assert ground_gsd("EPSG:32635", utm, shape) == 0.3  # a local projection: its own metres
+    feet = Affine(1.0, 0, 1_000_000, 0, -1.0, 200_000)
+    assert ground_gsd("EPSG:2263", feet, shape) == pytest.approx(1200 / 3937)  # US survey ft
+    radius = 6_378_137.0  # Web Mercator at 60 N: its metres are cos(60) = 0.5 on the ground
+    north = radius * math.log(math.tan(math.pi / 4 + math.radians(60) / 2))
+    mercator = Affine(0.3, 0, radius * math.radians(25), 0, -0.3, north)
+    assert ground_gsd("EPSG:3857", mercator, shape) == pytest.approx(0.15, rel=0.01)
+    # degrees at 60 N: 2.7e-6 deg is 0.30 m north-south, 0.15 m east-west; their mean
+    degrees = Affine(2.7e-6, 0, 25.0, 0, -2.7e-6, 60.0)
+    assert ground_gsd("EPSG:4326", degrees, shape) == pytest.approx(0.213, rel=0.01)
+    assert ground_gsd(None, utm, shape) is None
+    # a scene opened for roadnet run reports the same
+    path = tmp_path / "mercator.tif"
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 3, "dtype": "uint8"}
+    with rasterio.open(path, "w", crs="EPSG:3857", transform=mercator, **profile) as dst:
+        dst.write(np.zeros((3, 64, 64), np.uint8))
+    assert open_scene(str(path), chunk=64).gsd == pytest.approx(0.15, rel=0.01)
 
 
 def test_parse_predict_gsd() -> None:
