@@ -8,8 +8,10 @@ takes three bands R, G, B on a 0–255 scale:
   ``[1, 1, 1]`` for a grey 1-band scene); by default a 3-band scene is used as is and a
   scene with more bands uses bands 1–3 (with an alpha band, it masks the pixels).
 - values: divided by ``input_max`` and multiplied by 255, then clipped. ``input_max``
-  defaults to 255 for uint8, 65535 for uint16 (set 4095 for 12-bit imagery), the type's
-  maximum for other integers and 1.0 for floats.
+  defaults to the largest value of the bit depth the file declares (GDAL's ``NBITS``,
+  e.g. 4095 for a 12-bit uint16 file), else to 255 for uint8, 65535 for uint16, the type's
+  maximum for other integers and 1.0 for floats. :func:`dark_scene_warning` tells when a
+  scene's values stay far below it (12-bit data in a uint16 file that does not say so).
 - nodata: a pixel whose image bands all hold the nodata value (the file's, or ``nodata``),
   a NaN pixel of a float scene, or a pixel with alpha 0 is missing.
 """
@@ -33,6 +35,7 @@ from roadnet.paths import is_url
 __all__ = [
     "MODEL_BANDS",
     "Scene",
+    "dark_scene_warning",
     "default_input_max",
     "open_scene",
     "probe_scene",
@@ -79,13 +82,54 @@ class Scene:
         return ground_gsd(self.data.rio.crs, self.data.rio.transform(), self.shape)
 
 
-def default_input_max(dtype: np.dtype[Any]) -> float:
-    """The value that maps to 255 for a scene dtype (see the module docs)."""
+def default_input_max(dtype: np.dtype[Any], nbits: int | None = None) -> float:
+    """The value that maps to 255 for a scene dtype and declared bit depth (module docs)."""
     if dtype.kind == "f":
         return 1.0
     if dtype.kind in "ui":
-        return float(np.iinfo(dtype).max)
+        top = int(np.iinfo(dtype).max)
+        if nbits is not None and 0 < nbits < dtype.itemsize * 8:
+            top = min(top, 2**nbits - 1)
+        return float(top)
     raise InputError(f"unsupported scene data type {dtype}")
+
+
+#: A scene whose sampled values stay below this fraction of ``input_max`` looks nearly black
+#: to the model (16 of 255 at most).
+DARK_FRACTION = 1 / 16
+
+#: The side of the window :func:`dark_scene_warning` reads at the scene's centre, px.
+DARK_SAMPLE_PX = 512
+
+
+def dark_scene_warning(scene: Scene) -> str | None:
+    """A warning when the scene's centre reads nearly black at its ``input_max``, else None.
+
+    One window of at most :data:`DARK_SAMPLE_PX` px at the centre is read (one or a few
+    blocks, also on an object store); when its 99.9th percentile scaled to the model's 0–255
+    is below 255 × :data:`DARK_FRACTION`, the model would see a near-black image and find
+    no road. The usual cause is 12- or 14-bit data in a uint16 file without ``NBITS``.
+    """
+    height, width = scene.shape
+    side = min(DARK_SAMPLE_PX, height, width)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    window = scene.data[:MODEL_BANDS, y0 : y0 + side, x0 : x0 + side].values
+    values = window.astype(np.float64)
+    if scene.nodata is not None:
+        values = values[:, ~(values == scene.nodata).all(axis=0)]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    top = float(np.percentile(values, 99.9))
+    if top * scene.scale >= 255.0 * DARK_FRACTION:
+        return None
+    input_max = 255.0 / scene.scale
+    hint = next((2**b - 1 for b in (8, 10, 11, 12, 14) if top <= 2**b - 1), None)
+    suggest = f"; if it is {hint.bit_length()}-bit data, set input_max={hint}" if hint else ""
+    return (
+        f"{scene.source} looks nearly black to the model: its centre's values reach {top:g} "
+        f"of input_max {input_max:g}{suggest}"
+    )
 
 
 def _open_kwargs(source: str) -> tuple[str, dict[str, Any]]:
@@ -163,6 +207,7 @@ def open_scene(
             file_nodata = src.nodata
             crs = src.crs
             identity = src.transform.is_identity
+            nbits = _declared_bits(src, picked)
     except (rasterio.RasterioIOError, OSError) as exc:
         raise InputError(f"cannot open scene {source}: {_gdal_message(exc)}") from exc
     if crs is None or identity:
@@ -170,7 +215,7 @@ def open_scene(
     if len(dtypes) != 1:
         raise InputError(f"{source}: selected bands have different data types {sorted(dtypes)}")
     dtype = np.dtype(dtypes.pop())
-    top = default_input_max(dtype) if input_max is None else float(input_max)
+    top = default_input_max(dtype, nbits) if input_max is None else float(input_max)
     if top <= 0:
         raise InputError(f"input_max must be positive, got {input_max}")
     data = rioxarray.open_rasterio(
@@ -191,6 +236,18 @@ def open_scene(
         nodata=nodata if nodata is not None else file_nodata,
         alpha=alpha,
     )
+
+
+def _declared_bits(src: Any, bands: Sequence[int]) -> int | None:
+    """The bit depth GDAL's ``NBITS`` declares for the picked bands, if they all agree."""
+    found = {src.tags(ns="IMAGE_STRUCTURE", bidx=b).get("NBITS") for b in bands}
+    if len(found) != 1:
+        return None
+    value = found.pop()
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _gdal_message(exc: BaseException) -> str:

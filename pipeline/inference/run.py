@@ -39,6 +39,7 @@ from roadnet.pipeline.inference.graph import blend_plan, model_shape_for, predic
 from roadnet.pipeline.inference.open import (
     MODEL_BANDS,
     Scene,
+    dark_scene_warning,
     open_scene,
     probe_scene,
     read_failure,
@@ -236,6 +237,9 @@ def predict_scene(
         input_max=config.input_max,
         nodata=config.nodata,
     )
+    dark = dark_scene_warning(opened)
+    if dark is not None:
+        log.warning("%s", dark)
     scene_gsd = opened.gsd
     card_gsd = None if is_url(model_ref) else card_predict_gsd(model_ref)
     finest = None if is_url(model_ref) else card_finest_gsd(model_ref)

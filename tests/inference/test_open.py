@@ -35,6 +35,42 @@ def test_uint16_and_float_scaling(make_scene: Callable[..., Path]) -> None:
         open_scene(str(f32), chunk=64, input_max=0)
 
 
+def _uint16_scene(path: Path, top: int, **options: object) -> Path:
+    from rasterio.transform import from_origin
+
+    data = (np.random.default_rng(0).random((3, 600, 700)) * top).astype("uint16")
+    profile = {
+        "driver": "GTiff", "width": 700, "height": 600, "count": 3, "dtype": "uint16",
+        "crs": "EPSG:32635", "transform": from_origin(385_000, 6_672_000, 0.3, 0.3),
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile, **options) as dst:
+        dst.write(data)
+    return path
+
+
+def test_declared_bit_depth_sets_input_max_and_dark_scenes_are_told(tmp_path: Path) -> None:
+    from roadnet.pipeline.inference.open import dark_scene_warning
+
+    twelve = _uint16_scene(tmp_path / "nbits.tif", 4095, NBITS=12)  # GDAL's NBITS tag
+    scene = open_scene(str(twelve), chunk=256)
+    assert scene.scale == pytest.approx(255 / 4095)
+    assert dark_scene_warning(scene) is None
+    assert open_scene(str(twelve), chunk=256, input_max=1000).scale == pytest.approx(0.255)
+    # the same values in a file that does not say they are 12-bit: scaled by 65535, near black
+    silent = _uint16_scene(tmp_path / "silent.tif", 4095)
+    scene = open_scene(str(silent), chunk=256)
+    assert scene.scale == pytest.approx(255 / 65535)
+    warning = dark_scene_warning(scene)
+    assert warning is not None and "looks nearly black" in warning
+    assert "12-bit data, set input_max=4095" in warning
+    assert dark_scene_warning(open_scene(str(silent), chunk=256, input_max=4095)) is None
+    full = _uint16_scene(tmp_path / "full.tif", 65535)
+    assert dark_scene_warning(open_scene(str(full), chunk=256)) is None
+    # an empty (all-nodata) centre tells nothing
+    empty = _uint16_scene(tmp_path / "empty.tif", 1, nodata=0)
+    assert dark_scene_warning(open_scene(str(empty), chunk=256)) is None
+
+
 def test_one_band_needs_explicit_bands(make_scene: Callable[..., Path]) -> None:
     grey = make_scene(64, 64, bands=1, name="grey.tif")
     with pytest.raises(InputError, match=r"1 image band\(s\).*\[1, 1, 1\]"):

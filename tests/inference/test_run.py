@@ -261,3 +261,18 @@ def test_predict_gsd_upsamples_a_coarse_scene_and_keeps_its_grid(
     assert json.loads(shrunk.attrs["roadnet:cutoffs"]) == cuts
     assert shrunk.runner.shape == (96, 96)  # (128 + 2 * 32) / 2
     assert shrunk.codes.compute(scheduler="threads").shape == (3, 200, 260)
+
+
+def test_a_near_black_scene_is_told_in_the_log(
+    tmp_path: Path, test_model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    twelve_bit = (smooth_scene(200, 260).astype(np.uint16) * 16).astype(np.uint16)  # <= 4080
+    scene = write_scene(tmp_path / "u16.tif", twelve_bit)
+    with caplog.at_level("WARNING", logger="roadnet"):
+        predict_scene(scene, model=test_model_path, config=CFG)
+    assert "looks nearly black" in caplog.text and "input_max=4095" in caplog.text
+    caplog.clear()
+    fixed = CFG.model_copy(update={"input_max": 4095})
+    with caplog.at_level("WARNING", logger="roadnet"):
+        predict_scene(scene, model=test_model_path, config=fixed)
+    assert "nearly black" not in caplog.text
