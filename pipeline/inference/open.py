@@ -108,12 +108,19 @@ def dark_scene_warning(scene: Scene) -> str | None:
     One window of at most :data:`DARK_SAMPLE_PX` px at the centre is read (one or a few
     blocks, also on an object store); when its 99.9th percentile scaled to the model's 0–255
     is below 255 × :data:`DARK_FRACTION`, the model would see a near-black image and find
-    no road. The usual cause is 12- or 14-bit data in a uint16 file without ``NBITS``.
+    no road. The usual cause is 12- or 14-bit data in a uint16 file without ``NBITS``. A
+    window that fails to read gives None: the run reports the damage itself.
     """
     height, width = scene.shape
     side = min(DARK_SAMPLE_PX, height, width)
     y0, x0 = (height - side) // 2, (width - side) // 2
-    window = scene.data[:MODEL_BANDS, y0 : y0 + side, x0 : x0 + side].values
+    part = scene.data[:MODEL_BANDS, y0 : y0 + side, x0 : x0 + side]
+    try:  # in this process, never on a cluster the caller may have made the default
+        window = part.compute(scheduler="synchronous").values
+    except Exception as exc:
+        if _is_read_error(exc) or isinstance(exc, OSError):
+            return None  # a damaged file: the run names the failing window (read_failure)
+        raise
     values = window.astype(np.float64)
     if scene.nodata is not None:
         values = values[:, ~(values == scene.nodata).all(axis=0)]
