@@ -262,7 +262,7 @@ def evaluate_model_on_files(
         size predicted at, scores per task.
     """
     from roadnet.model.data import read_labelled_scene
-    from roadnet.model.gsd import card_finest_gsd, card_predict_gsd, predict_grid
+    from roadnet.model.gsd import card_pixel_sizes, predict_grid
     from roadnet.model.io import content_hash, default_model_path, load_model
     from roadnet.outputs import check_output_file
 
@@ -271,11 +271,9 @@ def evaluate_model_on_files(
     path = Path(model_path) if model_path is not None else default_model_path()
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
+    card_gsd, finest = card_pixel_sizes(path)
     target, factor = predict_grid(
-        predict_gsd,
-        scene_gsd=data.gsd,
-        card_gsd=card_predict_gsd(path),
-        card_finest=card_finest_gsd(path),
+        predict_gsd, scene_gsd=data.gsd, card_gsd=card_gsd, card_finest=finest
     )
     if threshold == "card":
         from roadnet.errors import InputError

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_UPSAMPLE",
     "PredictGsd",
     "card_finest_gsd",
+    "card_pixel_sizes",
     "card_predict_gsd",
     "choose_predict_gsd_on_files",
     "ground_gsd",
@@ -56,28 +57,32 @@ MAX_UPSAMPLE = 4.0
 MAX_GSD_M = 100.0
 
 
-def card_predict_gsd(model_path: str | Path) -> float | None:
-    """The ``predict_gsd`` (metres) of the card beside a model, or None without one."""
-    from roadnet.model.card import read_card_beside
+def card_pixel_sizes(model_path: str | Path) -> tuple[float | None, float | None]:
+    """``(predict_gsd, predict_gsd.finest)`` in metres from the card beside a model.
 
-    card = read_card_beside(model_path)
-    value = None if card is None else card.get("predict_gsd")
-    if isinstance(value, dict):
-        value = value.get("gsd")
-    return _metres(value)
-
-
-def card_finest_gsd(model_path: str | Path) -> float | None:
-    """The ``predict_gsd.finest`` (metres) of the card beside a model, or None without one.
-
-    Finer scenes are shrunk to it under ``auto``.
+    Coarser scenes are enlarged to the first under ``auto``, finer ones shrunk to the
+    second; None where the card (or the key) is missing.
     """
     from roadnet.model.card import read_card_beside
 
     card = read_card_beside(model_path)
     entry = None if card is None else card.get("predict_gsd")
-    finest = entry.get("finest") if isinstance(entry, dict) else None
-    return _metres(finest.get("gsd") if isinstance(finest, dict) else None)
+    if not isinstance(entry, dict):
+        return _metres(entry), None
+    finest = entry.get("finest")
+    return _metres(entry.get("gsd")), _metres(
+        finest.get("gsd") if isinstance(finest, dict) else None
+    )
+
+
+def card_predict_gsd(model_path: str | Path) -> float | None:
+    """The ``predict_gsd`` (metres) of the card beside a model, or None without one."""
+    return card_pixel_sizes(model_path)[0]
+
+
+def card_finest_gsd(model_path: str | Path) -> float | None:
+    """The ``predict_gsd.finest`` (metres) of the card beside a model, or None without one."""
+    return card_pixel_sizes(model_path)[1]
 
 
 def _metres(value: object) -> float | None:
@@ -113,6 +118,9 @@ def ground_gsd(crs: Any, transform: Any, shape: tuple[int, int]) -> float | None
 
     try:
         crs = CRS.from_user_input(crs)
+    except CRSError:
+        return None
+    try:
         col, row = shape[1] / 2, shape[0] / 2
         corners = [transform * (col, row), transform * (col + 1, row), transform * (col, row + 1)]
         to_lonlat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)

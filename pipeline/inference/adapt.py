@@ -26,7 +26,7 @@ import numpy as np
 
 from roadnet.errors import InputError
 from roadnet.model.card import read_model_card, write_json_atomic
-from roadnet.model.gsd import PredictGsd, card_finest_gsd, card_predict_gsd, predict_grid
+from roadnet.model.gsd import PredictGsd, card_pixel_sizes, predict_grid
 from roadnet.model.gsd import resample as resample_image
 from roadnet.model.io import content_hash, default_model_path, load_model
 from roadnet.pipeline.inference.blend import to_model_input
@@ -167,11 +167,9 @@ def adapt_to_scene(
     net = load_model(source)
     started = time.perf_counter()
     opened = open_scene(scene, chunk=tile_px, bands=bands, input_max=input_max, nodata=nodata)
+    card_gsd, finest = card_pixel_sizes(source)
     target, factor = predict_grid(
-        predict_gsd,
-        scene_gsd=opened.gsd,
-        card_gsd=card_predict_gsd(source),
-        card_finest=card_finest_gsd(source),
+        predict_gsd, scene_gsd=opened.gsd, card_gsd=card_gsd, card_finest=finest
     )
     images = sample_tiles(opened, tiles=tiles, tile_px=tile_px, seed=seed, resample=factor)
     layers = adapt_batchnorm(net, images, strength=strength)

@@ -30,7 +30,7 @@ from roadnet.config import StrictModel
 from roadnet.errors import InputError, ModelError
 from roadnet.leases import hold_output
 from roadnet.model.card import card_cutoffs
-from roadnet.model.gsd import MAX_GSD_M, card_finest_gsd, card_predict_gsd, predict_grid
+from roadnet.model.gsd import MAX_GSD_M, card_pixel_sizes, predict_grid
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.batches import run_stencil
@@ -241,8 +241,7 @@ def predict_scene(
     if dark is not None:
         log.warning("%s", dark)
     scene_gsd = opened.gsd
-    card_gsd = None if is_url(model_ref) else card_predict_gsd(model_ref)
-    finest = None if is_url(model_ref) else card_finest_gsd(model_ref)
+    card_gsd, finest = (None, None) if is_url(model_ref) else card_pixel_sizes(model_ref)
     target, factor = predict_grid(
         config.predict_gsd, scene_gsd=scene_gsd, card_gsd=card_gsd, card_finest=finest
     )
