@@ -108,8 +108,10 @@ def dark_scene_warning(scene: Scene) -> str | None:
     One window of at most :data:`DARK_SAMPLE_PX` px at the centre is read (one or a few
     blocks, also on an object store); when its 99.9th percentile scaled to the model's 0–255
     is below 255 × :data:`DARK_FRACTION`, the model would see a near-black image and find
-    no road. The usual cause is 12- or 14-bit data in a uint16 file without ``NBITS``. A
-    window that fails to read gives None: the run reports the damage itself.
+    no road. The usual cause is 12- or 14-bit data in a uint16 file without ``NBITS``; the
+    warning names the smallest common bit depth (8, 10, 11, 12, 14) holding the values, and
+    is given only when that is below ``input_max``. A window that fails to read gives None:
+    the run reports the damage itself.
     """
     height, width = scene.shape
     side = min(DARK_SAMPLE_PX, height, width)
@@ -128,14 +130,16 @@ def dark_scene_warning(scene: Scene) -> str | None:
     if values.size == 0:
         return None
     top = float(np.percentile(values, 99.9))
-    if top * scene.scale >= 255.0 * DARK_FRACTION:
-        return None
     input_max = 255.0 / scene.scale
+    if top <= 0 or top * scene.scale >= 255.0 * DARK_FRACTION:
+        return None  # bright enough, or a black centre that says nothing of the bit depth
     hint = next((2**b - 1 for b in (8, 10, 11, 12, 14) if top <= 2**b - 1), None)
-    suggest = f"; if it is {hint.bit_length()}-bit data, set input_max={hint}" if hint else ""
+    if hint is None or hint >= input_max:
+        return None  # dark imagery at its own scale, not a bit-depth mistake
     return (
         f"{scene.source} looks nearly black to the model: its centre's values reach {top:g} "
-        f"of input_max {input_max:g}{suggest}"
+        f"of input_max {input_max:g}; if it is {hint.bit_length()}-bit data, set "
+        f"input_max={hint}"
     )
 
 

@@ -35,17 +35,28 @@ def test_uint16_and_float_scaling(make_scene: Callable[..., Path]) -> None:
         open_scene(str(f32), chunk=64, input_max=0)
 
 
-def _uint16_scene(path: Path, top: int, **options: object) -> Path:
+def _write(path: Path, data: np.ndarray, **options: object) -> Path:
+    """A ``(band, y, x)`` array as a GeoTIFF on the UTM 35N fixture grid."""
     from rasterio.transform import from_origin
 
-    data = (np.random.default_rng(0).random((3, 600, 700)) * top).astype("uint16")
+    bands, height, width = data.shape
     profile = {
-        "driver": "GTiff", "width": 700, "height": 600, "count": 3, "dtype": "uint16",
-        "crs": "EPSG:32635", "transform": from_origin(385_000, 6_672_000, 0.3, 0.3),
+        "driver": "GTiff", "width": width, "height": height, "count": bands,
+        "dtype": data.dtype.name, "crs": "EPSG:32635",
+        "transform": from_origin(385_000, 6_672_000, 0.3, 0.3),
     }  # fmt: skip
     with rasterio.open(path, "w", **profile, **options) as dst:
         dst.write(data)
     return path
+
+
+def _uint16_scene(path: Path, top: int, **options: object) -> Path:
+    data = (np.random.default_rng(0).random((3, 600, 700)) * top).astype("uint16")
+    return _write(path, data, **options)
+
+
+def _uint8_dim(path: Path) -> Path:
+    return _write(path, (np.random.default_rng(0).random((3, 64, 64)) * 12).astype("uint8"))
 
 
 def test_declared_bit_depth_sets_input_max_and_dark_scenes_are_told(tmp_path: Path) -> None:
@@ -66,6 +77,9 @@ def test_declared_bit_depth_sets_input_max_and_dark_scenes_are_told(tmp_path: Pa
     assert dark_scene_warning(open_scene(str(silent), chunk=256, input_max=4095)) is None
     full = _uint16_scene(tmp_path / "full.tif", 65535)
     assert dark_scene_warning(open_scene(str(full), chunk=256)) is None
+    # dark 8-bit imagery is not a bit-depth mistake: nothing to suggest
+    dim = _uint8_dim(tmp_path / "dim.tif")
+    assert dark_scene_warning(open_scene(str(dim), chunk=256)) is None
     # an empty (all-nodata) centre tells nothing
     empty = _uint16_scene(tmp_path / "empty.tif", 1, nodata=0)
     assert dark_scene_warning(open_scene(str(empty), chunk=256)) is None
