@@ -109,7 +109,8 @@ def predict_scene(
 
 Thresholds = float | Mapping[str, float]
 
-#: ``"card"``: the cut-offs of the model's card, those of its ``predict_gsd`` when resampling.
+#: ``"card"``: the cut-offs of the model's card; on a resampled grid those of the
+#: ``predict_gsd`` side used (:func:`~roadnet.model.card.card_cutoffs`).
 CardOr = Thresholds | Literal["card"]
 
 
@@ -249,8 +250,8 @@ def evaluate_model_on_files(
         out: JSON file to write the report to, or None.
         window: ``(col0, row0, col1, row1)`` part of the scene to score; None for all of it.
         threshold: probability above which a pixel is predicted positive (one, or per task),
-            or ``"card"``: the cut-offs of the card beside the model, its ``predict_gsd``'s
-            when the scene is resampled (as ``roadnet run`` writes into a result).
+            or ``"card"``: the cut-offs of the card beside the model, on a resampled grid
+            those of the ``predict_gsd`` side used (as ``roadnet run`` writes into a result).
         rho: tolerance of the relaxed scores, pixels.
         tile: prediction tile side, a multiple of 16.
         sweep: extra thresholds to score (see :func:`evaluate_scene`).
