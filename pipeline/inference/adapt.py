@@ -228,10 +228,9 @@ def _fitted_entry(fitted_at: float, factor: float, source: object) -> dict[str, 
     chosen_on = "the adapted scene's tiles"
     entry: dict[str, Any] = {"gsd": fitted_at, "chosen_on": chosen_on}
     side: dict[str, Any] = entry
-    if factor < 1.0:
-        side = entry["finest"] = {"gsd": fitted_at, "chosen_on": chosen_on}
     theirs: Any = source if isinstance(source, dict) else {}
     if factor < 1.0:
+        side = entry["finest"] = {"gsd": fitted_at, "chosen_on": chosen_on}
         theirs = theirs.get("finest") if isinstance(theirs.get("finest"), dict) else {}
     same = abs(float(theirs.get("gsd") or 0.0) - fitted_at) < 1e-9
     if factor != 1.0 and same and isinstance(theirs.get("cutoffs"), dict):
