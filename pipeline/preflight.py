@@ -267,8 +267,7 @@ def check_preview_inputs(
         check_result(result)
     if roads is not None and not Path(roads).exists():
         raise InputError(f"road layer not found: {roads}")
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"output {out} already exists (use --overwrite to replace it)")
+    check_output_file(Path(out), overwrite=overwrite)
 
 
 def check_export_inputs(result: Location, out: Path, *, overwrite: bool) -> None:
