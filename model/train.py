@@ -59,8 +59,10 @@ from roadnet.model.evaluate import evaluate_scene
 from roadnet.model.io import load_model
 from roadnet.model.losses import DEFAULT_SIDE_WEIGHTS, compile_losses
 from roadnet.model.metrics import task_metrics
+from roadnet.model.precision import Precision, policy_scope, with_policy
 from roadnet.model.roadnet import ModelConfig, build_roadnet
 from roadnet.model.runtime import configure_tensorflow
+from roadnet.model.widen import widen_into
 from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
 __all__ = ["ScenePair", "TrainConfig", "TrainResult", "train"]
@@ -80,7 +82,9 @@ class TrainConfig(StrictModel):
     """``configs/train-lite.yaml``; paths are relative to the working directory."""
 
     model: str = "roadnet-lite"  # a bundled variant name or a variant YAML path
-    init_from: Path | None = None  # start from this .keras model's weights (fine-tuning)
+    # start from this .keras model's weights (fine-tuning); a narrower model of the same
+    # layout is widened into the variant, keeping its function (model/widen.py)
+    init_from: Path | None = None
     train: list[ScenePair] = Field(min_length=1)
     validation: ScenePair
     crop_size: int = Field(256, ge=INPUT_MULTIPLE)
@@ -107,6 +111,8 @@ class TrainConfig(StrictModel):
     seed: int = 0
     threads: int = Field(2, ge=1)
     jit_compile: bool = False  # XLA: slower to compile and to run on CPU; try on GPUs
+    # compute dtype while training (model/precision.py); model.keras is always saved float32
+    precision: Precision = "float32"
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -227,8 +233,8 @@ def _read_data(config: TrainConfig) -> _Data:
     return _Data(scenes=scenes, validation=val_scene, x_val=x_val, y_val=y_val)
 
 
-def _load_weights(model: keras.Model, path: Path) -> None:
-    """Copy the weights of a saved model of the same variant into ``model``.
+def _load_weights(model: keras.Model, path: Path, *, seed: int) -> None:
+    """Copy a saved model of this variant into ``model``, or widen a narrower one into it.
 
     Raises:
         InputError: the file is missing or holds another architecture.
@@ -238,8 +244,21 @@ def _load_weights(model: keras.Model, path: Path) -> None:
     source = load_model(path)
     try:
         model.set_weights(source.get_weights())
-    except ValueError as exc:
-        raise InputError(f"init_from: {path} is not a {model.name} of this variant") from exc
+    except ValueError:
+        try:
+            widen_into(source, model, seed=seed)
+        except ValueError as exc:
+            raise InputError(
+                f"init_from: {path} is neither this variant nor a narrower one of its layout "
+                f"({exc})"
+            ) from exc
+        log.info(
+            "starting from %s widened: %d -> %d parameters",
+            path,
+            source.count_params(),
+            model.count_params(),
+        )
+        return
     log.info("starting from the weights of %s", path)
 
 
@@ -263,9 +282,10 @@ def _model_and_start(
         )
         log.info("resuming %s after epoch %d (best %s %.4f)", out, start.epoch, MONITOR, start.best)
     else:
-        model = build_roadnet(variant)
+        with policy_scope(config.precision):
+            model = build_roadnet(variant)
         if config.init_from is not None:
-            _load_weights(model, config.init_from)
+            _load_weights(model, config.init_from, seed=config.seed)
         _compile(model, config)
     if start.epoch >= config.epochs:
         raise ConfigError(f"run {out} already has {start.epoch} epochs; raise `epochs`")
@@ -350,6 +370,8 @@ def _fit(
 def _save_final_model(out: Path) -> tuple[Path, keras.Model]:
     """Save the best checkpoint without optimizer state as ``model.keras``; return it too."""
     best_model = load_model(out / "best.keras")
+    if any(layer.dtype_policy.name != "float32" for layer in best_model.layers):  # mixed
+        best_model = with_policy(best_model, "float32")
     model_path = out / "model.keras"
     tmp = out / f".tmp-{model_path.name}"
     best_model.save(tmp)  # uncompiled: weights only, no optimizer state

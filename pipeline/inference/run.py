@@ -99,7 +99,9 @@ class RunConfig(StrictModel):
     bands: list[int] | None = Field(default=None, description="1-based bands for R, G, B")
     input_max: float | None = Field(default=None, gt=0, description="scene value mapped to 255")
     nodata: float | None = Field(default=None, description="nodata value overriding the file's")
-    mixed_precision: bool = Field(default=False, description="float16 compute on GPUs")
+    mixed_precision: bool = Field(
+        default=False, description="float16 on GPUs, bfloat16 on CPUs with AMX / AVX-512 BF16"
+    )
     predict_gsd: Literal["auto", "native"] | float = Field(
         default="auto",
         description="pixel size the model sees: auto (the card's predict_gsd for coarser "

@@ -23,6 +23,7 @@ import numpy as np
 
 from roadnet.errors import ModelError
 from roadnet.model.io import content_hash, load_model
+from roadnet.model.precision import cpu_has_bfloat16, with_policy
 from roadnet.model.runtime import configure_tensorflow
 from roadnet.paths import is_url
 from roadnet.tasks import TASKS
@@ -74,25 +75,25 @@ def _worker_threads() -> int | None:
 def mixed_precision_model(model: Any) -> Any:
     """A copy of a loaded model that computes in float16 and keeps float32 weights.
 
-    A saved model records each layer's dtype policy, so setting the global
-    ``mixed_float16`` policy before loading changes nothing. The copy is rebuilt layer by
-    layer under that policy (:func:`keras.models.clone_model`, each layer recreated from its
-    config less its dtype) and given the original weights. Outputs are float16 logits.
+    See :func:`roadnet.model.precision.with_policy`: the saved float32 layer policies are
+    replaced, so outputs are float16 logits.
     """
-    import keras
+    return with_policy(model, "mixed_float16")
 
-    def recreate(layer: Any) -> Any:
-        config = {k: v for k, v in layer.get_config().items() if k != "dtype"}
-        return layer.__class__.from_config(config)
 
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        copy = keras.models.clone_model(model, clone_function=recreate)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    copy.set_weights(model.get_weights())
-    return copy
+def _mixed_precision_for_this_worker(model: Any) -> Any:
+    """float16 on a GPU, bfloat16 on a CPU that computes it natively, else float32 (warned)."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return mixed_precision_model(model)
+    if cpu_has_bfloat16():
+        log.info("mixed precision on this CPU: bfloat16 (AMX / AVX-512 BF16)")
+        return with_policy(model, "mixed_bfloat16")
+    log.warning(
+        "mixed precision needs a GPU or a CPU with bfloat16 (AMX, AVX-512 BF16); float32 kept"
+    )
+    return model
 
 
 def model_call_count() -> int:
@@ -120,7 +121,8 @@ class ModelRunner:
         digest: the file's :func:`roadnet.model.io.content_hash`; checked when loading.
         shape: the one ``(H, W)`` input shape (multiples of 16).
         bands: input channels.
-        mixed_precision: use ``mixed_float16`` on GPUs.
+        mixed_precision: compute in ``mixed_float16`` on a GPU, ``mixed_bfloat16`` on a CPU
+            with native bfloat16; float32 elsewhere.
     """
 
     model: str
@@ -144,10 +146,7 @@ class ModelRunner:
                 raise ModelError(f"model {self.model} changed since the run started")
             model = _MODELS[(self.model, self.digest)] = load_model(path)
         if self.mixed_precision:
-            if tf.config.list_physical_devices("GPU"):
-                model = mixed_precision_model(model)
-            else:
-                log.warning("mixed precision applies to GPUs; this worker has none, float32 kept")
+            model = _mixed_precision_for_this_worker(model)
         spec = tf.TensorSpec((1, *self.shape, self.bands), tf.float32)
 
         @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator,misc]

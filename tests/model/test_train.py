@@ -194,7 +194,7 @@ def test_bundled_training_config_validates() -> None:
     assert len(config.train) >= 6
 
 
-def test_init_from_copies_weights_of_the_same_variant(tmp_path: Path) -> None:
+def test_init_from_copies_the_same_variant_and_widens_a_narrower_one(tmp_path: Path) -> None:
     from roadnet.model.roadnet import ModelConfig, build_roadnet
     from roadnet.model.train import _load_weights
 
@@ -202,14 +202,52 @@ def test_init_from_copies_weights_of_the_same_variant(tmp_path: Path) -> None:
     source = build_roadnet(tiny)
     source.save(tmp_path / "source.keras")
     target = build_roadnet(tiny)
-    _load_weights(target, tmp_path / "source.keras")
+    _load_weights(target, tmp_path / "source.keras", seed=0)
     for a, b in zip(source.get_weights(), target.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    other = build_roadnet(ModelConfig(name="other", width_multiplier=0.25))
-    with pytest.raises(InputError, match="not a"):
-        _load_weights(other, tmp_path / "source.keras")
+    wider = build_roadnet(ModelConfig(name="tiny", width_multiplier=0.25))
+    _load_weights(wider, tmp_path / "source.keras", seed=0)
+    x = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(wider(x, training=False)["centerline"]),
+        np.asarray(source(x, training=False)["centerline"]),
+        atol=1e-4,
+    )
+    narrower = build_roadnet(ModelConfig(name="other", width_multiplier=0.0625))
+    with pytest.raises(InputError, match="neither this variant nor a narrower one"):
+        _load_weights(narrower, tmp_path / "source.keras", seed=0)
     with pytest.raises(InputError, match="not found"):
-        _load_weights(target, tmp_path / "missing.keras")
+        _load_weights(target, tmp_path / "missing.keras", seed=0)
+
+
+def test_mixed_precision_training_of_a_widened_model_ships_float32(tmp_path: Path) -> None:
+    from roadnet.config import load_config
+    from roadnet.model.io import load_model
+    from roadnet.model.roadnet import ModelConfig, build_roadnet
+    from roadnet.model.train import TrainConfig, train
+
+    scene, labels = write_road_scene(tmp_path / "d", size=256, seed=4)
+    narrow = build_roadnet(ModelConfig(name="tiny", width_multiplier=0.0625))
+    narrow.save(tmp_path / "narrow.keras")
+    path = _write_config(
+        tmp_path / "t.yaml",
+        scene,
+        labels,
+        init_from=str(tmp_path / "narrow.keras"),
+        precision="mixed_bfloat16",
+        epochs=1,
+        steps_per_epoch=3,
+        evaluate_validation_scene=False,
+    )
+    result = train(load_config(TrainConfig, path), tmp_path / "run")
+    checkpoint = load_model(tmp_path / "run" / "last.keras")
+    assert {layer.dtype_policy.name for layer in checkpoint.layers} >= {"mixed_bfloat16"}
+    model = load_model(result.model_path)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert model.count_params() > narrow.count_params()
+    assert result.card["training"]["config"]["precision"] == "mixed_bfloat16"
+    out = model(np.zeros((1, 32, 32, 3), np.float32), training=False)
+    assert out["surface"].dtype == "float32"
 
 
 def test_bad_training_inputs_are_one_line_errors(tmp_path: Path) -> None:
