@@ -19,6 +19,7 @@ they are), ``"native"`` (never resample), or a pixel size in metres (always pred
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,7 @@ __all__ = [
     "card_predict_gsd",
     "choose_predict_gsd_on_files",
     "ground_gsd",
+    "ground_scale",
     "parse_predict_gsd",
     "predict_grid",
     "resample",
@@ -111,8 +113,6 @@ def ground_gsd(crs: Any, transform: Any, shape: tuple[int, int]) -> float | None
     """
     if crs is None:
         return None
-    import math
-
     from pyproj import CRS, Transformer
     from pyproj.exceptions import CRSError, ProjError
 
@@ -141,6 +141,35 @@ def ground_gsd(crs: Any, transform: Any, shape: tuple[int, int]) -> float | None
     if nominal is not None and abs(ground / nominal - 1.0) < NOMINAL_TOLERANCE:
         return nominal
     return ground
+
+
+def ground_scale(crs: Any, transform: Any, shape: tuple[int, int]) -> float:
+    """Metres on the ground per map unit of a projected scene, at its centre.
+
+    1 for UTM and other local projections in metres; the unit's size for one in feet
+    (0.3048 m); about cos(latitude) for Web Mercator, whose map metres are not ground metres.
+    Web Mercator is conformal, so the scale is the same in every direction, and over a city
+    it changes little (at 60 N by 0.3 % across 10 km north to south).
+
+    Args:
+        crs: a projected CRS pyproj reads.
+        transform: the scene's affine transform (pixel to CRS coordinates).
+        shape: ``(height, width)`` in pixels.
+
+    Raises:
+        ValueError: ``crs`` is not projected.
+    """
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs)
+    if not crs.is_projected:
+        raise ValueError(f"not a projected CRS: {crs}")
+    unit = float(crs.axis_info[0].unit_conversion_factor)
+    ground = ground_gsd(crs, transform, shape)
+    nominal = abs(float(transform.a)) * unit
+    if ground is None or ground == nominal:  # a local projection: the unit is ground metres
+        return unit
+    return ground / math.sqrt(abs(float(transform.determinant)))
 
 
 def resolve_predict_gsd(

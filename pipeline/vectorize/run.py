@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from roadnet.config import StrictModel
 from roadnet.errors import InputError
 from roadnet.leases import hold_output
+from roadnet.model.gsd import ground_scale
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.run import result_cutoffs
 from roadnet.pipeline.preflight import check_layer_outputs
@@ -147,7 +148,8 @@ def _open_codes(result: str | Path) -> xr.Dataset:
     if not ds.rio.crs.is_projected:
         raise InputError(
             f"{result} is in a geographic CRS ({ds.rio.crs}); road areas and lengths need "
-            "metres: run on a projected scene"
+            "a projected one: reproject the scene (e.g. gdalwarp -t_srs to its UTM zone) and "
+            "run it again"
         )
     for task in ("surface", "centerline"):
         if task not in ds or ds[task].dtype != np.uint8:
@@ -187,7 +189,11 @@ def road_layers(
     transform = ds.rio.transform()
     pixel = float(np.sqrt(abs(transform.determinant)))
     chunks = ds["surface"].data.chunks
-    simplify = pixel if config.simplify_m is None else config.simplify_m
+    # The kernels measure in map units; the options and the columns are ground metres.
+    # They differ for a CRS in feet, and for Web Mercator (by about cos(latitude)).
+    height, width = ds["surface"].shape
+    scale = ground_scale(ds.rio.crs, transform, (height, width))
+    simplify = pixel if config.simplify_m is None else config.simplify_m / scale
     # Each component is finished (to map, holes filled, simplified ring by ring) on the
     # worker where it becomes complete; the client gathers the finished layer and the
     # skeleton pieces as they come, never the raster or the pixel polygons.
@@ -205,8 +211,8 @@ def road_layers(
         graph=config.graph,
         finishing=Finishing(
             transform=transform,
-            hole_area_m2=config.hole_area_m2,
-            min_area_m2=config.min_area_m2,
+            hole_area_m2=config.hole_area_m2 / scale**2,
+            min_area_m2=config.min_area_m2 / scale**2,
             simplify_m=simplify,
         ),
     )
@@ -225,17 +231,18 @@ def road_layers(
     nodes, edges = join_pieces(
         graph_pieces,
         transform=transform,
-        prune_m=config.prune_m,
-        merge_m=config.merge_m,
+        prune_m=config.prune_m / scale,
+        merge_m=config.merge_m / scale,
         simplify_m=simplify,
     )
     crs = ds.rio.crs
     model = str(ds.attrs.get("model_sha256", ""))
     polys = _ordered(polys)
+    columns = feature_columns(polys)
     layers = RoadLayers(
         surface=frame(
             {
-                **feature_columns(polys),
+                **{k: v * scale ** (2 if k == "area_m2" else 1) for k, v in columns.items()},
                 "model_sha256": np.full(len(polys), model, dtype=object),
                 "geometry": polys,
             },
@@ -245,7 +252,7 @@ def road_layers(
             {
                 "u": edges["u"],
                 "v": edges["v"],
-                "length_m": edges["length_m"],
+                "length_m": edges["length_m"] * scale,
                 "geometry": edges["geometry"],
             },
             crs=crs,

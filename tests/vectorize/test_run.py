@@ -240,6 +240,54 @@ def test_empty_result_gives_empty_layers(tmp_path: Path, client: Client) -> None
     assert read_graph(tmp_path / "roads.gpkg").number_of_nodes() == 0
 
 
+@pytest.mark.parametrize("crs", ["EPSG:3857", "EPSG:2249"])  # Web Mercator; feet (Massachusetts)
+def test_areas_lengths_and_options_are_ground_metres_in_any_projected_crs(
+    tmp_path: Path, client: Client, crs: str
+) -> None:
+    from affine import Affine
+
+    from roadnet.model.gsd import ground_scale
+
+    codes = road_codes(400, 500, seed=6, roads=5)
+    codes[0, 20:29, 20:29] = 254  # 81 px = 7.3 m2 on the ground: under min_area_m2 = 10
+    # Unsimplified, the two layers are the same pixel outlines and must measure the same.
+    # Simplified (default: one pixel), GEOS may keep another vertex here and there when the
+    # coordinates differ, so those agree to 0.5 % only (below).
+    exact = VectorizeConfig(task_px=256, simplify_m=0)
+    reference = write_result(tmp_path / "utm.zarr", codes, chunk=256)  # 0.3 m, in metres
+    # the same pixels, again 0.3 m on the ground: Web Mercator at 60.2 N has 0.6 m map units
+    # per pixel there (its metres are cos(latitude) of the ground's), the state plane 0.98 ft
+    origin = {"EPSG:3857": (2_776_000.0, 8_437_000.0), "EPSG:2249": (770_000.0, 2_950_000.0)}
+    x0, y0 = origin[crs]
+    size = 1.0
+    for _ in range(3):  # the scale at the scene's centre, which depends on the pixel size
+        size = 0.3 / ground_scale(crs, Affine(size, 0, x0, 0, -size, y0), (400, 500))
+    other = write_result(
+        tmp_path / "other.zarr", codes, chunk=256, crs=crs,
+        transform=Affine(size, 0.0, x0, 0.0, -size, y0),
+    )  # fmt: skip
+    for config, rtol in ((exact, 1e-6), (VectorizeConfig(task_px=256), 5e-3)):
+        layers = {}
+        for name, store in (("utm", reference), ("other", other)):
+            out = tmp_path / f"{name}.gpkg"
+            vectorize_result(store, out, config=config, client=client, overwrite=True)
+            layers[name] = {
+                layer: _layer(out, layer)
+                for layer in ("road_surface", "road_centerline", "road_node")
+            }
+        assert layers["other"]["road_surface"].crs == crs
+        for layer, column in (
+            ("road_surface", "area_m2"),
+            ("road_surface", "perimeter_m"),
+            ("road_centerline", "length_m"),
+        ):
+            ours, ref = layers["other"][layer], layers["utm"][layer]
+            assert len(ours) == len(ref) > 0, layer  # the speck is dropped in both
+            np.testing.assert_allclose(np.sort(ours[column]), np.sort(ref[column]), rtol=rtol)
+        assert len(layers["other"]["road_node"]) == len(layers["utm"]["road_node"])
+        assert layers["utm"]["road_surface"]["area_m2"].min() >= 10
+
+
 def test_bad_inputs_are_refused_and_nothing_is_clobbered(tmp_path: Path, client: Client) -> None:
     codes = road_codes(200, 200, seed=3, roads=3)
     with pytest.raises(InputError, match="no roadnet result"):
