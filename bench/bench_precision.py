@@ -8,6 +8,8 @@ repetition, medians kept; these machines are noisy):
 - ``model``: one forward pass of a 1 x 640 x 640 x 3 batch (a 512 px chunk with its 64 px
   overlap, the block ``roadnet run`` feeds the model) and one training step (batch 4 of 256²
   crops, the project's losses, Adam) for each variant in ``--variants``, untrained weights;
+- ``window``: the shipped model on the centre 640² window of ``--scene`` rebuilt under each
+  precision (``mixed_float16`` too, which this CPU emulates slowly): how far its codes move;
 - ``run``: ``roadnet run`` of ``--scene`` with the shipped model (or ``--model``) on a
   LocalCluster of 1 worker x 2 threads, ``mixed_precision`` off and on;
 - ``codes``: how far the stored codes (probability x 254) of the two runs differ: the largest
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+TASK_ORDER = ("surface", "edge", "centerline")
 
 
 def _best_of(fn: Any, n: int) -> float:
@@ -85,6 +89,39 @@ def _model_part(variants: list[str], precisions: list[str], reps: int) -> list[d
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
+
+
+def _window_part(scene: Path, precisions: list[str]) -> dict[str, Any]:
+    """The shipped model on the scene's centre 640² window: codes per precision vs float32."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from roadnet.model.io import default_model_path, load_model
+    from roadnet.model.precision import with_policy
+
+    with rasterio.open(scene) as src:
+        window = Window(src.width // 2 - 320, src.height // 2 - 320, 640, 640)
+        x = src.read([1, 2, 3], window=window).transpose(1, 2, 0)[None].astype(np.float32)
+    model = load_model(default_model_path())
+
+    def codes(m: Any) -> np.ndarray:
+        out = m(x, training=False)
+        logits = np.concatenate([np.asarray(out[t], np.float32) for t in TASK_ORDER], axis=-1)
+        return np.round(254 / (1 + np.exp(-logits))).astype(np.int16)[0]
+
+    plain = codes(model)
+    report: dict[str, Any] = {}
+    for precision in ["mixed_float16", *precisions[1:]]:
+        d = np.abs(codes(with_policy(model, precision)) - plain)  # type: ignore[arg-type]
+        report[precision] = {
+            task: {
+                "max": int(d[..., i].max()),
+                "mean": round(float(d[..., i].mean()), 4),
+                "over_2_codes": round(float((d[..., i] > 2).mean()), 6),
+            }
+            for i, task in enumerate(TASK_ORDER)
+        }
+    return report
 
 
 def _run_part(scene: Path, model: str | None, reps: int) -> tuple[list[dict[str, Any]], Path]:
@@ -158,6 +195,8 @@ def main() -> None:
     precisions = args.precisions.split(",")
     report["model"] = _model_part(args.variants.split(","), precisions, args.reps)
     if args.scene:
+        report["window"] = _window_part(args.scene, precisions)
+        print(json.dumps(report["window"]), flush=True)
         report["run"], work = _run_part(args.scene, args.model, args.reps)
         report["codes"] = _codes_part(work)
         print(json.dumps(report["codes"]), flush=True)
