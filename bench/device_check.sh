@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU checks of one device session, in one go (a few minutes):
+#   bash bench/device_check.sh OUT_DIR [PYTHON]
+# 1. the machine: GPUs TensorFlow sees, CPU bfloat16 flags;
+# 2. bench/bench_precision.py: the raw model's forward pass and training steps of roadnet-lite
+#    and the full variant in float32 and mixed_float16, then `roadnet run` of a rendered
+#    2048 x 2048 scene with mixed_precision off and on (memory growth is always on), and
+#    how far the codes move.
+# Figures go to OUT_DIR/precision.json and OUT_DIR/log.txt (for BENCHMARKS.md).
+set -uo pipefail
+out=${1:?give an output directory}
+py=${2:-.venv/bin/python}
+mkdir -p "$out"
+exec > >(tee "$out/log.txt") 2>&1
+if ! "$py" -c "import tensorflow, roadnet" 2>/dev/null; then
+    echo "device_check: $("$py" -V 2>&1) here has no tensorflow or no roadnet: install them first"
+    exit 3
+fi
+"$py" - <<'PY'
+import tensorflow as tf
+from roadnet.model.precision import cpu_has_bfloat16
+print("gpus:", tf.config.list_physical_devices("GPU"), "cpu bfloat16:", cpu_has_bfloat16())
+PY
+scene="$out/scene"
+"$py" -m roadnet.pipeline.cli synth --osm test --gsd 0.3 --size 2048x2048 --seed 7 --out "$scene"
+gpu=$("$py" -c "import tensorflow as tf; print(bool(tf.config.list_physical_devices('GPU')))")
+precisions=float32,mixed_bfloat16
+[ "$gpu" = True ] && precisions=float32,mixed_float16
+timeout 480 "$py" bench/bench_precision.py --variants roadnet-lite,roadnet \
+    --precisions "$precisions" --scene "$scene/scene.tif" --reps 2 --json "$out/precision.json"
