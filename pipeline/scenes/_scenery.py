@@ -274,10 +274,21 @@ class _Streets(NamedTuple):
     verge: np.ndarray
 
 
-def _streets(s: Scenery, hits: np.ndarray, roads: gpd.GeoDataFrame, grid: _Grid) -> _Streets:
+def _share(u: np.ndarray, share: float) -> np.ndarray:
+    """Which features a hashed draw ``u`` in [0, 1] keeps at ``share`` (all of them at 1)."""
+    if share >= 1.0:
+        return np.ones(u.shape, dtype=bool)
+    kept: np.ndarray = u < share
+    return kept
+
+
+def _streets(
+    s: Scenery, hits: np.ndarray, roads: gpd.GeoDataFrame, grid: _Grid, sidewalk_share: float
+) -> _Streets:
     """Road ids with their asphalt tone and group, sidewalks (by material) and verges.
 
-    ``hits`` are the row positions of ``roads`` in ``s.roads``.
+    ``hits`` are the row positions of ``roads`` in ``s.roads``; a road of the sidewalk
+    classes has sidewalks when its hashed draw falls under ``sidewalk_share``.
     """
     ids = np.arange(1, hits.size + 1)
     road = grid.burn(zip(s.surfaces.to_numpy()[hits], ids, strict=True), "int32")
@@ -288,7 +299,9 @@ def _streets(s: Scenery, hits: np.ndarray, roads: gpd.GeoDataFrame, grid: _Grid)
     old = (group == 3) & (hash_uniform(s.seed, 52, keys) < 0.2)
     tone = np.where(old, 0.47 + 0.06 * hash_uniform(s.seed, 53, keys), tone)
 
-    walk = roads["highway"].isin(_SIDEWALK_CLASSES).to_numpy()
+    walk = roads["highway"].isin(_SIDEWALK_CLASSES).to_numpy() & _share(
+        hash_uniform(s.seed, 55, keys), sidewalk_share
+    )
     half = roads["width_m"].to_numpy(dtype=float) / 2.0
     lines = roads.geometry.to_numpy()
     material = np.where(hash_uniform(s.seed, 54, keys) < 0.5, 1, 2).astype(np.uint8)
@@ -370,8 +383,9 @@ class _Buildings(NamedTuple):
     building_centre: np.ndarray
 
 
-def _buildings(s: Scenery, grid: _Grid) -> _Buildings:
+def _buildings(s: Scenery, grid: _Grid, building_share: float) -> _Buildings:
     bh = s.query("building", grid.box)
+    bh = bh[_share(hash_uniform(s.seed, 63, s.buildings["key"].to_numpy()[bh]), building_share)]
     blds = s.buildings.iloc[bh]
     bgeoms = blds.geometry.to_numpy()
     building = grid.burn(zip(bgeoms, np.arange(1, bh.size + 1), strict=True), "int32")
@@ -400,6 +414,8 @@ def window_layers(
     width: int,
     car_density: float,
     markings: bool = True,
+    sidewalk_share: float = 1.0,
+    building_share: float = 1.0,
 ) -> WindowLayers:
     """Rasterize everything one padded window shows.
 
@@ -412,18 +428,22 @@ def window_layers(
         width: window width in pixels.
         car_density: multiplier of the car probabilities.
         markings: draw lane paint, zebra crossings and parking stall lines.
+        sidewalk_share: share of the streets of the sidewalk classes drawn with sidewalks
+            (a hash of each road's key decides).
+        building_share: share of the buildings drawn (a hash of each building's key
+            decides); the land cover shows where one is left out.
     """
     grid = _window_grid(s, transform=transform, row0=row0, col0=col0, height=height, width=width)
     areas = s.areas.iloc[s.query("area", grid.box)]
     cover = grid.burn(zip(areas.geometry, areas["cover"], strict=True), "uint8")
     road_hits = s.query("road", grid.wide)
     roads = s.roads.iloc[road_hits]
-    streets = _streets(s, road_hits, roads, grid)
+    streets = _streets(s, road_hits, roads, grid, sidewalk_share)
     cars = _cars(s, roads, areas, grid, car_density)
     paint = (
         _paint(s, roads, cars.stalls, grid) if markings else np.zeros(grid.shape, dtype=np.uint8)
     )
-    blds = _buildings(s, grid)
+    blds = _buildings(s, grid, building_share)
     tree_xy = shapely.get_coordinates(s.trees[s.query("tree", grid.wide)])
     return WindowLayers(
         row0=row0,

@@ -41,6 +41,8 @@ STYLE_KEYS = (
     "sun_elevation_deg",
     "tree_density",
     "car_density",
+    "sidewalk_share",
+    "building_share",
     "noise_dn",
     "blur_px",
     "road_palette",

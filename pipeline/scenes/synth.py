@@ -72,6 +72,12 @@ class SynthConfig(StrictModel):
     sun_elevation_deg: float = Field(default=40.0, ge=20.0, le=90.0)
     tree_density: float = Field(default=1.0, ge=0.0, le=3.0)
     car_density: float = Field(default=1.0, ge=0.0, le=3.0)
+    sidewalk_share: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of streets drawn with sidewalks."
+    )
+    building_share: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of the mapped buildings drawn."
+    )
     noise_dn: float = Field(default=2.5, ge=0.0, le=30.0, description="Sensor noise, std (DN).")
     blur_px: float = Field(default=0.6, ge=0.0, le=3.0, description="Optics blur, sigma (px).")
     road_palette: Literal[
@@ -186,6 +192,8 @@ def render_scene(
                     width=w + 2 * halo,
                     car_density=config.car_density,
                     markings=config.markings,
+                    sidewalk_share=config.sidewalk_share,
+                    building_share=config.building_share,
                 )
                 rgb = render_window(layers, params=params, crop=halo)
                 if config.jpeg_quality:

@@ -10,7 +10,7 @@ import rasterio
 from _colour_baseline import best_hsv_iou, best_interval_iou
 
 from roadnet.errors import ConfigError
-from roadnet.pipeline.scenes._render import halo_px, render_window
+from roadnet.pipeline.scenes._render import WindowLayers, halo_px, render_window
 from roadnet.pipeline.scenes._scenery import window_layers
 from roadnet.pipeline.scenes.styles import (
     STYLE_KEYS,
@@ -35,8 +35,8 @@ def read_band(path: Path) -> np.ndarray:
         return src.read(1)
 
 
-def draw(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Central Helsinki: ``(y, x, 3)`` uint8 and its ``(y, x)`` road mask."""
+def draw_layers(config: SynthConfig) -> tuple[np.ndarray, np.ndarray, WindowLayers, int]:
+    """Central Helsinki: ``(y, x, 3)`` uint8, its ``(y, x)`` road mask, the layers, the halo."""
     plan = plan_scene("helsinki", config=config)
     params = config.render_params()
     halo = halo_px(params)
@@ -49,9 +49,17 @@ def draw(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
         width=plan.width + 2 * halo,
         car_density=config.car_density,
         markings=config.markings,
+        sidewalk_share=config.sidewalk_share,
+        building_share=config.building_share,
     )
     road = layers.road[halo:-halo, halo:-halo] > 0
-    return render_window(layers, params=params, crop=halo), road
+    return render_window(layers, params=params, crop=halo), road, layers, halo
+
+
+def draw(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Central Helsinki: ``(y, x, 3)`` uint8 and its ``(y, x)`` road mask."""
+    rgb, road, _, _ = draw_layers(config)
+    return rgb, road
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +197,34 @@ def test_tree_and_car_densities() -> None:
     assert counts[1] > 3 * counts[0] > 0
 
 
+def test_sidewalk_and_building_shares(base) -> None:
+    config = BASE.model_copy(update={"tree_density": 0.0, "car_density": 0.0})
+    full_rgb, road, full, halo = draw_layers(config)
+    inner = np.s_[halo:-halo, halo:-halo]
+    walks = {}
+    for share in (0.0, 0.5):
+        rgb, same_road, layers, _ = draw_layers(config.model_copy(update={"sidewalk_share": share}))
+        np.testing.assert_array_equal(same_road, road)  # labels and road surfaces stay
+        walks[share] = int((layers.sidewalk[inner] > 0).sum())
+        if share == 0.0:
+            gone = (full.sidewalk[inner] > 0) & ~road
+            changed = (rgb != full_rgb).any(axis=-1)
+            assert gone.sum() > 1000 and changed[gone].mean() > 0.9
+            # the paving left out is drawn as the land cover around it
+            assert np.abs(rgb[gone].astype(int) - full_rgb[gone]).mean() > 5
+    everything = int((full.sidewalk[inner] > 0).sum())
+    assert walks[0.0] == 0 < 0.2 * everything < walks[0.5] < 0.95 * everything
+    roofs = {}
+    for share in (0.0, 0.3):
+        _, _, layers, _ = draw_layers(config.model_copy(update={"building_share": share}))
+        roofs[share] = int((layers.building[inner] > 0).sum())
+    everything = int((full.building[inner] > 0).sum())
+    assert roofs[0.0] == 0 < 0.05 * everything < roofs[0.3] < 0.6 * everything
+    # at their defaults (1) both keys leave the original look, byte for byte
+    again, _ = with_(sidewalk_share=1.0, building_share=1.0)
+    np.testing.assert_array_equal(again, base[0])
+
+
 def _surface(config: SynthConfig) -> np.ndarray:
     plan = plan_scene("test", config=config)
     layers = window_layers(
@@ -224,7 +260,7 @@ def test_layout_mirror_rotate_scale() -> None:
 
 
 def test_presets_are_bundled_and_valid() -> None:
-    assert {"temperate", "arid", "heldout"} <= set(bundled_styles())
+    assert {"temperate", "arid", "countryside", "heldout"} <= set(bundled_styles())
     for name in bundled_styles():
         style = load_style(name)
         assert set(style) - {"name"} <= set(STYLE_KEYS)
@@ -255,6 +291,14 @@ def test_training_presets_do_not_overlap_and_heldout_is_outside() -> None:
     trained_roads = set(a["road_palette"]) | set(b["road_palette"])
     assert not set(held["road_palette"]) & trained_roads
     assert held["roof_palette"] not in set(a["roof_palette"]) | set(b["roof_palette"])
+    # the third training style, open country, stays clear of the held-out one as well
+    c = load_style("countryside")
+    assert _span(held, "gsd")[0] > _span(c, "gsd")[1]
+    assert held["season"] not in c["season"] and c["markings"] != held["markings"]
+    assert not set(held["road_palette"]) & set(c["road_palette"])
+    assert held["roof_palette"] not in c["roof_palette"]
+    assert _span(held, "layout_rotation_deg")[0] > _span(c, "layout_rotation_deg")[1]
+    assert _span(c, "sidewalk_share")[1] < 0.5 and _span(c, "building_share")[1] <= 0.5
 
 
 def test_style_draw_is_seeded() -> None:
