@@ -888,6 +888,10 @@ def evaluate(
     truth_layer: Annotated[
         str | None, typer.Option("--truth-layer", help="Layer of a multi-layer truth file.")
     ] = None,
+    by_class: Annotated[
+        str | None,
+        typer.Option("--by-class", help="Truth column (e.g. highway): completeness per class."),
+    ] = None,
     scene: Annotated[
         Path | None, typer.Option("--scene", help="Error map background (default: the source).")
     ] = None,
@@ -920,6 +924,7 @@ def evaluate(
         errors_task=errors_task,
         buffer_m=buffer_m,
         sources=bool(sources),
+        by_class=by_class,
         overwrite=overwrite,
     )
 
@@ -946,6 +951,7 @@ def evaluate(
         graph_sources=sources or None,  # type: ignore[arg-type]
         vectorize=vcfg,
         truth_layer=truth_layer,
+        by_class=by_class,
         scene=scene,
         max_size=max_size,
         scheduler=scheduler,

@@ -186,6 +186,7 @@ def check_evaluate_inputs(
     errors_task: str = "surface",
     buffer_m: float = 2.0,
     sources: bool = False,
+    by_class: str | None = None,
     overwrite: bool = False,
 ) -> tuple[bool, bool]:
     """Refuse the inputs ``roadnet evaluate`` cannot score; what kind each one is.
@@ -198,6 +199,7 @@ def check_evaluate_inputs(
         errors_task: the task the error map shows.
         buffer_m: buffer of the centerline scores, m.
         sources: whether graph sources were asked for (they vectorize a result store).
+        by_class: the truth column to split completeness by, or None (needs truth vectors).
         overwrite: whether ``out`` and ``errors`` may be replaced.
 
     Returns:
@@ -234,6 +236,11 @@ def check_evaluate_inputs(
         raise InputError(
             f"cannot score road layer {pred} against label rasters {truth}: give truth "
             "vectors, or the result store as the prediction"
+        )
+    if by_class is not None and (labels or not by_class.strip()):
+        raise InputError(
+            f"--by-class {by_class!r} needs road vectors as the truth (a column of theirs)"
+            + (f", not label rasters {truth}" if labels else "")
         )
     if errors is not None and (not raster or Path(errors).suffix.lower() != ".png"):
         raise InputError(f"--errors {errors} must be a .png, for a result store prediction")

@@ -7,8 +7,9 @@
   (:func:`truth_label_paths`, :func:`check_same_grid`), or truth vectors rasterized onto it
   with the labels stage (:func:`rasterize_truth`);
 * truth vectors: read and normalized like ``roadnet labels`` reads them
-  (:func:`read_truth_roads`), their lines clipped to the extent (:func:`truth_lines`) and
-  their road graph (:func:`truth_graph`).
+  (:func:`read_truth_roads`), their lines clipped to the extent (:func:`truth_lines`; grouped
+  by the class in a column, :func:`truth_lines_by_class`) and their road graph
+  (:func:`truth_graph`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "truth_graph",
     "truth_label_paths",
     "truth_lines",
+    "truth_lines_by_class",
 ]
 
 log = logging.getLogger(__name__)
@@ -331,18 +333,46 @@ def read_truth_roads(truth: Path, *, crs: Any, bounds: Any, layer: str | None) -
     return read_roads(truth, crs=crs, widths=load_width_table(), bounds=box, layer=layer)
 
 
+def _clipped_lines(roads: Any, bounds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The line geometries of ``roads`` clipped to ``bounds``, and the row of each."""
+    from roadnet.pipeline.scenes.roads import LINE_TYPES
+
+    rows = np.flatnonzero(np.isin(roads.geom_type.to_numpy(), LINE_TYPES))
+    lines = roads.geometry.to_numpy()[rows]
+    if bounds is not None:
+        lines = shapely.clip_by_rect(lines, *bounds)
+    keep = ~shapely.is_empty(lines)
+    return lines[keep], rows[keep]
+
+
 def truth_lines(roads: Any, *, bounds: Any, name: str, extent: str) -> np.ndarray:
     """``(n,)`` truth line geometries, clipped to ``bounds`` when given.
 
     Raises:
         InputError: no truth line in the extent.
     """
-    from roadnet.pipeline.scenes.roads import LINE_TYPES
-
-    lines = roads.geometry.to_numpy()[np.isin(roads.geom_type.to_numpy(), LINE_TYPES)]
-    if bounds is not None:
-        lines = shapely.clip_by_rect(lines, *bounds)
-    kept: np.ndarray = lines[~shapely.is_empty(lines)]
+    kept, _ = _clipped_lines(roads, bounds)
     if kept.size == 0:
         raise InputError(f"truth {name} has no road lines in the extent of {extent}")
     return kept
+
+
+def truth_lines_by_class(
+    roads: Any, column: str, *, bounds: Any, name: str
+) -> dict[str, np.ndarray]:
+    """Truth lines clipped to ``bounds``, grouped by the value of ``column``.
+
+    Values are compared as text; a missing value is the class ``"(none)"``. Classes come
+    longest first.
+
+    Raises:
+        InputError: the truth has no such column.
+    """
+    if column not in roads.columns or column == roads.geometry.name:
+        have = ", ".join(str(c) for c in roads.columns if c != roads.geometry.name)
+        raise InputError(f"truth {name} has no column {column!r} to split by (it has: {have})")
+    lines, rows = _clipped_lines(roads, bounds)
+    values = roads[column].iloc[rows]
+    labels = np.where(values.isna().to_numpy(), "(none)", values.astype(str).to_numpy())
+    groups = {str(v): lines[labels == v] for v in np.unique(labels)} if labels.size else {}
+    return dict(sorted(groups.items(), key=lambda kv: -float(shapely.length(kv[1]).sum())))

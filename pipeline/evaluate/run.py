@@ -40,7 +40,7 @@ import shapely
 from roadnet import __version__
 from roadnet.errors import InputError
 from roadnet.pipeline.evaluate.apls import apls_score
-from roadnet.pipeline.evaluate.buffer import buffer_scores
+from roadnet.pipeline.evaluate.buffer import buffer_scores, matched_length
 from roadnet.pipeline.evaluate.errors import (
     CLASSES,
     error_image,
@@ -62,6 +62,7 @@ from roadnet.pipeline.evaluate.inputs import (
     truth_graph,
     truth_label_paths,
     truth_lines,
+    truth_lines_by_class,
 )
 from roadnet.pipeline.evaluate.pixels import (
     StoreWindows,
@@ -123,14 +124,31 @@ def _vector_scores(
     t_graph: nx.MultiGraph,
     *,
     buffer_m: float,
+    classes: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Buffer scores of the lines and APLS of the graph, as plain dicts."""
-    return {
+    """Buffer scores of the lines and APLS of the graph, as plain dicts.
+
+    With ``classes`` (truth lines by class), also the completeness of every class: its
+    truth length within ``buffer_m`` of the prediction.
+    """
+    scores = {
         "buffer": dataclasses.asdict(buffer_scores(truth_lines, lines, buffer_m=buffer_m)),
         "apls": dataclasses.asdict(apls_score(t_graph, graph, **APLS_PARAMETERS)),
         "edges": graph.number_of_edges(),
         "km": float(shapely.length(np.asarray(lines, dtype=object)).sum()) / 1000.0,
     }
+    if classes is not None:
+        by_class = {}
+        for name, group in classes.items():
+            total = float(shapely.length(group).sum())
+            matched = min(total, matched_length(group, lines, buffer_m=buffer_m))
+            by_class[name] = {
+                "truth_length_m": total,
+                "matched_truth_length_m": matched,
+                "completeness": matched / total if total > 0 else 1.0,
+            }
+        scores["by_class"] = by_class
+    return scores
 
 
 @contextlib.contextmanager
@@ -158,6 +176,7 @@ def evaluate(
     vectorize: VectorizeConfig | None = None,
     labels: LabelsConfig | None = None,
     truth_layer: str | None = None,
+    by_class: str | None = None,
     scene: str | Path | None = None,
     max_size: int = 1600,
     scheduler: str | None = None,
@@ -184,6 +203,8 @@ def evaluate(
         labels: how truth vectors are rasterized (default: :class:`LabelsConfig`'s).
         truth_layer: layer of a multi-layer truth file (default ``road_centerline`` when a
             GeoPackage has one, else the first).
+        by_class: a column of the truth vectors (e.g. ``highway``): also the completeness
+            of every class of it, under ``vector[source]["by_class"]``.
         scene: background of the error map (default: the result's source scene, if here).
         max_size: longest side of the error map, px.
         scheduler: Dask scheduler address (else ``DASK_SCHEDULER_ADDRESS``, else local).
@@ -218,6 +239,7 @@ def evaluate(
         errors_task=errors_task,
         buffer_m=buffer_m,
         sources=bool(graph_sources),
+        by_class=by_class,
         overwrite=overwrite,
     )
     pred, truth = Path(pred), Path(truth)
@@ -234,10 +256,12 @@ def evaluate(
         crs = layer_lines.crs
         bounds = layer_extent(pred)
     cuts = task_thresholds(threshold, dict(ds.attrs) if ds is not None else {})
-    roads = t_lines = None
+    roads = t_lines = classes = None
     if not truth_is_labels:
         roads = read_truth_roads(truth, crs=crs, bounds=bounds, layer=truth_layer)
         t_lines = truth_lines(roads, bounds=bounds, name=str(truth), extent=str(pred))
+        if by_class is not None:
+            classes = truth_lines_by_class(roads, by_class, bounds=bounds, name=str(truth))
     pixel: dict[str, dict[str, float]] = {}
     vector: dict[str, Any] = {}
     grid_info: dict[str, Any] | None = None
@@ -284,11 +308,21 @@ def evaluate(
                     layers, _ = road_layers(active, pred, config=config)
                     lines = layers.centerline.geometry.to_numpy()
                     vector[source] = _vector_scores(
-                        t_lines, lines, layers.graph(), t_graph, buffer_m=buffer_m
+                        t_lines,
+                        lines,
+                        layers.graph(),
+                        t_graph,
+                        buffer_m=buffer_m,
+                        classes=classes,
                     )
             else:
                 vector["layer"] = _vector_scores(
-                    t_lines, layer_lines, layer_graph, t_graph, buffer_m=buffer_m
+                    t_lines,
+                    layer_lines,
+                    layer_graph,
+                    t_graph,
+                    buffer_m=buffer_m,
+                    classes=classes,
                 )
     if errors_path is not None and shrunk is not None and grid is not None and ds is not None:
         shape = (grid["height"], grid["width"])
@@ -311,6 +345,7 @@ def evaluate(
             "vectorize": vcfg.model_dump(mode="json") if raster and vector else None,
             "labels": lcfg.model_dump(mode="json") if raster and roads is not None else None,
             "apls": APLS_PARAMETERS,
+            "by_class": by_class,
             "errors": None
             if errors_path is None
             else {"path": str(errors_path.resolve()), "task": errors_task},
@@ -363,4 +398,13 @@ def format_report(report: Mapping[str, Any]) -> str:
                 f"{source:<11} {v['km']:>6.2f} {b['completeness']:>6.3f} "
                 f"{b['correctness']:>6.3f} {b['quality']:>6.3f} {v['apls']['apls']:>6.3f}"
             )
+        for source, v in report["vector"].items():
+            if v.get("by_class"):
+                rows.append(
+                    f"{params['by_class'] + ' (' + source + ')':<24} {'km':>7} {'compl':>6}"
+                )
+                for name, c in v["by_class"].items():
+                    rows.append(
+                        f"{name:<24} {c['truth_length_m'] / 1000:>7.2f} {c['completeness']:>6.3f}"
+                    )
     return "\n".join(rows)

@@ -179,6 +179,40 @@ def test_vector_scores_see_a_missing_street(
     assert not list(tmp_path.glob(".*truth-*"))  # the rasterized truth is cleaned up
 
 
+def test_completeness_by_class_sees_which_class_was_missed(
+    tmp_path: Path, client: Client, labels: dict[str, np.ndarray]
+) -> None:
+    classed = _roads()
+    classed["highway"] = ["primary", "residential", None]
+    truth = tmp_path / "classed.gpkg"
+    classed.to_file(truth, layer="road_centerline", driver="GPKG", engine="pyogrio")
+    gapped = write_result(tmp_path / "gap.zarr", _codes(labels, shift=1, gap=True), chunk=256)
+    report = evaluate(gapped, truth, client=client, by_class="highway")
+    vec = report["vector"]["surface"]
+    by = vec["by_class"]
+    assert list(by) == ["primary", "residential", "(none)"]  # longest first
+    assert by["primary"]["completeness"] > 0.95
+    # the vertical street's southern part is missed: about 0.3 of its length
+    assert 0.4 < by["residential"]["completeness"] < 0.85
+    lengths = sum(c["truth_length_m"] for c in by.values())
+    assert lengths == pytest.approx(vec["buffer"]["truth_length_m"])
+    matched = sum(c["matched_truth_length_m"] for c in by.values())
+    assert matched == pytest.approx(vec["buffer"]["matched_truth_length_m"], rel=1e-6)
+    assert report["parameters"]["by_class"] == "highway"
+    table = format_report(report)
+    assert "highway (surface)" in table and "residential" in table
+    # a road layer prediction: the same split
+    roads = tmp_path / "roads.gpkg"
+    vectorize_result(gapped, roads, client=client, progress=False)
+    layer = evaluate(roads, truth, client=client, by_class="highway")["vector"]["layer"]
+    assert list(layer["by_class"]) == list(by)
+    for name, c in by.items():
+        assert layer["by_class"][name] == pytest.approx(c)
+    with pytest.raises(InputError, match=r"no column 'lanes' to split by \(it has: .*highway"):
+        evaluate(gapped, truth, client=client, by_class="lanes")
+    assert "by_class" not in evaluate(gapped, truth, client=client)["vector"]["surface"]
+
+
 def test_road_layer_prediction_scores_like_its_result(
     tmp_path: Path, client: Client, result: Path, truth_file: Path
 ) -> None:
@@ -258,6 +292,8 @@ def test_bad_inputs_are_one_clear_error(
     roads.write_bytes(b"")
     with pytest.raises(InputError, match="label rasters"):
         evaluate(roads, zeros, client=client)
+    with pytest.raises(InputError, match="by-class 'highway' needs road vectors"):
+        evaluate(result, zeros, by_class="highway", client=client)
     with pytest.raises(InputError, match="graph-source"):
         evaluate(roads, truth_file, graph_sources=["centerline"], client=client)
     with pytest.raises(InputError, match=r"\.png"):
@@ -303,6 +339,7 @@ def test_cli_fails_with_one_line(tmp_path: Path, result: Path, truth_file: Path)
         ([*base, "--pred", str(result), "--out", str(existing)], "--overwrite"),
         ([*base, "--pred", str(result), "--out", new, "--errors", "e.jpg"], ".png"),
         ([*base, "--pred", str(result), "--out", new, "--buffer-m", "0"], "--buffer-m"),
+        ([*base, "--pred", str(result), "--out", new, "--by-class", " "], "--by-class"),
     ]
     late = [
         (["evaluate", "--pred", str(result), "--truth", str(far), "--out", new], "no roads"),
