@@ -44,7 +44,7 @@ from roadnet.model.callbacks import (
     plot_curves,
     read_state,
 )
-from roadnet.model.card import make_model_card, write_json_atomic
+from roadnet.model.card import make_model_card, read_card_beside, write_json_atomic
 from roadnet.model.cutoffs import DEFAULT_GRID, RHO, choose_cutoffs, chosen_on, cutoff_grid
 from roadnet.model.data import (
     AugmentConfig,
@@ -56,12 +56,12 @@ from roadnet.model.data import (
     windows_overlap,
 )
 from roadnet.model.evaluate import evaluate_scene
-from roadnet.model.io import load_model
+from roadnet.model.io import content_hash, load_model
 from roadnet.model.losses import DEFAULT_SIDE_WEIGHTS, compile_losses
 from roadnet.model.metrics import task_metrics
 from roadnet.model.precision import Precision, policy_scope, with_policy
 from roadnet.model.roadnet import ModelConfig, build_roadnet
-from roadnet.model.runtime import configure_tensorflow
+from roadnet.model.runtime import configure_tensorflow, describe_hardware
 from roadnet.model.widen import widen_into
 from roadnet.tasks import INPUT_MULTIPLE, TASKS
 
@@ -379,6 +379,22 @@ def _save_final_model(out: Path) -> tuple[Path, keras.Model]:
     return model_path, best_model
 
 
+def _origin(path: Path) -> dict[str, Any]:
+    """What a run started from: the file, its content hash and, from its card, its own origin.
+
+    Read when the run ends, so a resumed run whose ``init_from`` file was replaced meanwhile
+    records the new file.
+    """
+    origin: dict[str, Any] = {"model": str(path), "content_hash": None}
+    if path.is_file():
+        origin["content_hash"] = content_hash(path)
+    card = read_card_beside(path) or {}
+    before = card.get("training", {}).get("fine_tuned_from")
+    if isinstance(before, dict):
+        origin["fine_tuned_from"] = before
+    return origin
+
+
 def _finish(
     config: TrainConfig,
     variant: ModelConfig,
@@ -429,6 +445,8 @@ def _finish(
             "wall_s_last_session": round(wall_s, 1),
             "stopped_by_time_budget": bool(budget and budget.stopped_early),
             "seed": config.seed,
+            "hardware": describe_hardware(),
+            **({} if config.init_from is None else {"fine_tuned_from": _origin(config.init_from)}),
             "config": config.model_dump(mode="json"),
             "variant": variant.model_dump(mode="json"),
         },

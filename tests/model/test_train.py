@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -222,13 +223,15 @@ def test_init_from_copies_the_same_variant_and_widens_a_narrower_one(tmp_path: P
 
 def test_mixed_precision_training_of_a_widened_model_ships_float32(tmp_path: Path) -> None:
     from roadnet.config import load_config
-    from roadnet.model.io import load_model
+    from roadnet.model.io import content_hash, load_model
     from roadnet.model.roadnet import ModelConfig, build_roadnet
     from roadnet.model.train import TrainConfig, train
 
     scene, labels = write_road_scene(tmp_path / "d", size=256, seed=4)
     narrow = build_roadnet(ModelConfig(name="tiny", width_multiplier=0.0625))
     narrow.save(tmp_path / "narrow.keras")
+    earlier = {"model": "first.keras", "content_hash": "0123456789abcdef"}
+    (tmp_path / "narrow.json").write_text(json.dumps({"training": {"fine_tuned_from": earlier}}))
     path = _write_config(
         tmp_path / "t.yaml",
         scene,
@@ -246,6 +249,15 @@ def test_mixed_precision_training_of_a_widened_model_ships_float32(tmp_path: Pat
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert model.count_params() > narrow.count_params()
     assert result.card["training"]["config"]["precision"] == "mixed_bfloat16"
+    # the card names what it started from, and that model's own origin from its card
+    assert result.card["training"]["fine_tuned_from"] == {
+        "model": str(tmp_path / "narrow.keras"),
+        "content_hash": content_hash(tmp_path / "narrow.keras"),
+        "fine_tuned_from": earlier,
+    }
+    assert re.fullmatch(
+        r"\d+ CPU cores, (no GPU|\d+ GPU \(.+\))", result.card["training"]["hardware"]
+    )
     out = model(np.zeros((1, 32, 32, 3), np.float32), training=False)
     assert out["surface"].dtype == "float32"
 
@@ -312,4 +324,5 @@ def test_lite_variant_learns_surface_on_cpu(tmp_path: Path) -> None:
     result = train(load_config(TrainConfig, config), tmp_path / "run")
     surface = result.card["metrics"]["validation_scene"]["surface"]
     assert result.card["variant"] == "roadnet-lite"
+    assert "fine_tuned_from" not in result.card["training"]  # trained from scratch
     assert surface["iou"] > 0.7, surface
