@@ -28,7 +28,7 @@ from shapely.geometry.base import BaseGeometry
 
 from roadnet.errors import InputError
 
-__all__ = ["BufferScores", "buffer_scores", "matched_length"]
+__all__ = ["BufferScores", "buffer_scores", "matched_length", "matched_lengths"]
 
 _LINE_TYPES = frozenset({"LineString", "LinearRing", "MultiLineString"})
 
@@ -107,13 +107,36 @@ def matched_length(lines: Any, other: Any, *, buffer_m: float) -> float:
     return _matched_length(a, b, buffer_m)
 
 
+def matched_lengths(lines: Any, other: Any, *, buffer_m: float) -> np.ndarray:
+    """Length of every line of ``lines`` lying within ``buffer_m`` metres of ``other``.
+
+    Like :func:`matched_length`, one value per non-empty line of ``lines``, in their order
+    (missing and empty geometries are dropped first), so a caller can sum them by group.
+
+    Returns:
+        A ``(n,)`` float64 array of lengths in metres.
+
+    Raises:
+        InputError: If ``buffer_m`` is not positive or an input holds non-line geometries.
+    """
+    if not buffer_m > 0:
+        raise InputError(f"buffer_m must be > 0, got {buffer_m}")
+    return _matched_lengths(_as_lines(lines, "lines"), _as_lines(other, "other"), buffer_m)
+
+
 def _matched_length(a: np.ndarray, b: np.ndarray, buffer_m: float) -> float:
     """Length of the ``(n,)`` lines ``a`` inside the buffers of the ``(m,)`` lines ``b``."""
+    return float(_matched_lengths(a, b, buffer_m).sum())
+
+
+def _matched_lengths(a: np.ndarray, b: np.ndarray, buffer_m: float) -> np.ndarray:
+    """Per line of the ``(n,)`` lines ``a``, its length inside the buffers of ``b``."""
+    out = np.zeros(a.size)
     if a.size == 0 or b.size == 0:
-        return 0.0
+        return out
     ia, ib = shapely.STRtree(b).query(a, predicate="dwithin", distance=buffer_m)
     if ia.size == 0:
-        return 0.0
+        return out
     order = np.lexsort((ib, ia))
     ia, ib = ia[order], ib[order]
     near_a, starts = np.unique(ia, return_index=True)
@@ -123,7 +146,8 @@ def _matched_length(a: np.ndarray, b: np.ndarray, buffer_m: float) -> float:
     local = np.empty(near_a.size, dtype=object)
     for k, js in enumerate(np.split(ib, starts[1:])):
         local[k] = buffers[js[0]] if js.size == 1 else shapely.union_all(buffers[js])
-    return float(shapely.length(shapely.intersection(a[near_a], local)).sum())
+    out[near_a] = shapely.length(shapely.intersection(a[near_a], local))
+    return out
 
 
 def _ratio(num: float, den: float, *, other_empty: bool) -> float:

@@ -7,8 +7,8 @@
   (:func:`truth_label_paths`, :func:`check_same_grid`), or truth vectors rasterized onto it
   with the labels stage (:func:`rasterize_truth`);
 * truth vectors: read and normalized like ``roadnet labels`` reads them
-  (:func:`read_truth_roads`), their lines clipped to the extent (:func:`truth_lines`; grouped
-  by the class in a column, :func:`truth_lines_by_class`) and their road graph
+  (:func:`read_truth_roads`), their lines clipped to the extent (:func:`truth_lines`; the class
+  of each in a column, :func:`truth_line_classes`) and their road graph
   (:func:`truth_graph`).
 """
 
@@ -44,8 +44,8 @@ __all__ = [
     "task_thresholds",
     "truth_graph",
     "truth_label_paths",
+    "truth_line_classes",
     "truth_lines",
-    "truth_lines_by_class",
 ]
 
 log = logging.getLogger(__name__)
@@ -357,13 +357,10 @@ def truth_lines(roads: Any, *, bounds: Any, name: str, extent: str) -> np.ndarra
     return kept
 
 
-def truth_lines_by_class(
-    roads: Any, column: str, *, bounds: Any, name: str
-) -> dict[str, np.ndarray]:
-    """Truth lines clipped to ``bounds``, grouped by the value of ``column``.
+def truth_line_classes(roads: Any, column: str, *, bounds: Any, name: str) -> np.ndarray:
+    """The class (value of ``column``, as text) of every line :func:`truth_lines` returns.
 
-    Values are compared as text; a missing value is the class ``"(none)"``. Classes come
-    longest first.
+    A missing value is the class ``"(none)"``.
 
     Raises:
         InputError: the truth has no such column.
@@ -371,8 +368,9 @@ def truth_lines_by_class(
     if column not in roads.columns or column == roads.geometry.name:
         have = ", ".join(str(c) for c in roads.columns if c != roads.geometry.name)
         raise InputError(f"truth {name} has no column {column!r} to split by (it has: {have})")
-    lines, rows = _clipped_lines(roads, bounds)
+    _, rows = _clipped_lines(roads, bounds)
     values = roads[column].iloc[rows]
-    labels = np.where(values.isna().to_numpy(), "(none)", values.astype(str).to_numpy())
-    groups = {str(v): lines[labels == v] for v in np.unique(labels)} if labels.size else {}
-    return dict(sorted(groups.items(), key=lambda kv: -float(shapely.length(kv[1]).sum())))
+    classes: np.ndarray = np.where(
+        values.isna().to_numpy(), "(none)", values.astype(str).to_numpy()
+    )
+    return classes

@@ -40,7 +40,7 @@ import shapely
 from roadnet import __version__
 from roadnet.errors import InputError
 from roadnet.pipeline.evaluate.apls import apls_score
-from roadnet.pipeline.evaluate.buffer import buffer_scores, matched_length
+from roadnet.pipeline.evaluate.buffer import buffer_scores, matched_lengths
 from roadnet.pipeline.evaluate.errors import (
     CLASSES,
     error_image,
@@ -61,8 +61,8 @@ from roadnet.pipeline.evaluate.inputs import (
     task_thresholds,
     truth_graph,
     truth_label_paths,
+    truth_line_classes,
     truth_lines,
-    truth_lines_by_class,
 )
 from roadnet.pipeline.evaluate.pixels import (
     StoreWindows,
@@ -124,30 +124,32 @@ def _vector_scores(
     t_graph: nx.MultiGraph,
     *,
     buffer_m: float,
-    classes: Mapping[str, np.ndarray] | None = None,
+    classes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Buffer scores of the lines and APLS of the graph, as plain dicts.
 
-    With ``classes`` (truth lines by class), also the completeness of every class: its
-    truth length within ``buffer_m`` of the prediction.
+    With ``classes`` (the class of every truth line), also the completeness of every
+    class: its truth length within ``buffer_m`` of the prediction, longest class first.
     """
-    scores = {
+    scores: dict[str, Any] = {
         "buffer": dataclasses.asdict(buffer_scores(truth_lines, lines, buffer_m=buffer_m)),
         "apls": dataclasses.asdict(apls_score(t_graph, graph, **APLS_PARAMETERS)),
         "edges": graph.number_of_edges(),
         "km": float(shapely.length(np.asarray(lines, dtype=object)).sum()) / 1000.0,
     }
     if classes is not None:
-        by_class = {}
-        for name, group in classes.items():
-            total = float(shapely.length(group).sum())
-            matched = min(total, matched_length(group, lines, buffer_m=buffer_m))
-            by_class[name] = {
-                "truth_length_m": total,
-                "matched_truth_length_m": matched,
-                "completeness": matched / total if total > 0 else 1.0,
+        names, inverse = np.unique(classes, return_inverse=True)
+        total = np.bincount(inverse, weights=shapely.length(truth_lines), minlength=names.size)
+        per_line = matched_lengths(truth_lines, lines, buffer_m=buffer_m)
+        matched = np.minimum(total, np.bincount(inverse, weights=per_line, minlength=names.size))
+        scores["by_class"] = {
+            str(names[i]): {
+                "truth_length_m": float(total[i]),
+                "matched_truth_length_m": float(matched[i]),
+                "completeness": float(matched[i] / total[i]) if total[i] > 0 else 1.0,
             }
-        scores["by_class"] = by_class
+            for i in np.argsort(-total, kind="stable")
+        }
     return scores
 
 
@@ -256,12 +258,12 @@ def evaluate(
         crs = layer_lines.crs
         bounds = layer_extent(pred)
     cuts = task_thresholds(threshold, dict(ds.attrs) if ds is not None else {})
-    roads = t_lines = classes = None
+    roads = t_lines = line_classes = None
     if not truth_is_labels:
         roads = read_truth_roads(truth, crs=crs, bounds=bounds, layer=truth_layer)
         t_lines = truth_lines(roads, bounds=bounds, name=str(truth), extent=str(pred))
         if by_class is not None:
-            classes = truth_lines_by_class(roads, by_class, bounds=bounds, name=str(truth))
+            line_classes = truth_line_classes(roads, by_class, bounds=bounds, name=str(truth))
     pixel: dict[str, dict[str, float]] = {}
     vector: dict[str, Any] = {}
     grid_info: dict[str, Any] | None = None
@@ -313,7 +315,7 @@ def evaluate(
                         layers.graph(),
                         t_graph,
                         buffer_m=buffer_m,
-                        classes=classes,
+                        classes=line_classes,
                     )
             else:
                 vector["layer"] = _vector_scores(
@@ -322,7 +324,7 @@ def evaluate(
                     layer_graph,
                     t_graph,
                     buffer_m=buffer_m,
-                    classes=classes,
+                    classes=line_classes,
                 )
     if errors_path is not None and shrunk is not None and grid is not None and ds is not None:
         shape = (grid["height"], grid["width"])

@@ -9,7 +9,7 @@ import shapely
 from shapely import LineString, MultiLineString, Point
 
 from roadnet.errors import InputError
-from roadnet.pipeline.evaluate.buffer import buffer_scores, matched_length
+from roadnet.pipeline.evaluate.buffer import buffer_scores, matched_length, matched_lengths
 
 X0, Y0 = 385_000.0, 6_672_000.0  # UTM 35N metres, as the fixture scenes
 
@@ -133,3 +133,16 @@ def test_local_clipping_equals_global_union() -> None:
         one_union = shapely.union_all(shapely.buffer(b, d))
         expected = shapely.length(shapely.intersection(a, one_union)).sum()
         assert matched_length(a, b, buffer_m=d) == pytest.approx(expected, rel=1e-9)
+        per_line = shapely.length(shapely.intersection(a, one_union))
+        np.testing.assert_allclose(matched_lengths(a, b, buffer_m=d), per_line, rtol=1e-9)
+
+
+def test_matched_lengths_per_line_by_hand() -> None:
+    # the truth of the half-right case, cut in two, and a third line far from everything
+    truth = [line((0, 0), (50, 0)), None, line((50, 0), (100, 0)), line((0, 500), (10, 500))]
+    pred = [line((0, 0), (50, 0)), line((50, 10), (100, 10))]
+    # the missing geometry is dropped; the second half keeps the 2 m cap of the first piece
+    np.testing.assert_allclose(matched_lengths(truth, pred, buffer_m=2.0), [50.0, 2.0, 0.0])
+    assert matched_lengths(truth, [], buffer_m=2.0).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(InputError, match="buffer_m"):
+        matched_lengths(truth, pred, buffer_m=-1.0)
