@@ -49,6 +49,7 @@ def predict_scene(
     margin: int = 32,
     batch: int = 2,
     resample: float = 1.0,
+    tta: int = 1,
 ) -> dict[str, np.ndarray]:
     """Predict a whole image tile by tile, keeping each tile's centre.
 
@@ -64,6 +65,7 @@ def predict_scene(
         margin: pixels discarded at each tile edge.
         batch: tiles per model call (the last call may hold fewer).
         resample: model pixels per image pixel; 1 predicts on the image's own grid.
+        tta: views averaged per tile (1, 2, 4 or 8; :mod:`roadnet.model.tta`).
 
     Returns:
         ``{task: (y, x) float32 probability}`` for surface, edge and centerline.
@@ -76,12 +78,15 @@ def predict_scene(
 
         own = image.shape[:2]
         scaled = resample_image(image.astype(np.float32, copy=False), scaled_shape(own, resample))
-        probs = predict_scene(model, scaled, tile=tile, margin=margin, batch=batch)
+        probs = predict_scene(model, scaled, tile=tile, margin=margin, batch=batch, tta=tta)
         stack = np.stack([probs[t] for t in TASKS], axis=-1)
         back = np.clip(resample_image(stack, own), 0.0, 1.0)
         return {task: back[..., i] for i, task in enumerate(TASKS)}
     from keras import ops
 
+    from roadnet.model.tta import check_tta, tta_probabilities
+
+    check_tta(tta)
     height, width = image.shape[:2]
     step = tile - 2 * margin
     rows, cols = math.ceil(height / step), math.ceil(width / step)
@@ -97,9 +102,9 @@ def predict_scene(
     for start in range(0, len(origins), batch):
         group = origins[start : start + batch]
         tiles = np.stack([padded[r : r + tile, c : c + tile] for r, c in group])
-        logits = forward(tiles.astype(np.float32))
+        views = tta_probabilities(forward, tiles.astype(np.float32), tta=tta)
         for task in TASKS:
-            probs = ops.convert_to_numpy(ops.sigmoid(logits[task]))[..., 0]
+            probs = ops.convert_to_numpy(views[task])[..., 0]
             for (r, c), prob in zip(group, probs, strict=True):
                 out[task][r : r + step, c : c + step] = prob[
                     margin : margin + step, margin : margin + step
@@ -192,6 +197,7 @@ def evaluate_scene(
     margin: int = 32,
     sweep: Sequence[float] = (),
     resample: float = 1.0,
+    tta: int = 1,
 ) -> dict[str, Any]:
     """Scores of a model on the window of a labelled scene.
 
@@ -204,6 +210,7 @@ def evaluate_scene(
         margin: pixels discarded at each tile edge.
         sweep: extra thresholds to score every task at (under ``"sweep"``).
         resample: model pixels per scene pixel (see :func:`predict_scene`).
+        tta: views averaged per tile (see :func:`predict_scene`).
 
     Returns:
         ``{task: {...}}`` with pixel ``precision``, ``recall``, ``f1``, ``iou``, the relaxed
@@ -213,7 +220,7 @@ def evaluate_scene(
     cuts = _per_task(threshold)
     col0, row0, col1, row1 = scene.window
     image = scene.image[row0:row1, col0:col1].astype(np.float32)
-    probs = predict_scene(model, image, tile=tile, margin=margin, resample=resample)
+    probs = predict_scene(model, image, tile=tile, margin=margin, resample=resample, tta=tta)
     result: dict[str, Any] = {}
     swept: dict[str, list[dict[str, float]]] = {}
     for i, task in enumerate(TASKS):
@@ -240,6 +247,7 @@ def evaluate_model_on_files(
     sweep: Sequence[float] = (),
     overwrite: bool = False,
     predict_gsd: PredictGsd = "auto",
+    tta: int = 1,
 ) -> dict[str, Any]:
     """Score a saved model on a labelled scene read from disk; optionally write JSON.
 
@@ -257,16 +265,19 @@ def evaluate_model_on_files(
         sweep: extra thresholds to score (see :func:`evaluate_scene`).
         overwrite: replace an existing ``out``.
         predict_gsd: pixel size the model sees, as ``roadnet run`` (:mod:`roadnet.model.gsd`).
+        tta: views averaged per tile, as ``roadnet run --tta`` (:mod:`roadnet.model.tta`).
 
     Returns:
         The report: model path and content hash, scene, window, threshold, rho, the pixel
-        size predicted at, scores per task.
+        size predicted at, the views averaged, scores per task.
     """
     from roadnet.model.data import read_labelled_scene
     from roadnet.model.gsd import card_pixel_sizes, predict_grid
     from roadnet.model.io import content_hash, default_model_path, load_model
+    from roadnet.model.tta import check_tta
     from roadnet.outputs import check_output_file
 
+    check_tta(tta)
     if out is not None:
         check_output_file(out, overwrite=overwrite)
     path = Path(model_path) if model_path is not None else default_model_path()
@@ -286,8 +297,9 @@ def evaluate_model_on_files(
         threshold = card
     started = time.monotonic()
     scores = evaluate_scene(
-        model, data, threshold=threshold, rho=rho, tile=tile, sweep=sweep, resample=factor
-    )
+        model, data, threshold=threshold, rho=rho, tile=tile, sweep=sweep, resample=factor,
+        tta=tta,
+    )  # fmt: skip
     swept = scores.pop("sweep", None)
     report = {
         "model": str(path),
@@ -299,6 +311,7 @@ def evaluate_model_on_files(
         "rho": rho,
         "tile": tile,
         "predict_gsd": "native" if target is None else target,
+        "tta": tta,
         "seconds": round(time.monotonic() - started, 1),
         "scores": scores,
     }
@@ -344,6 +357,7 @@ def evaluate_gap_on_files(
     tile: int = 512,
     overwrite: bool = False,
     predict_gsd: PredictGsd = "auto",
+    tta: int = 1,
 ) -> dict[str, Any]:
     """Score one model on an in-style and an out-of-style labelled scene, and their gap.
 
@@ -357,6 +371,7 @@ def evaluate_gap_on_files(
         tile: prediction tile side, a multiple of 16.
         overwrite: replace an existing ``out``.
         predict_gsd: pixel size the model sees (see :func:`evaluate_model_on_files`).
+        tta: views averaged per tile (see :func:`evaluate_model_on_files`).
 
     Returns:
         ``{"model", "content_hash", "in_style": report, "out_of_style": report, "gap":
@@ -372,6 +387,7 @@ def evaluate_gap_on_files(
         "threshold": threshold,
         "rho": rho,
         "predict_gsd": predict_gsd,
+        "tta": tta,
     }
     first = evaluate_model_on_files(*in_style, tile=tile, **kwargs)
     second = evaluate_model_on_files(*out_of_style, tile=tile, **kwargs)

@@ -15,6 +15,7 @@ its checkpoints and continues with ``resume=True``.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class TrainConfig(StrictModel):
     )
     fused_weight: float = Field(1.0, gt=0)
     l2_weight: float = Field(1.0, ge=0)
+    # soft Jaccard (1 - soft IoU) on a task's fused output, per task; 0 or absent: off
+    jaccard_weight: dict[str, float] = Field(default_factory=dict)
     augment: AugmentConfig = AugmentConfig()
     evaluate_validation_scene: bool = True  # score the whole validation window at the end
     # cuts tried on that window to choose each task's cut-off for the card (0.5 always added)
@@ -126,6 +129,11 @@ class TrainConfig(StrictModel):
             len(self.side_weights[t]) != 4 for t in TASKS[1:]
         ):
             raise ValueError("side_weights: 5 values for surface, 4 for edge and centerline")
+        unknown = sorted(set(self.jaccard_weight) - set(TASKS))
+        if unknown:
+            raise ValueError(f"jaccard_weight: unknown task {unknown[0]!r}; tasks: {list(TASKS)}")
+        if any(not (w >= 0 and math.isfinite(w)) for w in self.jaccard_weight.values()):
+            raise ValueError("jaccard_weight: every weight must be a finite number >= 0")
         for pair in self.train:
             same = pair.scene.resolve() == self.validation.scene.resolve()
             if same and (
@@ -162,6 +170,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
         side_weights=config.side_weights,
         fused_weight=config.fused_weight,
         l2_weight=config.l2_weight,
+        jaccard_weights=config.jaccard_weight,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),

@@ -258,6 +258,14 @@ def run(
     input_max: InputMaxOpt = None,
     nodata: NodataOpt = None,
     predict_gsd: PredictGsdOpt = None,
+    tta: Annotated[
+        int | None,
+        typer.Option(
+            "--tta",
+            help="Average each block's probabilities over 1, 2, 4 or 8 flipped / turned views "
+            "(the model runs that many times as long).",
+        ),
+    ] = None,
     progress: ProgressOpt = True,
     dashboard: Annotated[
         bool,
@@ -304,6 +312,7 @@ def run(
             "input_max": input_max,
             "nodata": nodata,
             "predict_gsd": None if predict_gsd is None else parse_predict_gsd(predict_gsd),
+            "tta": tta,
         },
     )
     if vectorize_out is None:
@@ -584,6 +593,7 @@ def _evaluate_gap(
     card_key: str,
     overwrite: bool,
     predict_gsd: PredictGsd,
+    tta: int,
 ) -> None:
     """``evaluate-model --out-of-style``: both scenes side by side, then the gap."""
     from roadnet.model.evaluate import evaluate_gap_on_files
@@ -597,6 +607,7 @@ def _evaluate_gap(
         rho=rho,
         overwrite=overwrite,
         predict_gsd=predict_gsd,
+        tta=tta,
     )
     if card is not None:
         from roadnet.model.card import attach_evaluation
@@ -771,6 +782,14 @@ def evaluate_model(
             "repeatable.",
         ),
     ] = None,
+    tta: Annotated[
+        int,
+        typer.Option(
+            "--tta",
+            help="Average the probabilities over 1, 2, 4 or 8 flipped / turned views of each "
+            "tile, as `roadnet run --tta`.",
+        ),
+    ] = 1,
     overwrite: Overwrite = False,
 ) -> None:
     """Score a model on a labelled scene: pixel and relaxed precision / recall / F1 / IoU."""
@@ -780,6 +799,8 @@ def evaluate_model(
 
     cuts = parse_thresholds(threshold)
     gsd = parse_predict_gsd(predict_gsd)
+    if tta != 1 and (record_predict_gsd is not None or record_cutoffs):
+        raise InputError("--tta scores a model; --record-cutoffs and --record-predict-gsd use 1")
     if record_predict_gsd is not None:
         if card is None or out_of_style is not None or record_cutoffs:
             raise InputError("--record-predict-gsd needs --card, and no --out-of-style")
@@ -805,6 +826,7 @@ def evaluate_model(
             card_key=card_key,
             overwrite=overwrite,
             predict_gsd=gsd,
+            tta=tta,
         )
         return
     sweep_cuts = parse_cuts(sweep) if sweep else []
@@ -840,6 +862,7 @@ def evaluate_model(
         sweep=sweep_cuts,
         overwrite=overwrite,
         predict_gsd=gsd,
+        tta=tta,
     )
     if card is not None:
         from roadnet.model.card import attach_evaluation

@@ -107,6 +107,18 @@ class RunConfig(StrictModel):
         description="pixel size the model sees: auto (the card's predict_gsd for coarser "
         "scenes, predict_gsd.finest for finer ones), native, or metres",
     )
+    tta: int = Field(
+        default=1,
+        description="views of each block averaged (1, 2, 4 or 8 flips and turns; "
+        "roadnet.model.tta): tta x the model time",
+    )
+
+    @field_validator("tta")
+    @classmethod
+    def _known_tta(cls, value: int) -> int:
+        if value not in (1, 2, 4, 8):
+            raise ValueError(f"tta must be 1, 2, 4 or 8, not {value}")
+        return value
 
     @field_validator("predict_gsd")
     @classmethod
@@ -256,8 +268,14 @@ def predict_scene(
     _, _, shape = model_shape_for(
         opened.shape, core=config.chunk, overlap=config.overlap, resample=factor
     )
+    if config.tta == 8 and shape[0] != shape[1]:
+        raise InputError(f"tta 8 turns blocks a quarter: it needs square blocks, not {shape}")
     runner = ModelRunner(
-        model=model_ref, digest=digest, shape=shape, mixed_precision=config.mixed_precision
+        model=model_ref,
+        digest=digest,
+        shape=shape,
+        mixed_precision=config.mixed_precision,
+        tta=config.tta,
     )
     codes = predict_array(
         opened.data.data,

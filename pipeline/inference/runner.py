@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], Any] = {}
-_FUNCTIONS: dict[tuple[str, str, tuple[int, int], int, bool], Any] = {}
+_FUNCTIONS: dict[tuple[str, str, tuple[int, int], int, bool, int], Any] = {}
 _CALLS: list[int] = [0]
 
 
@@ -123,6 +123,7 @@ class ModelRunner:
         bands: input channels.
         mixed_precision: compute in ``mixed_float16`` on a GPU, ``mixed_bfloat16`` on a CPU
             with native bfloat16; float32 elsewhere.
+        tta: views averaged per block (1, 2, 4 or 8; :mod:`roadnet.model.tta`).
     """
 
     model: str
@@ -130,14 +131,17 @@ class ModelRunner:
     shape: tuple[int, int]
     bands: int = 3
     mixed_precision: bool = False
+    tta: int = 1
 
     def _function(self) -> Any:
-        key = (self.model, self.digest, self.shape, self.bands, self.mixed_precision)
+        key = (self.model, self.digest, self.shape, self.bands, self.mixed_precision, self.tta)
         fn = _FUNCTIONS.get(key)
         if fn is not None:
             return fn
         configure_tensorflow(threads=_worker_threads())
         import tensorflow as tf
+
+        from roadnet.model.tta import tta_probabilities
 
         model = _MODELS.get((self.model, self.digest))
         if model is None:
@@ -151,9 +155,8 @@ class ModelRunner:
 
         @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator,misc]
         def infer(x: Any) -> Any:
-            out = model(x, training=False)
-            logits = tf.concat([tf.cast(out[t], tf.float32) for t in TASKS], axis=-1)
-            return tf.sigmoid(logits)[0]
+            probs = tta_probabilities(lambda v: model(v, training=False), x, tta=self.tta)
+            return tf.concat([probs[t] for t in TASKS], axis=-1)[0]
 
         _FUNCTIONS[key] = infer
         return infer

@@ -276,3 +276,39 @@ def test_a_near_black_scene_is_told_in_the_log(
     with caplog.at_level("WARNING", logger="roadnet"):
         predict_scene(scene, model=test_model_path, config=fixed)
     assert "nearly black" not in caplog.text
+
+
+def test_tta_two_makes_the_run_of_a_mirrored_scene_the_mirrored_run(
+    tmp_path: Path, test_model_path: Path
+) -> None:
+    # 256 x 256 px in chunks of 128: the blocks and their blend are mirror-symmetric, so with
+    # the mirror averaged in (tta 2) the mirrored scene gives the mirrored probabilities
+    image = smooth_scene(256, 256, seed=4)
+    scene = write_scene(tmp_path / "s.tif", image)
+    mirrored = write_scene(tmp_path / "m.tif", np.ascontiguousarray(image[..., ::-1]))
+    codes = {}
+    for tta in (1, 2):
+        cfg = RunConfig(chunk=128, overlap=32, tta=tta)
+        for name, path in (("s", scene), ("m", mirrored)):
+            ds = run(path, model=test_model_path, config=cfg).compute(scheduler="threads")
+            codes[name, tta] = _codes(ds)
+        assert f'"tta": {tta}' in ds.attrs["roadnet_config"]
+    assert not np.array_equal(codes["m", 1], codes["s", 1][..., ::-1])
+    assert np.array_equal(codes["m", 2], codes["s", 2][..., ::-1])
+    assert not np.array_equal(codes["s", 2], codes["s", 1])
+    with pytest.raises(ConfigError, match="tta must be 1, 2, 4 or 8"):
+        load_config(RunConfig, "run", values={"tta": 3})
+
+
+def test_cli_refuses_a_tta_it_does_not_know_in_one_line(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(64, 64))
+    args = ["run", str(scene), "--out", str(tmp_path / "r.zarr"), "--tta", "3"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "roadnet.pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "tta must be 1, 2, 4 or 8" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "r.zarr").exists()

@@ -12,6 +12,7 @@ from roadnet.model.losses import (
     compile_losses,
     l2_on_probability,
     roadnet_loss,
+    soft_jaccard,
     task_loss,
 )
 from roadnet.model.roadnet import ModelConfig, build_roadnet, output_names
@@ -114,3 +115,45 @@ def test_edge_and_centerline_losses_reach_the_surface_net() -> None:
         assert grad_surface is not None and float(tf.reduce_max(tf.abs(grad_surface))) > 0, task
         if task == "centerline":
             assert grad_edge is None  # the tasks are parallel heads on the surface net
+
+
+def _np_jaccard(y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    inter = (p * y).reshape(len(y), -1).sum(axis=1)
+    union = p.reshape(len(y), -1).sum(axis=1) + y.reshape(len(y), -1).sum(axis=1) - inter
+    return 1.0 - (inter + 1.0) / (union + 1.0)
+
+
+def test_soft_jaccard_matches_reference_and_rewards_overlap(
+    small: tuple[np.ndarray, np.ndarray],
+) -> None:
+    y, z = small
+    np.testing.assert_allclose(to_np(soft_jaccard(y, z)), _np_jaccard(y, z), rtol=1e-5)
+    # a confident exact prediction costs nearly nothing; the same road predicted one pixel
+    # off (half the overlap) costs about 1 - 1/3
+    road = np.zeros((1, 8, 8, 1), "float32")
+    road[0, :, 2:4] = 1.0
+    exact = np.where(road > 0, 20.0, -20.0).astype("float32")
+    shifted = np.roll(exact, 1, axis=2)
+    assert float(soft_jaccard(road, exact)[0]) < 1e-3
+    np.testing.assert_allclose(float(soft_jaccard(road, shifted)[0]), 1 - 9 / 25, rtol=1e-3)
+
+
+def test_jaccard_weight_adds_its_term_to_the_fused_output_only(
+    small: tuple[np.ndarray, np.ndarray],
+) -> None:
+    y, _ = small
+    rng = np.random.default_rng(2)
+    outputs = {name: rng.normal(0, 2, y.shape).astype("float32") for name in output_names()}
+    labels = {task: y for task in TASKS}
+    plain = float(roadnet_loss(labels, outputs))
+    weights = {"surface": 0.5}
+    with_jaccard = float(roadnet_loss(labels, outputs, jaccard_weights=weights))
+    expected = plain + 0.5 * _np_jaccard(y, outputs["surface"]).mean()
+    np.testing.assert_allclose(with_jaccard, expected, rtol=1e-5)
+    losses, loss_weights = compile_losses(fused_weight=2.0, jaccard_weights=weights)
+    total = float(roadnet_loss(labels, outputs, fused_weight=2.0, jaccard_weights=weights))
+    compiled = sum(loss_weights[k] * float(losses[k](y, outputs[k])) for k in losses)
+    np.testing.assert_allclose(compiled, total, rtol=1e-5)
+    assert losses["surface"].get_config()["jaccard_weight"] == 0.25  # folded by fused_weight
+    assert losses["surface_side1"].get_config()["jaccard_weight"] == 0.0

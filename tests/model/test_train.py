@@ -277,6 +277,10 @@ def test_bad_training_inputs_are_one_line_errors(tmp_path: Path) -> None:
         load_config(TrainConfig, config, overrides=["crop_size=100"])
     with pytest.raises(ConfigError, match="cutoff_grid"):
         load_config(TrainConfig, config, overrides=["cutoff_grid=[0.3,1.0]"])
+    with pytest.raises(ConfigError, match="jaccard_weight: unknown task 'road'"):
+        load_config(TrainConfig, config, overrides=["jaccard_weight={road: 1.0}"])
+    with pytest.raises(ConfigError, match="jaccard_weight: every weight"):
+        load_config(TrainConfig, config, overrides=["jaccard_weight={surface: -1}"])
     cfg = load_config(TrainConfig, config)
     with pytest.raises(InputError, match="cannot resume"):
         train(cfg, tmp_path / "empty", resume=True)
