@@ -30,6 +30,7 @@ from roadnet.errors import InputError
 
 __all__ = [
     "AUTO_TOLERANCE",
+    "GSD_TIE",
     "MAX_GSD_M",
     "MAX_UPSAMPLE",
     "PredictGsd",
@@ -40,6 +41,7 @@ __all__ = [
     "ground_gsd",
     "ground_scale",
     "parse_predict_gsd",
+    "pick_predict_gsd",
     "predict_grid",
     "resample",
     "resolve_predict_gsd",
@@ -47,6 +49,11 @@ __all__ = [
 ]
 
 PredictGsd = Literal["auto", "native"] | float
+
+#: Mean scores of predict-GSD candidates closer than this count as equal, and the coarser
+#: wins: far below the spread of a model's scores between scenes (the 0.25 m of the
+#: ``finest`` of the card of ``a0cbb1eb`` beat 0.3 m by 0.00003).
+GSD_TIE = 1e-3
 
 #: ``auto`` leaves a scene alone unless it is this much coarser than the card's pixel size.
 AUTO_TOLERANCE = 1.05
@@ -295,6 +302,17 @@ def _axis_matrix(n_in: int, n_out: int) -> Any:
     return matrix
 
 
+def pick_predict_gsd(tried: Sequence[Mapping[str, Any]], *, tie: float = GSD_TIE) -> Any:
+    """The first of ``tried`` (coarsest grid first) whose ``mean`` is within ``tie`` of the best.
+
+    Args:
+        tried: candidate entries with a ``"mean"`` score, the coarsest grid first.
+        tie: scores closer than this to the best count as equal to it.
+    """
+    top = max(float(t["mean"]) for t in tried)
+    return next(t for t in tried if float(t["mean"]) >= top - tie)
+
+
 def choose_predict_gsd_on_files(
     scenes: list[tuple[Path, Path]],
     *,
@@ -317,7 +335,8 @@ def choose_predict_gsd_on_files(
     :func:`~roadnet.model.cutoffs.choose_cutoffs`), and the candidate's score is the mean of
     those three: resampled probabilities are smoother than native ones, so the line heads
     of a resampled scene want other cuts than the card's, and a candidate is judged at its
-    own. The best wins (of equals the coarser, which costs less); when predicting each scene
+    own. The best wins, and of those within :data:`GSD_TIE` of it the coarser, which costs
+    less (:func:`pick_predict_gsd`); when predicting each scene
     at its own pixel size wins, the coarsest (finest) scene's pixel size is recorded. The
     entry is ``{"gsd": metres, "cutoffs": {task: cut}, "chosen_on": {scenes, rho, grid,
     score, tried: [...]}}`` (each tried entry also keeps the scores at the card's
@@ -401,7 +420,7 @@ def choose_predict_gsd_on_files(
             "mean_at_card_cutoffs": float(np.mean([list(s["scores"].values()) for s in per_scene])),
             "scenes": per_scene,
         })  # fmt: skip
-    best = max(tried, key=lambda t: t["mean"])
+    best = pick_predict_gsd(tried)
     own = max(gsds) if side == "gsd" else min(gsds)
     entry = {
         "gsd": own if best["gsd"] == "native" else best["gsd"],

@@ -325,3 +325,15 @@ def test_finest_is_chosen_on_fine_validation_scenes_and_kept_beside_the_coarse_e
         finest["chosen_on"]["tried"][1]["at_cutoffs"]["surface"]
     )
     assert report["threshold"] == finest["cutoffs"]
+
+
+def test_near_equal_candidates_go_to_the_coarser_grid() -> None:
+    from roadnet.model.gsd import GSD_TIE, pick_predict_gsd
+
+    tried = [{"gsd": "native", "mean": 0.70}, {"gsd": 0.3, "mean": 0.78954}]
+    tried.append({"gsd": 0.25, "mean": 0.78957})  # better by 0.00003: a tie
+    assert pick_predict_gsd(tried)["gsd"] == 0.3
+    tried.append({"gsd": 0.2, "mean": 0.78954 + 2 * GSD_TIE})  # clearly better
+    assert pick_predict_gsd(tried)["gsd"] == 0.2
+    assert pick_predict_gsd(tried, tie=0.0)["gsd"] == 0.2
+    assert pick_predict_gsd(tried[:3], tie=0.0)["gsd"] == 0.25
