@@ -1,6 +1,7 @@
 """What test-time augmentation costs: ``roadnet run`` with 1, 2, 4 and 8 views per block.
 
-    python bench/bench_tta.py runs/synth/val-gsd-31/scene.tif --reps 2
+    roadnet synth --osm helsinki --gsd 0.3 --seed 35 --size 2048x2048 --out runs/synth/bench-tta
+    python bench/bench_tta.py runs/synth/bench-tta/scene.tif --reps 3
 
 One LocalCluster (2 workers x 1 thread) runs the shipped model on the scene at each
 ``tta`` back to back in each of ``--reps`` repetitions; compute seconds (after the workers

@@ -1,8 +1,8 @@
 """Random augmentation of training crops: geometry with the labels, appearance without them.
 
 Geometry (flips, 90° rotations; scale is drawn when the crop is cut, see
-:func:`roadnet.model.data.sample_crop`) moves the labels with the image. Appearance — HSV
-jitter, per-channel gains, gamma, grey-world balance, desaturation to grey, channel order,
+:func:`roadnet.model.data.sample_crop`) moves the labels with the image. Appearance — random
+convolution (texture and colour), HSV jitter, per-channel gains, gamma, grey-world balance, desaturation to grey, channel order,
 chroma rotation, contrast, brightness, haze, blur or sharpening, noise, JPEG compression,
 cut-out occlusion — changes the image only:
 a road under a cut-out box is still a road, as it is under a tree crown. Every draw comes
@@ -50,6 +50,12 @@ class AugmentConfig(StrictModel):
     # probability of desaturating the crop to its luma (Rec. 601), at a strength drawn in
     # [0.5, 1]: colour no longer tells road from tree or field, so texture and shape must
     grayscale: float = Field(default=0.0, ge=0, le=1)
+    # probability of passing the crop through a random k x k, 3 -> 3 band convolution (k odd,
+    # drawn up to random_conv_size; weights N(0, 1 / (3 k^2))), restandardized to the crop's
+    # mean and spread and blended with it at a weight drawn in [0, 1]: colours and fine
+    # texture become arbitrary while shapes stay, so the model must find roads by their shape
+    random_conv: float = Field(default=0.0, ge=0, le=1)
+    random_conv_size: int = Field(default=7, ge=1, le=15)
     blur: float = Field(default=0.0, ge=0, le=5)  # Gaussian sigma up to this, px (half the crops)
     sharpen: float = Field(default=0.0, ge=0, le=3)  # unsharp-mask amount up to this (the others)
     noise: float = Field(default=0.0, ge=0, le=50)  # Gaussian noise std up to this, DN
@@ -68,6 +74,8 @@ class AugmentConfig(StrictModel):
     def _check(self) -> AugmentConfig:
         if self.gsd_range is not None and not 0 < self.gsd_range[0] <= self.gsd_range[1]:
             raise ValueError("gsd_range is [low, high] metres with 0 < low <= high")
+        if self.random_conv_size % 2 == 0:
+            raise ValueError("random_conv_size is an odd kernel side (1, 3, 5, ...)")
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise ValueError("jpeg_quality is [low, high] with 1 <= low <= high <= 100")
         return self
@@ -136,8 +144,33 @@ def _hsv_jitter(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -
     return out
 
 
+def _random_conv(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``image`` through a random ``k x k`` band-mixing convolution, blended with itself.
+
+    Each output band is the sum over input bands of a convolution with Gaussian weights
+    (standard deviation ``1 / sqrt(3 k^2)``, so the output keeps the input's scale), then
+    standardized and given the crop's own mean and spread; the result is mixed into the crop
+    at a weight drawn in [0, 1].
+    """
+    k = int(rng.choice(np.arange(1, size + 1, 2)))
+    weights = rng.normal(0.0, 1.0 / np.sqrt(3 * k * k), size=(3, 3, k, k)).astype(np.float32)
+    mixed = np.zeros_like(image)
+    for out_band in range(3):
+        for in_band in range(3):
+            mixed[..., out_band] += ndimage.convolve(
+                image[..., in_band], weights[out_band, in_band], mode="reflect"
+            )
+    centred = mixed - mixed.mean(axis=(0, 1))
+    spread = np.maximum(mixed.std(axis=(0, 1)), 1e-3)
+    mixed = centred / spread * max(float(image.std()), 1.0) + float(image.mean())
+    alpha = rng.uniform(0.0, 1.0)
+    return np.asarray(alpha * mixed + (1.0 - alpha) * image, dtype=np.float32)
+
+
 def _appearance(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """Colour and tone of a ``(y, x, 3)`` float32 0–255 image."""
+    if c.random_conv and rng.random() < c.random_conv:
+        image = _random_conv(image, c.random_conv_size, rng)
     if c.hsv_hue or c.hsv_saturation or c.hsv_value:
         image = _hsv_jitter(image, c, rng)
     if c.gains:

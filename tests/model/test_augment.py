@@ -7,6 +7,7 @@ import pytest
 import shapely
 from PIL import Image
 from rasterio.features import rasterize
+from scipy import ndimage
 
 from roadnet.config import load_config
 from roadnet.errors import ConfigError
@@ -23,6 +24,7 @@ STRONG = AugmentConfig(
     grey_world=0.5,
     channel_swap=0.5,
     grayscale=0.2,
+    random_conv=0.3,
     blur=1.5,
     sharpen=1.0,
     noise=8.0,
@@ -120,6 +122,7 @@ def test_appearance_changes_image_not_labels_and_is_seeded() -> None:
         ("grey_world", 1.0),
         ("channel_swap", 1.0),
         ("grayscale", 1.0),
+        ("random_conv", 1.0),
         ("blur", 2.0),
         ("sharpen", 2.0),
         ("noise", 10.0),
@@ -152,7 +155,33 @@ def test_each_key_changes_the_image(key: str, value: float) -> None:
         assert (np.ptp(out, axis=-1) <= 0.5 * spread + 1e-3).all()
 
 
+def test_random_conv_keeps_the_shapes_and_the_crops_brightness() -> None:
+    """The road outline stays where it was; the bands' colour of it is arbitrary."""
+    scene = road_scene(size=128)
+    image = scene.image.astype(np.float32)
+    road = scene.labels[..., 0] > 0
+    config = OFF.model_copy(update={"random_conv": 1.0, "random_conv_size": 3})
+    colours = set()
+    for seed in range(6):
+        out, labels = augment(
+            image, scene.labels.astype(np.float32), config=config, rng=np.random.default_rng(seed)
+        )
+        np.testing.assert_array_equal(labels, scene.labels)
+        assert abs(float(out.mean()) - float(image.mean())) < 25.0
+        # away from the outline (wider than the kernel) road and ground stay apart in every
+        # band the blend moved: the 3 x 3 kernel mixes only within 1 px of it
+        inner = ndimage.binary_erosion(road, iterations=2)
+        outer = ~ndimage.binary_dilation(road, iterations=2)
+        spread = out[inner].std(axis=0) + out[outer].std(axis=0)
+        gap = np.abs(out[inner].mean(axis=0) - out[outer].mean(axis=0))
+        assert (gap > 5 * spread + 1).any(), seed
+        colours.add(tuple(np.round(out[inner].mean(axis=0) / 10)))
+    assert len(colours) > 3  # the road's colour differs from draw to draw
+
+
 def test_config_ranges() -> None:
+    with pytest.raises(ConfigError, match="random_conv_size"):
+        load_config(AugmentConfig, values={"random_conv_size": 4})
     with pytest.raises(ConfigError, match="gsd_range"):
         load_config(AugmentConfig, values={"gsd_range": [0.5, 0.2]})
     with pytest.raises(ConfigError, match="gains"):
@@ -196,7 +225,6 @@ def test_sample_grid_png(tmp_path: Path) -> None:
 
 def test_resampled_crops_get_thin_labels_at_their_pixel_widths() -> None:
     """Zoomed in 2x or out 2x, the edge band stays 2 px and the centerline 2 px wide."""
-    from scipy import ndimage
     from skimage.morphology import skeletonize
 
     cross = ndimage.generate_binary_structure(2, 1)
