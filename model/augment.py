@@ -2,9 +2,9 @@
 
 Geometry (flips, 90° rotations; scale is drawn when the crop is cut, see
 :func:`roadnet.model.data.sample_crop`) moves the labels with the image. Appearance — random
-convolution (texture and colour), HSV jitter, per-channel gains, gamma, grey-world balance, desaturation to grey, channel order,
-chroma rotation, contrast, brightness, haze, blur or sharpening, noise, JPEG compression,
-cut-out occlusion — changes the image only:
+convolution (texture and colour), HSV jitter, per-channel gains, gamma, grey-world balance,
+desaturation to grey, channel order, chroma rotation, contrast, brightness, haze, blur or
+sharpening, noise, JPEG compression, cut-out occlusion — changes the image only:
 a road under a cut-out box is still a road, as it is under a tree crown. Every draw comes
 from the generator the caller passes (seeded per batch), so a run is reproducible.
 """
