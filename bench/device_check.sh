@@ -5,8 +5,10 @@
 # 2. bench/bench_precision.py: the raw model's forward pass and training steps of roadnet-lite
 #    and the full variant in float32 and mixed_float16, then `roadnet run` of a rendered
 #    2048 x 2048 scene with mixed_precision off and on (memory growth is always on), and
-#    how far the codes move.
-# Figures go to OUT_DIR/precision.json and OUT_DIR/log.txt (for BENCHMARKS.md).
+#    how far the codes move;
+# 3. bench/bench_tta.py: `roadnet run` of the same scene with 1 and 4 views per block on one
+#    worker (on a GPU the four views are one batch of the model).
+# Figures go to OUT_DIR/precision.json, OUT_DIR/tta.jsonl and OUT_DIR/log.txt (for BENCHMARKS.md).
 set -uo pipefail
 out=${1:?give an output directory}
 py=${2:-.venv/bin/python}
@@ -28,3 +30,5 @@ precisions=float32,mixed_bfloat16
 [ "$gpu" = True ] && precisions=float32,mixed_float16
 timeout 480 "$py" bench/bench_precision.py --variants roadnet-lite,roadnet \
     --precisions "$precisions" --scene "$scene/scene.tif" --reps 2 --json "$out/precision.json"
+timeout 240 "$py" bench/bench_tta.py "$scene/scene.tif" --views 1,4 --reps 2 --workers 1 \
+    | tee "$out/tta.jsonl"
