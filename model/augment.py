@@ -246,7 +246,12 @@ def _camera(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -> np
 
 
 def augment(
-    image: np.ndarray, labels: np.ndarray, *, config: AugmentConfig, rng: np.random.Generator
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    look_rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random flips and 90° rotations (with the labels), then appearance and camera changes.
 
@@ -255,6 +260,8 @@ def augment(
         labels: ``(y, x, C)`` float32; moved with the image, never colour-jittered.
         config: which augmentations, and how strong.
         rng: the random generator (seeded by the caller).
+        look_rng: draws the appearance and camera changes instead of ``rng`` when given:
+            crops of one size given generators seeded alike get the same look.
 
     Returns:
         The augmented ``(image, labels)``; the image is clipped to 0–255.
@@ -266,8 +273,9 @@ def augment(
     if config.rot90:
         k = int(rng.integers(0, 4))
         image, labels = np.rot90(image, k), np.rot90(labels, k)
-    image = _appearance(image, config, rng)
-    image = _camera(image, config, rng)
+    look = rng if look_rng is None else look_rng
+    image = _appearance(image, config, look)
+    image = _camera(image, config, look)
     image = np.clip(image, 0.0, 255.0).astype(np.float32)
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 

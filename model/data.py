@@ -212,7 +212,9 @@ class CropDataset(keras.utils.PyDataset):  # type: ignore[misc]
 
     Batch ``i`` of epoch ``e`` is drawn from a generator seeded with ``(seed, e, i)``, so a run
     is reproducible whatever the order batches are fetched in. Scenes are picked with
-    probability proportional to their window area.
+    probability proportional to their window area: per crop, or with ``scene_batches`` one
+    scene per batch whose crops share one appearance draw, so that batch normalization in
+    training sees the statistics of one scene's look, as ``roadnet adapt`` fits them.
     """
 
     def __init__(
@@ -224,6 +226,7 @@ class CropDataset(keras.utils.PyDataset):  # type: ignore[misc]
         steps: int,
         augment_config: AugmentConfig,
         seed: int,
+        scene_batches: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -235,6 +238,7 @@ class CropDataset(keras.utils.PyDataset):  # type: ignore[misc]
         self.steps = steps
         self.augment_config = augment_config
         self.seed = seed
+        self.scene_batches = scene_batches
         self.epoch = 0
         areas = np.array([(w[2] - w[0]) * (w[3] - w[1]) for w in (s.window for s in scenes)])
         self.weights = areas / areas.sum()
@@ -245,8 +249,14 @@ class CropDataset(keras.utils.PyDataset):  # type: ignore[misc]
     def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         images, labels = [], []
+        batch_scene = int(rng.choice(len(self.scenes), p=self.weights)) if self.scene_batches else 0
         for _ in range(self.batch_size):
-            scene = self.scenes[int(rng.choice(len(self.scenes), p=self.weights))]
+            if self.scene_batches:
+                scene = self.scenes[batch_scene]
+                look = np.random.default_rng([self.seed, self.epoch, index, 1])
+            else:
+                scene = self.scenes[int(rng.choice(len(self.scenes), p=self.weights))]
+                look = None
             image, label = sample_crop(
                 scene,
                 size=self.crop_size,
@@ -258,7 +268,7 @@ class CropDataset(keras.utils.PyDataset):  # type: ignore[misc]
                     self.augment_config.centerline_dilate_px,
                 ),
             )
-            image, label = augment(image, label, config=self.augment_config, rng=rng)
+            image, label = augment(image, label, config=self.augment_config, rng=rng, look_rng=look)
             images.append(image)
             labels.append(label)
         return np.stack(images), label_targets(np.stack(labels))

@@ -108,6 +108,9 @@ class TrainConfig(StrictModel):
     # soft Jaccard (1 - soft IoU) on a task's fused output, per task; 0 or absent: off
     jaccard_weight: dict[str, float] = Field(default_factory=dict)
     augment: AugmentConfig = AugmentConfig()
+    # each batch from one scene, its crops with one appearance draw: batch normalization
+    # learns on one look at a time, as `roadnet adapt` refits it to one scene
+    scene_batches: bool = False
     evaluate_validation_scene: bool = True  # score the whole validation window at the end
     # cuts tried on that window to choose each task's cut-off for the card (0.5 always added)
     cutoff_grid: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
@@ -356,6 +359,7 @@ def _fit(
         steps=config.steps_per_epoch,
         augment_config=config.augment,
         seed=config.seed,
+        scene_batches=config.scene_batches,
         workers=1,
         use_multiprocessing=False,
     )

@@ -95,6 +95,32 @@ def test_crop_dataset_is_seeded() -> None:
     assert not np.array_equal(a[1][0], x1)
 
 
+def test_scene_batches_take_one_scene_and_one_look_per_batch() -> None:
+    """Flat scenes of two colours: a scene batch is one colour, moved alike in every crop."""
+    flat = [
+        LabelledScene(
+            np.full((64, 64, 3), value, np.uint8),
+            np.zeros((64, 64, 3), np.uint8),
+            (0, 0, 64, 64),
+            n,
+        )
+        for value, n in ((60, "dark"), (190, "pale"))
+    ]
+    look = AugmentConfig(flip=False, rot90=False, scale=0, hsv_value=0.3, gains=0.2, noise=6.0)
+    kwargs = {"crop_size": 16, "batch_size": 4, "steps": 12, "augment_config": look, "seed": 3}
+    grouped = CropDataset(flat, scene_batches=True, **kwargs)
+    means = []
+    for i in range(len(grouped)):
+        x, _ = grouped[i]
+        for crop in x[1:]:  # the same scene and the same draws of colour and noise
+            np.testing.assert_array_equal(crop, x[0])
+        means.append(float(x.mean()))
+    assert min(means) < 125 < max(means)  # both scenes are drawn
+    mixed = CropDataset(flat, **kwargs)
+    x, _ = mixed[0]
+    assert not all(np.array_equal(crop, x[0]) for crop in x[1:])  # per crop: own look
+
+
 def test_read_labelled_scene_checks_grids(make_scene, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import rasterio
 
