@@ -14,6 +14,7 @@ from roadnet.model.io import content_hash
 
 __all__ = [
     "attach_evaluation",
+    "card_adapts",
     "card_cutoffs",
     "make_model_card",
     "read_card_beside",
@@ -126,6 +127,20 @@ def card_cutoffs(model_path: str | Path, *, factor: float = 1.0) -> dict[str, fl
     if not isinstance(cutoffs, dict):
         return None
     return {str(task): float(value) for task, value in cutoffs.items()}
+
+
+def card_adapts(model_path: str | Path) -> bool:
+    """Whether the card beside a model asks ``roadnet run`` to fit it to each scene first.
+
+    The card's ``run.adapt`` (true for a model trained one look per batch, whose
+    normalization is meant to be refitted); never for an adapted copy, whose card has an
+    ``adapted`` block.
+    """
+    card = read_card_beside(model_path)
+    if card is None or "adapted" in card:
+        return False
+    run = card.get("run")
+    return isinstance(run, dict) and run.get("adapt") is True
 
 
 def attach_evaluation(card_path: Path, report: dict[str, Any], *, name: str) -> dict[str, Any]:

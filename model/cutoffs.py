@@ -208,6 +208,7 @@ def record_cutoffs_on_files(
         tile=tile,
         sweep=cuts,
         overwrite=overwrite,
+        adapt=False,  # chosen on the model as trained, whatever its card asks of runs
     )
     choice = choose_cutoffs(report["sweep"])
     entry = chosen_on({**report, "grid": cuts}, choice)

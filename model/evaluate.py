@@ -248,6 +248,7 @@ def evaluate_model_on_files(
     overwrite: bool = False,
     predict_gsd: PredictGsd = "auto",
     tta: int = 1,
+    adapt: bool | Literal["auto"] = "auto",
 ) -> dict[str, Any]:
     """Score a saved model on a labelled scene read from disk; optionally write JSON.
 
@@ -266,11 +267,16 @@ def evaluate_model_on_files(
         overwrite: replace an existing ``out``.
         predict_gsd: pixel size the model sees, as ``roadnet run`` (:mod:`roadnet.model.gsd`).
         tta: views averaged per tile, as ``roadnet run --tta`` (:mod:`roadnet.model.tta`).
+        adapt: first fit the model's normalization to the whole scene, as ``roadnet run
+            --adapt`` (:func:`~roadnet.pipeline.inference.adapt.adapt_to_scene`, defaults);
+            ``auto``: when the model's card asks for it. The report names the source model
+            and records the adapted one under ``adapted``.
 
     Returns:
         The report: model path and content hash, scene, window, threshold, rho, the pixel
         size predicted at, the views averaged, scores per task.
     """
+    from roadnet.model.card import card_adapts
     from roadnet.model.data import read_labelled_scene
     from roadnet.model.gsd import card_pixel_sizes, predict_grid
     from roadnet.model.io import content_hash, default_model_path, load_model
@@ -281,6 +287,11 @@ def evaluate_model_on_files(
     if out is not None:
         check_output_file(out, overwrite=overwrite)
     path = Path(model_path) if model_path is not None else default_model_path()
+    if adapt is True or (adapt == "auto" and card_adapts(path)):
+        return _evaluate_adapted(
+            scene, labels_dir, model_path=path, out=out, predict_gsd=predict_gsd,
+            window=window, threshold=threshold, rho=rho, tile=tile, sweep=sweep, tta=tta,
+        )  # fmt: skip
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
     card_gsd, finest = card_pixel_sizes(path)
@@ -346,6 +357,45 @@ def generalization_gap(
     }
 
 
+def _evaluate_adapted(
+    scene: Path,
+    labels_dir: Path,
+    *,
+    model_path: Path,
+    out: Path | None,
+    predict_gsd: PredictGsd,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`evaluate_model_on_files` of ``model_path`` fitted to ``scene`` first."""
+    import tempfile
+
+    from roadnet.model.io import content_hash
+    from roadnet.pipeline.inference.adapt import adapt_to_scene
+
+    with tempfile.TemporaryDirectory(prefix="roadnet-adapt-") as tmp:
+        adapted = Path(tmp) / "adapted.keras"
+        summary = adapt_to_scene(str(scene), adapted, model=model_path, predict_gsd=predict_gsd)
+        report = evaluate_model_on_files(
+            scene, labels_dir, model_path=adapted, predict_gsd=predict_gsd, adapt=False,
+            **kwargs,
+        )  # fmt: skip
+    report |= {
+        "model": str(model_path),
+        "content_hash": content_hash(model_path),
+        "adapted": {
+            "content_hash": summary.content_hash,
+            "tiles": summary.tiles,
+            "tile_px": summary.tile_px,
+            "seconds": round(summary.seconds, 1),
+        },
+    }
+    if out is not None:
+        from roadnet.model.card import write_json_atomic
+
+        write_json_atomic(out, report)
+    return report
+
+
 def evaluate_gap_on_files(
     in_style: tuple[Path, Path],
     out_of_style: tuple[Path, Path],
@@ -358,6 +408,7 @@ def evaluate_gap_on_files(
     overwrite: bool = False,
     predict_gsd: PredictGsd = "auto",
     tta: int = 1,
+    adapt: bool | Literal["auto"] = "auto",
 ) -> dict[str, Any]:
     """Score one model on an in-style and an out-of-style labelled scene, and their gap.
 
@@ -372,6 +423,7 @@ def evaluate_gap_on_files(
         overwrite: replace an existing ``out``.
         predict_gsd: pixel size the model sees (see :func:`evaluate_model_on_files`).
         tta: views averaged per tile (see :func:`evaluate_model_on_files`).
+        adapt: fit the model to each scene first (see :func:`evaluate_model_on_files`).
 
     Returns:
         ``{"model", "content_hash", "in_style": report, "out_of_style": report, "gap":
@@ -388,6 +440,7 @@ def evaluate_gap_on_files(
         "rho": rho,
         "predict_gsd": predict_gsd,
         "tta": tta,
+        "adapt": adapt,
     }
     first = evaluate_model_on_files(*in_style, tile=tile, **kwargs)
     second = evaluate_model_on_files(*out_of_style, tile=tile, **kwargs)

@@ -221,6 +221,14 @@ def run(
             "(the model runs that many times as long).",
         ),
     ] = None,
+    adapt: Annotated[
+        bool | None,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="First fit the model's batch-normalization statistics to this scene (as "
+            "roadnet adapt) on a worker; the adapted model is kept in the result store.",
+        ),
+    ] = None,
     progress: ProgressOpt = True,
     dashboard: Annotated[
         bool,
@@ -268,6 +276,7 @@ def run(
             "nodata": nodata,
             "predict_gsd": None if predict_gsd is None else parse_predict_gsd(predict_gsd),
             "tta": tta,
+            "adapt": adapt,
         },
     )
     if vectorize_out is None:

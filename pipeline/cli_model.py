@@ -7,7 +7,7 @@ the commands, as in the rest of the command line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -58,6 +58,7 @@ def _evaluate_gap(
     overwrite: bool,
     predict_gsd: PredictGsd,
     tta: int,
+    adapt: bool | Literal["auto"],
 ) -> None:
     """``evaluate-model --out-of-style``: both scenes side by side, then the gap."""
     from roadnet.model.evaluate import evaluate_gap_on_files
@@ -72,6 +73,7 @@ def _evaluate_gap(
         overwrite=overwrite,
         predict_gsd=predict_gsd,
         tta=tta,
+        adapt=adapt,
     )
     if card is not None:
         from roadnet.model.card import attach_evaluation
@@ -253,6 +255,14 @@ def evaluate_model(
             "tile, as `roadnet run --tta`.",
         ),
     ] = 1,
+    adapt: Annotated[
+        bool | None,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="First fit the model's normalization to each scene, as roadnet run --adapt "
+            "(default: when the model card asks for it).",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Score a model on a labelled scene: pixel and relaxed precision / recall / F1 / IoU."""
@@ -264,6 +274,9 @@ def evaluate_model(
     gsd = parse_predict_gsd(predict_gsd)
     if tta != 1 and (record_predict_gsd is not None or record_cutoffs):
         raise InputError("--tta scores a model; --record-cutoffs and --record-predict-gsd use 1")
+    if adapt and (record_predict_gsd is not None or record_cutoffs):
+        raise InputError("--adapt scores a model; --record-cutoffs and --record-predict-gsd don't")
+    fit: bool | Literal["auto"] = "auto" if adapt is None else adapt
     if record_predict_gsd is not None:
         if card is None or out_of_style is not None or record_cutoffs:
             raise InputError("--record-predict-gsd needs --card, and no --out-of-style")
@@ -290,6 +303,7 @@ def evaluate_model(
             overwrite=overwrite,
             predict_gsd=gsd,
             tta=tta,
+            adapt=fit,
         )
         return
     sweep_cuts = parse_cuts(sweep) if sweep else []
@@ -326,6 +340,7 @@ def evaluate_model(
         overwrite=overwrite,
         predict_gsd=gsd,
         tta=tta,
+        adapt=fit,
     )
     if card is not None:
         from roadnet.model.card import attach_evaluation

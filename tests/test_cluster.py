@@ -236,6 +236,38 @@ def test_killed_run_resumes(cluster: str, job: dict[str, Path], workdir: Path) -
     _assert_same(job["local"], out)
 
 
+def test_adapted_run_is_killed_and_resumes_with_the_same_fit(
+    cluster: str, job: dict[str, Path], workdir: Path
+) -> None:
+    """`roadnet run --adapt`: a worker fits the model into the store; the rerun reuses it."""
+    import json
+
+    import keras
+
+    from roadnet.model.roadnet import ModelConfig, build_roadnet
+    from roadnet.pipeline.inference.adapt import ADAPTED_CARD
+
+    keras.utils.set_random_seed(0)
+    source = workdir / "tiny.keras"
+    build_roadnet(ModelConfig(name="tiny", width_multiplier=0.125)).save(source)
+    out = workdir / "adapted.zarr"
+    args = [*ROADNET, "run", str(job["scene"]), "--out", str(out), "--model", str(source),
+            *RUN_OPTS, "--scheduler", cluster, "--adapt", "--set", "adapt_tiles=4"]  # fmt: skip
+    _kill_midway(_start(args, out.with_suffix(".log")), out)
+    staging = staging_path(out)
+    card = json.loads((staging / ADAPTED_CARD).read_text())
+    stamp = (staging / card["model"]).stat().st_mtime_ns
+    line, log = _run_ok(args)
+    assert "resumed" in line and 0 < _computed(line) <= 64 - 12, line
+    assert f"reused the adapted model {staging / card['model']}" in log, log[-2000:]
+    assert (out / card["model"]).stat().st_mtime_ns == stamp
+    # the chunks before and after the kill are the stored model's
+    plain = workdir / "adapted-plain.zarr"
+    _run_ok([*ROADNET, "run", str(job["scene"]), "--out", str(plain), "--model",
+             str(out / card["model"]), *RUN_OPTS, "--scheduler", cluster])  # fmt: skip
+    _assert_same(plain, out)
+
+
 def test_default_layout_and_scheduler_address(monkeypatch: pytest.MonkeyPatch) -> None:
     from roadnet.errors import InputError
     from roadnet.pipeline.cluster import dask_client, default_layout, scheduler_address

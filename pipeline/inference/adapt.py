@@ -11,32 +11,48 @@ adapted.keras`` then uses it like any other model.
 It pays off on imagery far from the training looks and costs on imagery close to them
 (README, "Adapting the model to a scene"): an option for the user who sees the shipped
 model struggle on their scene, not a default.
+
+``roadnet run --adapt`` does the same on a worker before predicting
+(:func:`adapt_for_run`): the adapted model and its card go into the result store, so every
+worker reads the one file, a resumed run reuses it, and the result keeps the model that made
+it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from roadnet.errors import InputError
+from roadnet.errors import InputError, ModelError
 from roadnet.model.card import read_model_card, write_json_atomic
 from roadnet.model.gsd import PredictGsd, card_pixel_sizes, predict_grid
 from roadnet.model.gsd import resample as resample_image
 from roadnet.model.io import content_hash, default_model_path, load_model
+from roadnet.outputs import upload_files
+from roadnet.paths import filesystem, is_url
 from roadnet.pipeline.inference.blend import to_model_input
 from roadnet.pipeline.inference.open import Scene, open_scene
+from roadnet.pipeline.inference.runner import fetch_model
 from roadnet.pipeline.preflight import check_model_output
 from roadnet.tasks import INPUT_MULTIPLE
 
-__all__ = ["AdaptSummary", "adapt_to_scene", "sample_tiles"]
+__all__ = ["ADAPTED_CARD", "AdaptSummary", "adapt_for_run", "adapt_to_scene", "sample_tiles"]
 
 log = logging.getLogger(__name__)
+
+#: The card of a run's adapted model, at the root of its result store. The model beside it
+#: is named by its content hash (``roadnet-adapted-HASH.keras``): a model read from a URL is
+#: cached by its URL, and an older run to the same store must not be served from there.
+ADAPTED_CARD = "roadnet-adapted.json"
 
 
 @dataclass(frozen=True)
@@ -236,3 +252,99 @@ def _fitted_entry(fitted_at: float, factor: float, source: object) -> dict[str, 
     if factor != 1.0 and same and isinstance(theirs.get("cutoffs"), dict):
         side["cutoffs"] = theirs["cutoffs"]
     return entry
+
+
+def _join(store: str, name: str) -> str:
+    return f"{store.rstrip('/')}/{name}" if is_url(store) else str(Path(store) / name)
+
+
+def _stored_adapted(store: str, source_digest: str) -> tuple[str, str] | None:
+    """The adapted model a killed run left in ``store`` for this source model, if whole."""
+    card_ref = _join(store, ADAPTED_CARD)
+    try:
+        if is_url(store):
+            fs, key = filesystem(card_ref)
+            text = fs.cat_file(key).decode()
+        else:
+            text = Path(card_ref).read_text()
+        card = json.loads(text)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if card.get("adapted", {}).get("from", {}).get("content_hash") != source_digest:
+        return None
+    ref = _join(store, str(card.get("model")))
+    try:
+        local = fetch_model(ref)
+    except ModelError:  # an unreadable model: adapt anew
+        return None
+    if not local.is_file() or content_hash(local) != card.get("content_hash"):
+        return None
+    return ref, str(card["content_hash"])
+
+
+def adapt_for_run(
+    scene: str,
+    model: str,
+    store: str,
+    *,
+    source_digest: str,
+    tiles: int = 64,
+    bands: list[int] | None = None,
+    input_max: float | None = None,
+    nodata: float | None = None,
+    predict_gsd: PredictGsd = "auto",
+) -> tuple[str, str, bool]:
+    """On a worker: the model of ``roadnet run --adapt``, fitted to ``scene`` once per run.
+
+    The adapted model is written into the run's (staging) store as
+    ``roadnet-adapted-HASH.keras`` and its card as :data:`ADAPTED_CARD`, the card last: a
+    card names a whole model. A resumed run finds them there and reuses them, so its chunks
+    come from the same statistics as the first ones.
+
+    Args:
+        scene: the scene as the workers read it.
+        model: the source model's path or URL.
+        store: the run's store (local directory or URL) the workers write into.
+        source_digest: the source model's content hash (a leftover of another is ignored).
+        tiles: tiles of the scene drawn to fit the statistics.
+        bands: 1-based bands for R, G, B, as the run reads the scene.
+        input_max: the scene value mapped to 255, as the run.
+        nodata: the nodata value overriding the file's, as the run.
+        predict_gsd: the pixel size the run feeds the model (:func:`adapt_to_scene`).
+
+    Returns:
+        ``(path or URL of the adapted model, its content hash, reused)``.
+    """
+    found = _stored_adapted(store, source_digest)
+    if found is not None:
+        log.info("reusing the adapted model %s", found[0])
+        return (*found, True)
+    with tempfile.TemporaryDirectory(prefix="roadnet-adapt-") as tmp:
+        local = Path(tmp) / "adapted.keras"
+        summary = adapt_to_scene(
+            scene,
+            local,
+            model=fetch_model(model),
+            tiles=tiles,
+            bands=bands,
+            input_max=input_max,
+            nodata=nodata,
+            predict_gsd=predict_gsd,
+        )
+        name = f"roadnet-adapted-{summary.content_hash}.keras"
+        card_path = local.with_suffix(".json")
+        card = read_model_card(card_path)
+        card["model"] = name
+        card["adapted"]["from"]["model"] = model
+        card["adapted"]["seconds"] = round(summary.seconds, 1)
+        write_json_atomic(card_path, card)
+        ref, card_ref = _join(store, name), _join(store, ADAPTED_CARD)
+        if is_url(store):
+            upload_files([(local, ref), (card_path, card_ref)])
+        else:
+            for src, dst in ((local, Path(ref)), (card_path, Path(card_ref))):
+                part = dst.with_name(f".{dst.name}.partial")
+                shutil.copyfile(src, part)
+                part.replace(dst)
+    log.info("%s", summary.line().replace(str(local), ref))
+    return ref, summary.content_hash, False

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,9 +27,9 @@ from pydantic import Field, field_validator, model_validator
 
 from roadnet import __version__
 from roadnet.config import StrictModel
-from roadnet.errors import InputError, ModelError
+from roadnet.errors import ConfigError, InputError, ModelError
 from roadnet.leases import hold_output
-from roadnet.model.card import card_cutoffs
+from roadnet.model.card import card_adapts, card_cutoffs
 from roadnet.model.gsd import MAX_GSD_M, card_pixel_sizes, predict_grid
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 #: Result attribute holding the model card's per-task cut-offs (JSON ``{task: p}``).
 CUTOFFS_ATTR = "roadnet:cutoffs"
+#: Result attributes of an adapted run: the adapted model's file in the store, its hash.
+ADAPTED_MODEL_ATTR = "roadnet:adapted_model"
+ADAPTED_SHA_ATTR = "roadnet:adapted_sha256"
 #: Result attribute: the pixel size the model predicted at (``"native"`` or metres).
 PREDICT_GSD_ATTR = "roadnet:predict_gsd"
 
@@ -76,6 +79,8 @@ def result_cutoffs(attrs: Mapping[str, Any]) -> dict[str, float]:
 
 
 __all__ = [
+    "ADAPTED_MODEL_ATTR",
+    "ADAPTED_SHA_ATTR",
     "CUTOFFS_ATTR",
     "PREDICT_GSD_ATTR",
     "Prediction",
@@ -83,6 +88,7 @@ __all__ = [
     "RunSummary",
     "predict_scene",
     "prepare_worker",
+    "resolve_adapt",
     "result_cutoffs",
     "run",
     "run_to_zarr",
@@ -112,6 +118,13 @@ class RunConfig(StrictModel):
         description="views of each block averaged (1, 2, 4 or 8 flips and turns; "
         "roadnet.model.tta): tta x the model time",
     )
+    adapt: Literal["auto"] | bool = Field(
+        default="auto",
+        description="fit the model's batch-normalization statistics to the scene first "
+        "(roadnet adapt) and keep the adapted model in the result store; auto: when the "
+        "model card asks for it (run.adapt)",
+    )
+    adapt_tiles: int = Field(default=64, ge=1, description="scene tiles the adapt step draws")
 
     @field_validator("tta")
     @classmethod
@@ -147,6 +160,8 @@ class Prediction:
         runner: the model handle in the graph.
         attrs: provenance attributes for the result.
         resample: model pixels per scene pixel (1: the model sees the scene's own grid).
+        adapt: fit the model to the scene before predicting (``adapt`` resolved; only
+            :func:`run_to_zarr` does, into its store).
     """
 
     scene: Scene
@@ -154,6 +169,7 @@ class Prediction:
     runner: ModelRunner
     attrs: dict[str, Any]
     resample: float = 1.0
+    adapt: bool = False
 
     def dataset(self) -> xr.Dataset:
         """``surface``, ``edge``, ``centerline`` ``(y, x)`` uint8 codes with coords and CRS."""
@@ -237,6 +253,7 @@ def predict_scene(
     """
     config = config or RunConfig()
     model_ref = _resolve_model(model)
+    config = config.model_copy(update={"adapt": resolve_adapt(config.adapt, model_ref)})
     if validate:
         digest = validate_model(model_ref, bands=MODEL_BANDS)
     else:
@@ -305,7 +322,21 @@ def predict_scene(
     cutoffs = None if is_url(model_ref) else card_cutoffs(model_ref, factor=factor)
     if cutoffs:
         attrs[CUTOFFS_ATTR] = json.dumps(cutoffs)
-    return Prediction(scene=opened, codes=codes, runner=runner, attrs=attrs, resample=factor)
+    return Prediction(
+        scene=opened,
+        codes=codes,
+        runner=runner,
+        attrs=attrs,
+        resample=factor,
+        adapt=bool(config.adapt),
+    )
+
+
+def resolve_adapt(adapt: bool | Literal["auto"], model_ref: str) -> bool:
+    """``adapt`` of a run: as given, or under ``auto`` what the model's card asks for."""
+    if isinstance(adapt, bool):
+        return adapt
+    return not is_url(model_ref) and card_adapts(model_ref)
 
 
 def run(
@@ -318,6 +349,18 @@ def run(
         [0, 1] (NaN on nodata, quantized to 1/254), dask-backed, with CRS and transform;
         ``ds.to_zarr(...)`` stores them as uint8 again (encoding is set).
     """
+    config = config or RunConfig()
+    if config.adapt is True:
+        raise ConfigError(
+            "adapt writes the adapted model into the result store: use roadnet run --out "
+            "(run_to_zarr), or roadnet adapt and pass its model"
+        )
+    if resolve_adapt(config.adapt, _resolve_model(model)):
+        log.warning(
+            "the model card asks to adapt the model to each scene, which needs a result store "
+            "(run_to_zarr, roadnet run); predicting with the model as it is"
+        )
+    config = config.model_copy(update={"adapt": False})
     ds = predict_scene(scene, model=model, config=config).dataset()
     for task in TASKS:
         codes = ds[task]
@@ -437,7 +480,7 @@ def run_to_zarr(
             client=client,
         )
         with cluster as client:
-            seconds = _compute_store(
+            seconds, attrs = _compute_store(
                 client,
                 prediction,
                 staging,
@@ -448,7 +491,7 @@ def run_to_zarr(
                 batch_chunks=batch_chunks,
                 progress=progress,
             )
-        finish_store(staging, out, attrs={"roadnet:seconds": round(seconds, 3)})
+        finish_store(staging, out, attrs={**attrs, "roadnet:seconds": round(seconds, 3)})
     h, w = prediction.scene.shape
     return RunSummary(
         out=out, pixels=h * w, chunks=grid[0] * grid[1], computed=computed, seconds=seconds
@@ -466,19 +509,32 @@ def _compute_store(
     config: RunConfig,
     batch_chunks: int,
     progress: bool,
-) -> float:
-    """Ready the workers, create the store if new, write the chunks ``todo``; seconds taken.
+) -> tuple[float, dict[str, Any]]:
+    """Ready the workers, create the store if new, write the chunks ``todo``.
 
-    The seconds count from the first chunk submitted to the last written: after the model
-    has been checked on a worker and every worker prepared (:func:`prepare_worker`).
+    With ``adapt`` the model is first fitted to the scene on a worker, into the store
+    (:func:`~roadnet.pipeline.inference.adapt.adapt_for_run`), and the chunks are predicted
+    with that model.
+
+    Returns:
+        The seconds from the first chunk submitted to the last written (after the model
+        has been checked, adapted and every worker prepared, :func:`prepare_worker`), and
+        attributes for the finished store.
     """
     runner = prediction.runner
     client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()
-    client.run(prepare_worker, runner, prediction.scene.source)
     if create:
         attrs = {**prediction.attrs, JOB_ATTR: job}
         grid = todo.shape
         create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
+    finished: dict[str, Any] = {}
+    if prediction.adapt:
+        runner = _adapted_runner(client, prediction, str(staging), config=config)
+        finished = {
+            ADAPTED_MODEL_ATTR: runner.model.rstrip("/").rsplit("/", 1)[-1],
+            ADAPTED_SHA_ATTR: runner.digest,
+        }
+    client.run(prepare_worker, runner, prediction.scene.source)
     start = time.perf_counter()
     plan = blend_plan(
         prediction.scene.data.data,
@@ -507,4 +563,33 @@ def _compute_store(
         if failure is None:
             raise
         raise failure from exc
-    return time.perf_counter() - start
+    return time.perf_counter() - start, finished
+
+
+def _adapted_runner(
+    client: Client, prediction: Prediction, store: str, *, config: RunConfig
+) -> ModelRunner:
+    """Fit the model to the scene on a worker (or find a killed run's fit); its runner."""
+    from roadnet.pipeline.inference.adapt import adapt_for_run
+
+    runner = prediction.runner
+    started = time.perf_counter()
+    ref, digest, reused = client.submit(
+        adapt_for_run,
+        prediction.scene.source,
+        runner.model,
+        store,
+        source_digest=runner.digest,
+        tiles=config.adapt_tiles,
+        bands=config.bands,
+        input_max=config.input_max,
+        nodata=config.nodata,
+        predict_gsd=config.predict_gsd,
+        pure=False,
+    ).result()
+    log.info(
+        "%s %s (%s), %.1f s",
+        "reused the adapted model" if reused else "adapted the model to the scene:",
+        ref, digest, time.perf_counter() - started,
+    )  # fmt: skip
+    return replace(runner, model=ref, digest=digest)

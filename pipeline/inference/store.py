@@ -4,10 +4,12 @@ Layout (zarr format 3): ``surface``, ``edge``, ``centerline`` over ``(y, x)``, u
 ``scale_factor`` 1/254 and ``_FillValue`` 255 (decoded by xarray to float probabilities with
 NaN on nodata), chunks equal to the inference cores, zstd-compressed; ``x``/``y``
 coordinates and ``spatial_ref`` (CRS and transform). A ``progress/done`` array holds one
-flag per chunk, set after the chunk's data is written. The metadata follows CF-1.8: the group
-says ``Conventions: CF-1.8``, ``x``/``y`` carry ``axis``, ``standard_name`` and ``units`` (see
-:func:`cf_coordinate_attrs`) and every task names ``spatial_ref`` as its ``grid_mapping``, so
-CF-aware readers (cf_xarray, xarray's ``decode_coords="all"``) find the axes and the CRS.
+flag per chunk, set after the chunk's data is written. A run with ``adapt`` also keeps its
+adapted model and card at the root (``roadnet-adapted-HASH.keras``, ``roadnet-adapted.json``).
+The metadata follows CF-1.8: the group says ``Conventions: CF-1.8``, ``x``/``y`` carry
+``axis``, ``standard_name`` and ``units`` (see :func:`cf_coordinate_attrs`) and every task
+names ``spatial_ref`` as its ``grid_mapping``, so CF-aware readers (cf_xarray, xarray's
+``decode_coords="all"``) find the axes and the CRS.
 
 A run writes into ``OUT.partial-run``; a rerun with the same job resumes there and computes
 only the chunks whose flag is unset. When every flag is set the store's metadata is
@@ -315,6 +317,8 @@ def finish_store(
         # Consolidated metadata is a zarr-python extension for format 3; xarray reads it and
         # it saves readers one request per array, so the warning is expected here.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        # an adapted run keeps its model beside the arrays (roadnet run --adapt)
+        warnings.filterwarnings("ignore", message="Object at roadnet-adapted", category=UserWarning)
         zarr.consolidate_metadata(store, zarr_format=ZARR_FORMAT)
     # The root's attributes are not part of the consolidated metadata: updating them keeps it.
     group = zarr.open_group(store, mode="r+", zarr_format=ZARR_FORMAT)

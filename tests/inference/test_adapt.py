@@ -8,17 +8,36 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import rasterio
+import xarray as xr
+import zarr
 from _cli import run_in_one_process
 from _models import smooth_scene, write_scene
+from distributed import Client
 
-from roadnet.errors import InputError, OutputExistsError
+from roadnet.errors import ConfigError, InputError, OutputExistsError
 from roadnet.model.adapt import batchnorm_layers
-from roadnet.model.card import card_cutoffs
+from roadnet.model.card import card_adapts, card_cutoffs
+from roadnet.model.evaluate import evaluate_model_on_files
 from roadnet.model.gsd import card_finest_gsd
 from roadnet.model.io import content_hash, load_model
 from roadnet.model.roadnet import ModelConfig, build_roadnet
-from roadnet.pipeline.inference.adapt import adapt_to_scene, sample_tiles
+from roadnet.pipeline.inference.adapt import (
+    ADAPTED_CARD,
+    _stored_adapted,
+    adapt_to_scene,
+    sample_tiles,
+)
 from roadnet.pipeline.inference.open import open_scene
+from roadnet.pipeline.inference.run import (
+    ADAPTED_MODEL_ATTR,
+    ADAPTED_SHA_ATTR,
+    RunConfig,
+    run,
+    run_to_zarr,
+)
+from roadnet.pipeline.inference.store import open_result, staging_path
+from roadnet.tasks import TASKS
 
 CUTOFFS = {"surface": 0.7, "edge": 0.45, "centerline": 0.4}
 
@@ -150,3 +169,151 @@ def test_tiles_at_the_model_pixel_size_and_the_card_records_it(
         "gsd": 1.2, "chosen_on": "the adapted scene's tiles", "cutoffs": own
     }  # fmt: skip
     assert card_finest_gsd(tmp_path / "s.keras") == 1.2
+
+
+def _result_codes(path: str | Path) -> np.ndarray:
+    ds = open_result(path, mask_and_scale=False)
+    return np.stack([ds[t].values for t in TASKS])
+
+
+def _adapted_run(tmp_path: Path, source: Path, client: Client) -> tuple[Path, RunConfig, Path]:
+    """`roadnet run --adapt` of a scene brighter and flatter than anything the source saw."""
+    scene = write_scene(tmp_path / "s.tif", (0.4 * smooth_scene(260, 300) + 140).astype("uint8"))
+    cfg = RunConfig(chunk=128, overlap=32, adapt=True, adapt_tiles=4)
+    out = tmp_path / "r.zarr"
+    run_to_zarr(scene, out, model=source, config=cfg, client=client, progress=False)
+    return scene, cfg, out
+
+
+def test_run_adapt_predicts_with_the_model_it_keeps_in_the_store(
+    tmp_path: Path, source: Path, client: Client
+) -> None:
+    scene, cfg, out = _adapted_run(tmp_path, source, client)
+    ds = open_result(out)
+    name = ds.attrs[ADAPTED_MODEL_ATTR]
+    adapted = out / name
+    card = json.loads((out / ADAPTED_CARD).read_text())
+    assert name == card["model"] == f"roadnet-adapted-{content_hash(adapted)}.keras"
+    assert ds.attrs[ADAPTED_SHA_ATTR] == card["content_hash"] == content_hash(adapted)
+    assert card["adapted"]["from"] == {"model": str(source), "content_hash": content_hash(source)}
+    assert card["adapted"]["scene"] == str(scene) and card["adapted"]["tiles"] == 4
+    assert ds.attrs["model_sha256"] == content_hash(source)  # the run's job: source and config
+    assert '"adapt": true' in ds.attrs["roadnet_config"]
+    # the chunks are the adapted model's, not the source's
+    plain = RunConfig(chunk=128, overlap=32)
+    with_adapted = run(scene, model=adapted, config=plain).compute(scheduler="threads")
+    with_source = run(scene, model=source, config=plain).compute(scheduler="threads")
+    got = _result_codes(out)
+    assert np.array_equal(got, _codes_of(with_adapted))
+    assert not np.array_equal(got, _codes_of(with_source))
+    # the lazy API has no store to keep the model in
+    with pytest.raises(ConfigError, match="adapt writes the adapted model into the result"):
+        run(scene, model=source, config=cfg)
+
+
+def _codes_of(ds: xr.Dataset) -> np.ndarray:
+    stacked = np.stack([ds[t].values for t in TASKS])
+    return np.where(np.isnan(stacked), 255, np.rint(stacked * 254)).astype(np.uint8)
+
+
+def test_a_resumed_adapted_run_reuses_the_stored_model_and_ignores_another_one(
+    tmp_path: Path, source: Path, client: Client
+) -> None:
+    scene, cfg, out = _adapted_run(tmp_path, source, client)
+    expected = _result_codes(out)
+    name = open_result(out).attrs[ADAPTED_MODEL_ATTR]
+    # a run killed after the fit: two chunks unwritten, their data spoilt
+    staging = staging_path(out)
+    out.rename(staging)
+    stamp = (staging / name).stat().st_mtime_ns
+    group = zarr.open_group(str(staging), mode="r+")
+    for row, col in [(0, 1), (2, 2)]:
+        group["progress/done"][row, col] = 0
+        for task in TASKS:
+            group[task][row * 128 : row * 128 + 128, col * 128 : col * 128 + 128] = 7
+    resumed = run_to_zarr(scene, out, model=source, config=cfg, client=client, progress=False)
+    assert resumed.computed == 2
+    assert (out / name).stat().st_mtime_ns == stamp  # the fit was reused, not redone
+    assert np.array_equal(_result_codes(out), expected)
+    assert sorted(p.name for p in out.glob("roadnet-adapted*")) == sorted([name, ADAPTED_CARD])
+    # a card of another source model, or one naming a damaged model, is not reused
+    assert _stored_adapted(str(out), content_hash(source)) == (str(out / name), name[16:32])
+    assert _stored_adapted(str(out), "0" * 16) is None
+    (out / name).write_bytes(b"damaged")
+    assert _stored_adapted(str(out), content_hash(source)) is None
+
+
+def test_run_adapt_to_an_object_store(
+    tmp_path: Path, source: Path, client: Client, s3_bucket: str
+) -> None:
+    from _s3 import s3_fs
+
+    scene = write_scene(tmp_path / "s.tif", (0.4 * smooth_scene(200, 260) + 140).astype("uint8"))
+    cfg = RunConfig(chunk=128, overlap=32, adapt=True, adapt_tiles=3)
+    local = run_to_zarr(
+        scene, tmp_path / "r.zarr", model=source, config=cfg, client=client, progress=False
+    )
+    url = f"{s3_bucket}/r.zarr"
+    run_to_zarr(scene, url, model=source, config=cfg, client=client, progress=False)
+    assert np.array_equal(_result_codes(url), _result_codes(local.out))
+    name = open_result(url).attrs[ADAPTED_MODEL_ATTR]
+    keys = {k.rsplit("/", 1)[-1] for k in s3_fs().ls(url.removeprefix("s3://"))}
+    assert {name, ADAPTED_CARD} <= keys
+    assert _stored_adapted(url, content_hash(source)) == (f"{url}/{name}", name[16:32])
+
+
+def test_adapt_auto_follows_the_model_card(
+    tmp_path: Path, source: Path, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    scene = write_scene(tmp_path / "s.tif", (0.4 * smooth_scene(200, 200) + 140).astype("uint8"))
+    asking = tmp_path / "asking.keras"
+    asking.write_bytes(source.read_bytes())
+    card = json.loads(source.with_suffix(".json").read_text())
+    asking.with_suffix(".json").write_text(json.dumps({**card, "run": {"adapt": True}}))
+    assert card_adapts(asking) and not card_adapts(source)
+    auto = RunConfig(chunk=128, overlap=32)  # adapt: auto
+    assert auto.adapt == "auto"
+    runs = {}
+    for name, model, cfg in [
+        ("asking", asking, auto),
+        ("plain", source, auto),
+        ("refused", asking, auto.model_copy(update={"adapt": False})),
+    ]:
+        out = tmp_path / f"{name}.zarr"
+        run_to_zarr(scene, out, model=model, config=cfg, client=client, progress=False)
+        runs[name] = open_result(out)
+    assert ADAPTED_MODEL_ATTR in runs["asking"].attrs
+    assert '"adapt": true' in runs["asking"].attrs["roadnet_config"]  # resolved, in the job
+    for name in ("plain", "refused"):
+        assert ADAPTED_MODEL_ATTR not in runs[name].attrs
+        assert '"adapt": false' in runs[name].attrs["roadnet_config"]
+    # an adapted copy never asks again
+    adapted = tmp_path / "asking.zarr" / runs["asking"].attrs[ADAPTED_MODEL_ATTR]
+    stored = json.loads((tmp_path / "asking.zarr" / ADAPTED_CARD).read_text())
+    assert stored["run"] == {"adapt": True} and "adapted" in stored
+    assert not card_adapts(adapted.with_name(stored["model"]))
+    # the lazy API cannot keep an adapted model: it says so and predicts with the model as is
+    with caplog.at_level("WARNING", logger="roadnet.pipeline.inference.run"):
+        lazy = run(scene, model=asking, config=auto).compute(scheduler="threads")
+    assert "predicting with the model as it is" in caplog.text
+    assert np.array_equal(_codes_of(lazy), _result_codes(tmp_path / "refused.zarr"))
+
+
+def test_evaluate_model_adapts_as_the_run_does(tmp_path: Path, source: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", (0.4 * smooth_scene(128, 128) + 140).astype("uint8"))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "count": 1}
+        band = src.read(1)
+    for name in TASKS:
+        with rasterio.open(labels / f"{name}.tif", "w", **profile) as dst:
+            dst.write((band > np.median(band)).astype("uint8")[None])
+    kwargs = {"threshold": 0.5, "tile": 128}
+    plain = evaluate_model_on_files(scene, labels, model_path=source, **kwargs)
+    fitted = evaluate_model_on_files(scene, labels, model_path=source, adapt=True, **kwargs)
+    assert "adapted" not in plain and fitted["content_hash"] == content_hash(source)
+    adapt_to_scene(str(scene), tmp_path / "a.keras", model=source)  # the same defaults
+    by_hand = evaluate_model_on_files(scene, labels, model_path=tmp_path / "a.keras", **kwargs)
+    assert fitted["scores"] == by_hand["scores"] != plain["scores"]
+    assert fitted["adapted"]["tiles"] == 64
