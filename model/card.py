@@ -14,6 +14,7 @@ from roadnet.model.io import content_hash
 
 __all__ = [
     "attach_evaluation",
+    "card_adapt_rule",
     "card_adapts",
     "card_cutoffs",
     "make_model_card",
@@ -129,18 +130,31 @@ def card_cutoffs(model_path: str | Path, *, factor: float = 1.0) -> dict[str, fl
     return {str(task): float(value) for task, value in cutoffs.items()}
 
 
-def card_adapts(model_path: str | Path) -> bool:
-    """Whether the card beside a model asks ``roadnet run`` to fit it to each scene first.
+def card_adapt_rule(model_path: str | Path) -> float | None:
+    """When the card beside a model asks ``roadnet run`` to fit it to a scene first.
 
-    The card's ``run.adapt`` (true for a model trained one look per batch, whose
-    normalization is meant to be refitted); never for an adapted copy, whose card has an
-    ``adapted`` block.
+    The card's ``run.adapt``: ``true`` (every scene) or ``{"min_shift": S}`` (a scene whose
+    fitted statistics lie at least ``S`` from the trained ones,
+    :func:`~roadnet.model.adapt.statistics_shift`). Never for an adapted copy, whose card
+    has an ``adapted`` block.
+
+    Returns:
+        The least shift to adapt at (0: always), or None: never.
     """
     card = read_card_beside(model_path)
     if card is None or "adapted" in card:
-        return False
-    run = card.get("run")
-    return isinstance(run, dict) and run.get("adapt") is True
+        return None
+    rule = card.get("run", {}).get("adapt") if isinstance(card.get("run"), dict) else None
+    if rule is True:
+        return 0.0
+    if isinstance(rule, dict) and isinstance(rule.get("min_shift"), int | float):
+        return float(rule["min_shift"])
+    return None
+
+
+def card_adapts(model_path: str | Path) -> bool:
+    """Whether the card beside a model asks runs to adapt it to some scenes (see above)."""
+    return card_adapt_rule(model_path) is not None
 
 
 def attach_evaluation(card_path: Path, report: dict[str, Any], *, name: str) -> dict[str, Any]:

@@ -269,14 +269,15 @@ def evaluate_model_on_files(
         tta: views averaged per tile, as ``roadnet run --tta`` (:mod:`roadnet.model.tta`).
         adapt: first fit the model's normalization to the whole scene, as ``roadnet run
             --adapt`` (:func:`~roadnet.pipeline.inference.adapt.adapt_to_scene`, defaults);
-            ``auto``: when the model's card asks for it. The report names the source model
-            and records the adapted one under ``adapted``.
+            ``auto``: as the model's card asks (every scene, or one whose statistics shift
+            at least its ``min_shift``). The report names the source model and records the
+            fit under ``adapted`` (``applied``: whether the fitted model was scored).
 
     Returns:
         The report: model path and content hash, scene, window, threshold, rho, the pixel
         size predicted at, the views averaged, scores per task.
     """
-    from roadnet.model.card import card_adapts
+    from roadnet.model.card import card_adapt_rule
     from roadnet.model.data import read_labelled_scene
     from roadnet.model.gsd import card_pixel_sizes, predict_grid
     from roadnet.model.io import content_hash, default_model_path, load_model
@@ -287,10 +288,12 @@ def evaluate_model_on_files(
     if out is not None:
         check_output_file(out, overwrite=overwrite)
     path = Path(model_path) if model_path is not None else default_model_path()
-    if adapt is True or (adapt == "auto" and card_adapts(path)):
+    min_shift = card_adapt_rule(path) if adapt == "auto" else (0.0 if adapt else None)
+    if min_shift is not None:
         return _evaluate_adapted(
             scene, labels_dir, model_path=path, out=out, predict_gsd=predict_gsd,
-            window=window, threshold=threshold, rho=rho, tile=tile, sweep=sweep, tta=tta,
+            min_shift=min_shift, window=window, threshold=threshold, rho=rho, tile=tile,
+            sweep=sweep, tta=tta,
         )  # fmt: skip
     model = load_model(path)
     data = read_labelled_scene(scene, labels_dir, window=window)
@@ -364,9 +367,14 @@ def _evaluate_adapted(
     model_path: Path,
     out: Path | None,
     predict_gsd: PredictGsd,
+    min_shift: float,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """:func:`evaluate_model_on_files` of ``model_path`` fitted to ``scene`` first."""
+    """:func:`evaluate_model_on_files` of ``model_path`` fitted to ``scene`` first.
+
+    As ``roadnet run`` does: the fitted model is scored when the scene's statistics shift
+    is at least ``min_shift``, else the model as trained.
+    """
     import tempfile
 
     from roadnet.model.io import content_hash
@@ -375,9 +383,10 @@ def _evaluate_adapted(
     with tempfile.TemporaryDirectory(prefix="roadnet-adapt-") as tmp:
         adapted = Path(tmp) / "adapted.keras"
         summary = adapt_to_scene(str(scene), adapted, model=model_path, predict_gsd=predict_gsd)
+        applied = summary.shift >= min_shift
         report = evaluate_model_on_files(
-            scene, labels_dir, model_path=adapted, predict_gsd=predict_gsd, adapt=False,
-            **kwargs,
+            scene, labels_dir, model_path=adapted if applied else model_path,
+            predict_gsd=predict_gsd, adapt=False, **kwargs,
         )  # fmt: skip
     report |= {
         "model": str(model_path),
@@ -387,6 +396,9 @@ def _evaluate_adapted(
             "tiles": summary.tiles,
             "tile_px": summary.tile_px,
             "seconds": round(summary.seconds, 1),
+            "shift": round(summary.shift, 4),
+            "min_shift": min_shift,
+            "applied": applied,
         },
     }
     if out is not None:

@@ -346,6 +346,13 @@ def evaluate_model(
         from roadnet.model.card import attach_evaluation
 
         attach_evaluation(card, report, name=card_key)
+    fitted = report.get("adapted")
+    if fitted is not None:
+        scored = "fitted" if fitted["applied"] else "as trained"
+        typer.echo(
+            f"adapted to the scene: statistics shift {fitted['shift']:.3f}, least "
+            f"{fitted['min_shift']:g}: the {scored} model scored"
+        )
     for task, s in report["scores"].items():
         typer.echo(
             f"{task:<11} cut {s['threshold']:.2f}  IoU {s['iou']:.4f}  F1 {s['f1']:.4f}  "

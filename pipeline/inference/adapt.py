@@ -45,7 +45,14 @@ from roadnet.pipeline.inference.runner import fetch_model
 from roadnet.pipeline.preflight import check_model_output
 from roadnet.tasks import INPUT_MULTIPLE
 
-__all__ = ["ADAPTED_CARD", "AdaptSummary", "adapt_for_run", "adapt_to_scene", "sample_tiles"]
+__all__ = [
+    "ADAPTED_CARD",
+    "AdaptSummary",
+    "RunFit",
+    "adapt_for_run",
+    "adapt_to_scene",
+    "sample_tiles",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +72,14 @@ class AdaptSummary:
     tile_px: int
     layers: int
     seconds: float
+    shift: float = 0.0
 
     def line(self) -> str:
         """One line for the command."""
         return (
             f"{self.out}: batch-normalization statistics of {self.layers} layers fitted on "
-            f"{self.tiles} tiles of {self.tile_px} px ({self.content_hash}), {self.seconds:.1f} s"
+            f"{self.tiles} tiles of {self.tile_px} px ({self.content_hash}), shift "
+            f"{self.shift:.3f} from the training ones, {self.seconds:.1f} s"
         )
 
 
@@ -168,7 +177,7 @@ def adapt_to_scene(
     """
     import time
 
-    from roadnet.model.adapt import adapt_batchnorm
+    from roadnet.model.adapt import adapt_batchnorm, batchnorm_statistics, statistics_shift
 
     out = Path(out)
     if tiles < 1:
@@ -188,7 +197,9 @@ def adapt_to_scene(
         predict_gsd, scene_gsd=opened.gsd, card_gsd=card_gsd, card_finest=finest
     )
     images = sample_tiles(opened, tiles=tiles, tile_px=tile_px, seed=seed, resample=factor)
+    trained = batchnorm_statistics(net)
     layers = adapt_batchnorm(net, images, strength=strength)
+    shift = statistics_shift(trained, batchnorm_statistics(net))
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}.keras")
     try:
         net.save(tmp)
@@ -213,6 +224,7 @@ def adapt_to_scene(
             "strength": float(strength),
             "seed": int(seed),
             "batchnorm_layers": layers,
+            "shift": round(shift, 4),
             "predict_gsd": "native" if target is None else target,
             "note": "cut-offs are the source model's, chosen on its validation render",
         },
@@ -230,6 +242,7 @@ def adapt_to_scene(
         tile_px=int(images.shape[1]),
         layers=layers,
         seconds=seconds,
+        shift=shift,
     )
 
 
@@ -258,20 +271,50 @@ def _join(store: str, name: str) -> str:
     return f"{store.rstrip('/')}/{name}" if is_url(store) else str(Path(store) / name)
 
 
-def _stored_adapted(store: str, source_digest: str) -> tuple[str, str] | None:
-    """The adapted model a killed run left in ``store`` for this source model, if whole."""
-    card_ref = _join(store, ADAPTED_CARD)
+@dataclass(frozen=True)
+class RunFit:
+    """What :func:`adapt_for_run` decided for a run.
+
+    Attributes:
+        model: the model to predict with: the adapted one in the store, or the source when
+            the scene was too close to the training looks to adapt (``applied`` false).
+        digest: that model's content hash.
+        shift: the scene's :func:`~roadnet.model.adapt.statistics_shift`.
+        applied: whether the run predicts with the adapted model.
+        reused: whether a killed run's fit (or decision) was found in the store.
+    """
+
+    model: str
+    digest: str
+    shift: float
+    applied: bool
+    reused: bool = False
+
+
+def _read_card(ref: str) -> dict[str, Any] | None:
     try:
-        if is_url(store):
-            fs, key = filesystem(card_ref)
+        if is_url(ref):
+            fs, key = filesystem(ref)
             text = fs.cat_file(key).decode()
         else:
-            text = Path(card_ref).read_text()
+            text = Path(ref).read_text()
         card = json.loads(text)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if card.get("adapted", {}).get("from", {}).get("content_hash") != source_digest:
+    return card if isinstance(card, dict) else None
+
+
+def _stored_fit(store: str, model: str, source_digest: str) -> RunFit | None:
+    """The fit (or the decision not to adapt) a killed run left in ``store``, if whole."""
+    card = _read_card(_join(store, ADAPTED_CARD))
+    if card is None:
         return None
+    adapted = card.get("adapted", {})
+    if adapted.get("from", {}).get("content_hash") != source_digest:
+        return None
+    shift = float(adapted.get("shift", 0.0))
+    if adapted.get("applied") is False:
+        return RunFit(model, source_digest, shift, applied=False, reused=True)
     ref = _join(store, str(card.get("model")))
     try:
         local = fetch_model(ref)
@@ -279,7 +322,7 @@ def _stored_adapted(store: str, source_digest: str) -> tuple[str, str] | None:
         return None
     if not local.is_file() or content_hash(local) != card.get("content_hash"):
         return None
-    return ref, str(card["content_hash"])
+    return RunFit(ref, str(card["content_hash"]), shift, applied=True, reused=True)
 
 
 def adapt_for_run(
@@ -288,37 +331,37 @@ def adapt_for_run(
     store: str,
     *,
     source_digest: str,
+    min_shift: float = 0.0,
     tiles: int = 64,
     bands: list[int] | None = None,
     input_max: float | None = None,
     nodata: float | None = None,
     predict_gsd: PredictGsd = "auto",
-) -> tuple[str, str, bool]:
+) -> RunFit:
     """On a worker: the model of ``roadnet run --adapt``, fitted to ``scene`` once per run.
 
     The adapted model is written into the run's (staging) store as
     ``roadnet-adapted-HASH.keras`` and its card as :data:`ADAPTED_CARD`, the card last: a
-    card names a whole model. A resumed run finds them there and reuses them, so its chunks
-    come from the same statistics as the first ones.
+    card names a whole model. A scene whose statistics shift less than ``min_shift`` keeps
+    the source model, and the card alone records that (``adapted.applied: false``). A
+    resumed run finds the card there and follows it, so its chunks come from the same model
+    as the first ones.
 
     Args:
         scene: the scene as the workers read it.
         model: the source model's path or URL.
         store: the run's store (local directory or URL) the workers write into.
         source_digest: the source model's content hash (a leftover of another is ignored).
+        min_shift: the least :func:`~roadnet.model.adapt.statistics_shift` to adapt at.
         tiles: tiles of the scene drawn to fit the statistics.
         bands: 1-based bands for R, G, B, as the run reads the scene.
         input_max: the scene value mapped to 255, as the run.
         nodata: the nodata value overriding the file's, as the run.
         predict_gsd: the pixel size the run feeds the model (:func:`adapt_to_scene`).
-
-    Returns:
-        ``(path or URL of the adapted model, its content hash, reused)``.
     """
-    found = _stored_adapted(store, source_digest)
+    found = _stored_fit(store, model, source_digest)
     if found is not None:
-        log.info("reusing the adapted model %s", found[0])
-        return (*found, True)
+        return found
     with tempfile.TemporaryDirectory(prefix="roadnet-adapt-") as tmp:
         local = Path(tmp) / "adapted.keras"
         summary = adapt_to_scene(
@@ -331,20 +374,29 @@ def adapt_for_run(
             nodata=nodata,
             predict_gsd=predict_gsd,
         )
+        applied = summary.shift >= min_shift
         name = f"roadnet-adapted-{summary.content_hash}.keras"
         card_path = local.with_suffix(".json")
         card = read_model_card(card_path)
-        card["model"] = name
-        card["adapted"]["from"]["model"] = model
-        card["adapted"]["seconds"] = round(summary.seconds, 1)
+        card["model"] = name if applied else None
+        card["adapted"] |= {
+            "from": {"model": model, "content_hash": source_digest},
+            "seconds": round(summary.seconds, 1),
+            "min_shift": min_shift,
+            "applied": applied,
+        }
         write_json_atomic(card_path, card)
         ref, card_ref = _join(store, name), _join(store, ADAPTED_CARD)
+        files = [(local, ref)] if applied else []
+        files.append((card_path, card_ref))
         if is_url(store):
-            upload_files([(local, ref), (card_path, card_ref)])
+            upload_files(files)
         else:
-            for src, dst in ((local, Path(ref)), (card_path, Path(card_ref))):
-                part = dst.with_name(f".{dst.name}.partial")
+            for src, dst in files:
+                part = Path(dst).with_name(f".{Path(dst).name}.partial")
                 shutil.copyfile(src, part)
                 part.replace(dst)
-    log.info("%s", summary.line().replace(str(local), ref))
-    return ref, summary.content_hash, False
+    log.info("%s", summary.line().replace(str(local), ref if applied else "(not applied)"))
+    if not applied:
+        return RunFit(model, source_digest, summary.shift, applied=False)
+    return RunFit(ref, summary.content_hash, summary.shift, applied=True)

@@ -29,7 +29,7 @@ from roadnet import __version__
 from roadnet.config import StrictModel
 from roadnet.errors import ConfigError, InputError, ModelError
 from roadnet.leases import hold_output
-from roadnet.model.card import card_adapts, card_cutoffs
+from roadnet.model.card import card_adapt_rule, card_cutoffs
 from roadnet.model.gsd import MAX_GSD_M, card_pixel_sizes, predict_grid
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
@@ -63,6 +63,8 @@ CUTOFFS_ATTR = "roadnet:cutoffs"
 #: Result attributes of an adapted run: the adapted model's file in the store, its hash.
 ADAPTED_MODEL_ATTR = "roadnet:adapted_model"
 ADAPTED_SHA_ATTR = "roadnet:adapted_sha256"
+#: Result attribute of a run that fitted the model: the scene's statistics shift.
+ADAPT_SHIFT_ATTR = "roadnet:adapt_shift"
 #: Result attribute: the pixel size the model predicted at (``"native"`` or metres).
 PREDICT_GSD_ATTR = "roadnet:predict_gsd"
 
@@ -81,6 +83,7 @@ def result_cutoffs(attrs: Mapping[str, Any]) -> dict[str, float]:
 __all__ = [
     "ADAPTED_MODEL_ATTR",
     "ADAPTED_SHA_ATTR",
+    "ADAPT_SHIFT_ATTR",
     "CUTOFFS_ATTR",
     "PREDICT_GSD_ATTR",
     "Prediction",
@@ -160,8 +163,9 @@ class Prediction:
         runner: the model handle in the graph.
         attrs: provenance attributes for the result.
         resample: model pixels per scene pixel (1: the model sees the scene's own grid).
-        adapt: fit the model to the scene before predicting (``adapt`` resolved; only
-            :func:`run_to_zarr` does, into its store).
+        adapt: the least statistics shift at which the model is fitted to the scene before
+            predicting (``adapt`` resolved: 0 always, None never; only :func:`run_to_zarr`
+            adapts, into its store).
     """
 
     scene: Scene
@@ -169,7 +173,7 @@ class Prediction:
     runner: ModelRunner
     attrs: dict[str, Any]
     resample: float = 1.0
-    adapt: bool = False
+    adapt: float | None = None
 
     def dataset(self) -> xr.Dataset:
         """``surface``, ``edge``, ``centerline`` ``(y, x)`` uint8 codes with coords and CRS."""
@@ -253,7 +257,8 @@ def predict_scene(
     """
     config = config or RunConfig()
     model_ref = _resolve_model(model)
-    config = config.model_copy(update={"adapt": resolve_adapt(config.adapt, model_ref)})
+    min_shift = resolve_adapt(config.adapt, model_ref)
+    config = config.model_copy(update={"adapt": min_shift is not None})
     if validate:
         digest = validate_model(model_ref, bands=MODEL_BANDS)
     else:
@@ -328,15 +333,19 @@ def predict_scene(
         runner=runner,
         attrs=attrs,
         resample=factor,
-        adapt=bool(config.adapt),
+        adapt=min_shift,
     )
 
 
-def resolve_adapt(adapt: bool | Literal["auto"], model_ref: str) -> bool:
-    """``adapt`` of a run: as given, or under ``auto`` what the model's card asks for."""
+def resolve_adapt(adapt: bool | Literal["auto"], model_ref: str) -> float | None:
+    """``adapt`` of a run as the least statistics shift to adapt at (0: always; None: never).
+
+    ``true`` and ``false`` as given; under ``auto`` what the model's card asks for
+    (:func:`~roadnet.model.card.card_adapt_rule`; a URL's card is not read).
+    """
     if isinstance(adapt, bool):
-        return adapt
-    return not is_url(model_ref) and card_adapts(model_ref)
+        return 0.0 if adapt else None
+    return None if is_url(model_ref) else card_adapt_rule(model_ref)
 
 
 def run(
@@ -355,7 +364,7 @@ def run(
             "adapt writes the adapted model into the result store: use roadnet run --out "
             "(run_to_zarr), or roadnet adapt and pass its model"
         )
-    if resolve_adapt(config.adapt, _resolve_model(model)):
+    if resolve_adapt(config.adapt, _resolve_model(model)) is not None:
         log.warning(
             "the model card asks to adapt the model to each scene, which needs a result store "
             "(run_to_zarr, roadnet run); predicting with the model as it is"
@@ -528,12 +537,10 @@ def _compute_store(
         grid = todo.shape
         create_store(staging, prediction.dataset(), chunk=config.chunk, grid=grid, attrs=attrs)
     finished: dict[str, Any] = {}
-    if prediction.adapt:
-        runner = _adapted_runner(client, prediction, str(staging), config=config)
-        finished = {
-            ADAPTED_MODEL_ATTR: runner.model.rstrip("/").rsplit("/", 1)[-1],
-            ADAPTED_SHA_ATTR: runner.digest,
-        }
+    if prediction.adapt is not None:
+        runner, finished = _adapted_runner(
+            client, prediction, str(staging), min_shift=prediction.adapt, config=config
+        )
     client.run(prepare_worker, runner, prediction.scene.source)
     start = time.perf_counter()
     plan = blend_plan(
@@ -567,19 +574,24 @@ def _compute_store(
 
 
 def _adapted_runner(
-    client: Client, prediction: Prediction, store: str, *, config: RunConfig
-) -> ModelRunner:
-    """Fit the model to the scene on a worker (or find a killed run's fit); its runner."""
+    client: Client, prediction: Prediction, store: str, *, min_shift: float, config: RunConfig
+) -> tuple[ModelRunner, dict[str, Any]]:
+    """Fit the model to the scene on a worker (or follow a killed run's fit).
+
+    Returns:
+        The runner to predict with, and the attributes saying so for the finished store.
+    """
     from roadnet.pipeline.inference.adapt import adapt_for_run
 
     runner = prediction.runner
     started = time.perf_counter()
-    ref, digest, reused = client.submit(
+    fit = client.submit(
         adapt_for_run,
         prediction.scene.source,
         runner.model,
         store,
         source_digest=runner.digest,
+        min_shift=min_shift,
         tiles=config.adapt_tiles,
         bands=config.bands,
         input_max=config.input_max,
@@ -587,9 +599,22 @@ def _adapted_runner(
         predict_gsd=config.predict_gsd,
         pure=False,
     ).result()
+    seconds = time.perf_counter() - started
+    attrs: dict[str, Any] = {ADAPT_SHIFT_ATTR: round(fit.shift, 4)}
+    if not fit.applied:
+        log.info(
+            "%s: the scene's statistics shift %.3f < %g, within the training looks: "
+            "predicting with the model as trained (%.1f s)",
+            "reused the decision" if fit.reused else "not adapted", fit.shift, min_shift, seconds,
+        )  # fmt: skip
+        return runner, attrs
     log.info(
-        "%s %s (%s), %.1f s",
-        "reused the adapted model" if reused else "adapted the model to the scene:",
-        ref, digest, time.perf_counter() - started,
+        "%s %s (%s), statistics shift %.3f, %.1f s",
+        "reused the adapted model" if fit.reused else "adapted the model to the scene:",
+        fit.model, fit.digest, fit.shift, seconds,
     )  # fmt: skip
-    return replace(runner, model=ref, digest=digest)
+    attrs |= {
+        ADAPTED_MODEL_ATTR: fit.model.rstrip("/").rsplit("/", 1)[-1],
+        ADAPTED_SHA_ATTR: fit.digest,
+    }
+    return replace(runner, model=fit.model, digest=fit.digest), attrs

@@ -17,19 +17,20 @@ from distributed import Client
 
 from roadnet.errors import ConfigError, InputError, OutputExistsError
 from roadnet.model.adapt import batchnorm_layers
-from roadnet.model.card import card_adapts, card_cutoffs
+from roadnet.model.card import card_adapt_rule, card_adapts, card_cutoffs
 from roadnet.model.evaluate import evaluate_model_on_files
 from roadnet.model.gsd import card_finest_gsd
 from roadnet.model.io import content_hash, load_model
 from roadnet.model.roadnet import ModelConfig, build_roadnet
 from roadnet.pipeline.inference.adapt import (
     ADAPTED_CARD,
-    _stored_adapted,
+    _stored_fit,
     adapt_to_scene,
     sample_tiles,
 )
 from roadnet.pipeline.inference.open import open_scene
 from roadnet.pipeline.inference.run import (
+    ADAPT_SHIFT_ATTR,
     ADAPTED_MODEL_ATTR,
     ADAPTED_SHA_ATTR,
     RunConfig,
@@ -237,10 +238,12 @@ def test_a_resumed_adapted_run_reuses_the_stored_model_and_ignores_another_one(
     assert np.array_equal(_result_codes(out), expected)
     assert sorted(p.name for p in out.glob("roadnet-adapted*")) == sorted([name, ADAPTED_CARD])
     # a card of another source model, or one naming a damaged model, is not reused
-    assert _stored_adapted(str(out), content_hash(source)) == (str(out / name), name[16:32])
-    assert _stored_adapted(str(out), "0" * 16) is None
+    fit = _stored_fit(str(out), str(source), content_hash(source))
+    assert fit is not None and fit.applied and fit.reused
+    assert (fit.model, fit.digest) == (str(out / name), name[16:32])
+    assert _stored_fit(str(out), str(source), "0" * 16) is None
     (out / name).write_bytes(b"damaged")
-    assert _stored_adapted(str(out), content_hash(source)) is None
+    assert _stored_fit(str(out), str(source), content_hash(source)) is None
 
 
 def test_run_adapt_to_an_object_store(
@@ -259,7 +262,8 @@ def test_run_adapt_to_an_object_store(
     name = open_result(url).attrs[ADAPTED_MODEL_ATTR]
     keys = {k.rsplit("/", 1)[-1] for k in s3_fs().ls(url.removeprefix("s3://"))}
     assert {name, ADAPTED_CARD} <= keys
-    assert _stored_adapted(url, content_hash(source)) == (f"{url}/{name}", name[16:32])
+    fit = _stored_fit(url, str(source), content_hash(source))
+    assert fit is not None and (fit.model, fit.digest) == (f"{url}/{name}", name[16:32])
 
 
 def test_adapt_auto_follows_the_model_card(
@@ -317,3 +321,53 @@ def test_evaluate_model_adapts_as_the_run_does(tmp_path: Path, source: Path) -> 
     by_hand = evaluate_model_on_files(scene, labels, model_path=tmp_path / "a.keras", **kwargs)
     assert fitted["scores"] == by_hand["scores"] != plain["scores"]
     assert fitted["adapted"]["tiles"] == 64
+
+
+def test_a_card_with_a_least_shift_adapts_only_scenes_that_far_from_training(
+    tmp_path: Path, source: Path, client: Client
+) -> None:
+    scene = write_scene(tmp_path / "s.tif", (0.4 * smooth_scene(200, 200) + 140).astype("uint8"))
+    card = json.loads(source.with_suffix(".json").read_text())
+    models = {}
+    for name, least in (("near", 1e-4), ("far", 1e4)):
+        models[name] = tmp_path / f"{name}.keras"
+        models[name].write_bytes(source.read_bytes())
+        gate = {"run": {"adapt": {"min_shift": least}}}
+        models[name].with_suffix(".json").write_text(json.dumps({**card, **gate}))
+        assert card_adapt_rule(models[name]) == least
+    cfg = RunConfig(chunk=128, overlap=32)  # adapt: auto
+    results = {}
+    for name, model in models.items():
+        out = tmp_path / f"{name}.zarr"
+        run_to_zarr(scene, out, model=model, config=cfg, client=client, progress=False)
+        results[name] = open_result(out)
+    shift = results["near"].attrs[ADAPT_SHIFT_ATTR]
+    assert shift == results["far"].attrs[ADAPT_SHIFT_ATTR] > 0.05  # one fit of one scene
+    assert ADAPTED_MODEL_ATTR in results["near"].attrs
+    # too close to the training looks for this card: the model as trained predicts, and the
+    # store keeps the decision (a card without a model) for a resumed run to follow
+    assert ADAPTED_MODEL_ATTR not in results["far"].attrs
+    kept = json.loads((tmp_path / "far.zarr" / ADAPTED_CARD).read_text())
+    assert kept["model"] is None and kept["adapted"]["applied"] is False
+    assert not list((tmp_path / "far.zarr").glob("roadnet-adapted-*.keras"))
+    plain = run(scene, model=source, config=RunConfig(chunk=128, overlap=32))
+    assert np.array_equal(_result_codes(tmp_path / "far.zarr"), _codes_of(plain.compute()))
+    fit = _stored_fit(str(tmp_path / "far.zarr"), str(models["far"]), content_hash(source))
+    assert fit is not None and not fit.applied and fit.model == str(models["far"])
+    # evaluate-model under auto follows the same gate
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "count": 1}
+        for task in TASKS:
+            with rasterio.open(labels / f"{task}.tif", "w", **profile) as dst:
+                dst.write((src.read(1) > 180).astype("uint8")[None])
+    kwargs = {"threshold": 0.5, "tile": 128}
+    near = evaluate_model_on_files(scene, labels, model_path=models["near"], **kwargs)
+    far = evaluate_model_on_files(scene, labels, model_path=models["far"], **kwargs)
+    assert near["adapted"]["applied"] and not far["adapted"]["applied"]
+    assert (
+        far["scores"]
+        == evaluate_model_on_files(scene, labels, model_path=source, **kwargs)["scores"]
+        != near["scores"]
+    )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _models import smooth_scene
 
-from roadnet.model.adapt import adapt_batchnorm, batchnorm_layers
+from roadnet.model.adapt import adapt_batchnorm, batchnorm_layers, statistics_shift
 from roadnet.model.roadnet import ModelConfig, build_roadnet
 
 TINY = ModelConfig(name="tiny", width_multiplier=0.125)
@@ -78,3 +78,17 @@ def test_adaptation_moves_the_outputs_on_that_imagery() -> None:
         adapt_batchnorm(model, images, strength=1.5)
     with pytest.raises(ValueError, match="no images"):
         adapt_batchnorm(model, images[:0])
+
+
+def test_statistics_shift_measures_means_in_deviations_and_spreads_in_log_ratio() -> None:
+    trained = [(np.zeros(4), np.full(4, 4.0)), (np.ones(2), np.ones(2))]
+    assert statistics_shift(trained, trained) == 0.0
+    moved = [(np.full(4, 2.0), np.full(4, 4.0)), (np.ones(2), np.ones(2))]  # one deviation
+    assert statistics_shift(trained, moved, epsilon=0.0) == pytest.approx(0.5)
+    wider = [(np.zeros(4), np.full(4, 4.0)), (np.ones(2), np.full(2, np.e**2))]  # log 1
+    assert statistics_shift(trained, wider, epsilon=0.0) == pytest.approx(0.5)
+    both = [(np.full(4, 2.0), np.full(4, 4.0 * np.e**2)), (np.ones(2), np.ones(2))]
+    assert statistics_shift(trained, both, epsilon=0.0) == pytest.approx(0.5 * np.sqrt(2))
+    assert statistics_shift([], []) == 0.0  # no batch normalization: nothing to shift
+    with pytest.raises(ValueError, match="different"):
+        statistics_shift(trained, trained[:1])

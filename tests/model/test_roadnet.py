@@ -121,9 +121,14 @@ def test_shipped_lite_model_meets_the_contract() -> None:
     assert held_out["surface"]["iou"] > 0.5  # far above the all-background baseline of 0
     # the held-out table: in style, the held-out style, 0.5 m; each of this model, none trained on
     trained = {pair["scene"] for pair in card["data"]["train"]}
+    # and each scored as a default run predicts: adapted to the scene when the card says so
+    from roadnet.model.card import card_adapts
+
+    adapts = card_adapts(path)
     for name in ("held_out", "held_out_style", "held_out_0.5m"):
         assert evaluations[name]["content_hash"] == card["content_hash"]
         assert evaluations[name]["scene"] not in trained
+        assert ("adapted" in evaluations[name]) == adapts, name
     # cut-offs chosen on the validation render, not on a held-out one; `roadnet run` reads them
     from roadnet.model.card import card_cutoffs
 
