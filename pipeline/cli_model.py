@@ -348,10 +348,10 @@ def evaluate_model(
         attach_evaluation(card, report, name=card_key)
     fitted = report.get("adapted")
     if fitted is not None:
-        scored = "fitted" if fitted["applied"] else "as trained"
+        scored = "the fitted model" if fitted["applied"] else "the model as trained"
         typer.echo(
             f"adapted to the scene: statistics shift {fitted['shift']:.3f}, least "
-            f"{fitted['min_shift']:g}: the {scored} model scored"
+            f"{fitted['min_shift']:g}: {scored} scored"
         )
     for task, s in report["scores"].items():
         typer.echo(
