@@ -532,6 +532,7 @@ def _compute_store(
     """
     runner = prediction.runner
     client.submit(validate_model, runner.model, bands=runner.bands, pure=False).result()
+    client.run(prepare_worker, runner, prediction.scene.source)  # every worker reads the scene
     if create:
         attrs = {**prediction.attrs, JOB_ATTR: job}
         grid = todo.shape
@@ -541,7 +542,8 @@ def _compute_store(
         runner, finished = _adapted_runner(
             client, prediction, str(staging), min_shift=prediction.adapt, config=config
         )
-    client.run(prepare_worker, runner, prediction.scene.source)
+        if runner is not prediction.runner:
+            client.run(prepare_worker, runner, prediction.scene.source)
     start = time.perf_counter()
     plan = blend_plan(
         prediction.scene.data.data,

@@ -71,6 +71,8 @@ def test_adapted_model_and_card(tmp_path: Path, source: Path) -> None:
     assert card["content_hash"] == content_hash(out) == summary.content_hash
     assert card["adapted"]["from"]["content_hash"] == content_hash(source)
     assert card["adapted"]["scene"] == str(scene) and card["adapted"]["tiles"] == 6
+    assert card["adapted"]["shift"] == round(summary.shift, 4) > 0.05  # a brighter, flatter look
+    assert f"shift {summary.shift:.3f} from the training ones" in summary.line()
     assert "evaluations" not in card["metrics"]  # they scored the source model
     assert card_cutoffs(out) == CUTOFFS  # what roadnet run reads beside the model
     before, after = load_model(source), load_model(out)
