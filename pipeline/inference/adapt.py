@@ -279,14 +279,15 @@ class RunFit:
         model: the model to predict with: the adapted one in the store, or the source when
             the scene was too close to the training looks to adapt (``applied`` false).
         digest: that model's content hash.
-        shift: the scene's :func:`~roadnet.model.adapt.statistics_shift`.
+        shift: the scene's :func:`~roadnet.model.adapt.statistics_shift` (None: no tile of
+            the scene could be fitted on).
         applied: whether the run predicts with the adapted model.
         reused: whether a killed run's fit (or decision) was found in the store.
     """
 
     model: str
     digest: str
-    shift: float
+    shift: float | None
     applied: bool
     reused: bool = False
 
@@ -312,7 +313,8 @@ def _stored_fit(store: str, model: str, source_digest: str) -> RunFit | None:
     adapted = card.get("adapted", {})
     if adapted.get("from", {}).get("content_hash") != source_digest:
         return None
-    shift = float(adapted.get("shift", 0.0))
+    shift = adapted.get("shift")
+    shift = None if shift is None else float(shift)
     if adapted.get("applied") is False:
         return RunFit(model, source_digest, shift, applied=False, reused=True)
     ref = _join(store, str(card.get("model")))
@@ -332,6 +334,7 @@ def adapt_for_run(
     *,
     source_digest: str,
     min_shift: float = 0.0,
+    strict: bool = True,
     tiles: int = 64,
     bands: list[int] | None = None,
     input_max: float | None = None,
@@ -353,6 +356,8 @@ def adapt_for_run(
         store: the run's store (local directory or URL) the workers write into.
         source_digest: the source model's content hash (a leftover of another is ignored).
         min_shift: the least :func:`~roadnet.model.adapt.statistics_shift` to adapt at.
+        strict: raise when no tile of the scene is free of nodata; else (a run adapting
+            because the card asks) warn, record the decision and keep the source model.
         tiles: tiles of the scene drawn to fit the statistics.
         bands: 1-based bands for R, G, B, as the run reads the scene.
         input_max: the scene value mapped to 255, as the run.
@@ -364,16 +369,25 @@ def adapt_for_run(
         return found
     with tempfile.TemporaryDirectory(prefix="roadnet-adapt-") as tmp:
         local = Path(tmp) / "adapted.keras"
-        summary = adapt_to_scene(
-            scene,
-            local,
-            model=fetch_model(model),
-            tiles=tiles,
-            bands=bands,
-            input_max=input_max,
-            nodata=nodata,
-            predict_gsd=predict_gsd,
-        )
+        try:
+            summary = adapt_to_scene(
+                scene,
+                local,
+                model=fetch_model(model),
+                tiles=tiles,
+                bands=bands,
+                input_max=input_max,
+                nodata=nodata,
+                predict_gsd=predict_gsd,
+            )
+        except InputError as exc:
+            if strict:
+                raise
+            log.warning(
+                "cannot fit the model to %s (%s): predicting with it as trained", scene, exc
+            )
+            _unfitted_card(store, model, source_digest, scene=scene, reason=str(exc))
+            return RunFit(model, source_digest, None, applied=False)
         applied = summary.shift >= min_shift
         name = f"roadnet-adapted-{summary.content_hash}.keras"
         card_path = local.with_suffix(".json")
@@ -400,3 +414,26 @@ def adapt_for_run(
     if not applied:
         return RunFit(model, source_digest, summary.shift, applied=False)
     return RunFit(ref, summary.content_hash, summary.shift, applied=True)
+
+
+def _unfitted_card(store: str, model: str, digest: str, *, scene: str, reason: str) -> None:
+    """Record in the store that the run could not fit the model, for a resume to follow."""
+    with tempfile.TemporaryDirectory(prefix="roadnet-adapt-") as tmp:
+        card_path = write_json_atomic(
+            Path(tmp) / ADAPTED_CARD,
+            {
+                "model": None,
+                "adapted": {
+                    "from": {"model": model, "content_hash": digest},
+                    "scene": scene,
+                    "shift": None,
+                    "applied": False,
+                    "reason": reason,
+                },
+            },
+        )
+        card_ref = _join(store, ADAPTED_CARD)
+        if is_url(store):
+            upload_files([(card_path, card_ref)])
+        else:
+            shutil.copyfile(card_path, card_ref)

@@ -594,6 +594,7 @@ def _adapted_runner(
         store,
         source_digest=runner.digest,
         min_shift=min_shift,
+        strict=config.adapt is True,  # asked for by the user, not only by the card
         tiles=config.adapt_tiles,
         bands=config.bands,
         input_max=config.input_max,
@@ -602,7 +603,9 @@ def _adapted_runner(
         pure=False,
     ).result()
     seconds = time.perf_counter() - started
-    attrs: dict[str, Any] = {ADAPT_SHIFT_ATTR: round(fit.shift, 4)}
+    attrs: dict[str, Any] = {} if fit.shift is None else {ADAPT_SHIFT_ATTR: round(fit.shift, 4)}
+    if fit.shift is None:
+        return runner, attrs  # no tile to fit on: adapt_for_run said so
     if not fit.applied:
         log.info(
             "%s: the scene's statistics shift %.3f < %g, within the training looks: "

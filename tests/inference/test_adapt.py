@@ -373,3 +373,31 @@ def test_a_card_with_a_least_shift_adapts_only_scenes_that_far_from_training(
         == evaluate_model_on_files(scene, labels, model_path=source, **kwargs)["scores"]
         != near["scores"]
     )
+
+
+def test_a_scene_without_a_whole_tile_runs_as_trained_unless_adapt_was_asked_for(
+    tmp_path: Path, source: Path, client: Client
+) -> None:
+    image = (0.4 * smooth_scene(200, 200) + 140).astype("uint8")
+    image[:, ::37, ::41] = 0  # scattered nodata pixels: no tile of the scene is free of them
+    scene = write_scene(tmp_path / "s.tif", image, nodata=0)
+    asking = tmp_path / "asking.keras"
+    asking.write_bytes(source.read_bytes())
+    card = json.loads(source.with_suffix(".json").read_text())
+    asking.with_suffix(".json").write_text(json.dumps({**card, "run": {"adapt": True}}))
+    out = tmp_path / "auto.zarr"
+    run_to_zarr(
+        scene, out, model=asking, config=RunConfig(chunk=128, overlap=32, adapt_tiles=2),
+        client=client, progress=False,
+    )  # fmt: skip
+    ds = open_result(out)
+    assert ADAPTED_MODEL_ATTR not in ds.attrs and ADAPT_SHIFT_ATTR not in ds.attrs
+    kept = json.loads((out / ADAPTED_CARD).read_text())["adapted"]
+    assert kept["applied"] is False and "free of nodata" in kept["reason"]
+    plain = run(scene, model=source, config=RunConfig(chunk=128, overlap=32))
+    assert np.array_equal(_result_codes(out), _codes_of(plain.compute()))
+    with pytest.raises(InputError, match="free of nodata"):
+        run_to_zarr(
+            scene, tmp_path / "asked.zarr", model=asking, client=client, progress=False,
+            config=RunConfig(chunk=128, overlap=32, adapt=True, adapt_tiles=2),
+        )  # fmt: skip
