@@ -1,7 +1,7 @@
 """How far each scene's batch-normalization statistics lie from a model's: the card's gate.
 
     python bench/adapt_shift.py --model M.keras runs/synth/helsinki/scene.tif ... \\
-        [--card M.json --margin 1.25]
+        [--card M.json --margin 1]
 
 For each scene, fits the model to it as ``roadnet run --adapt`` does (64 tiles of 512 px
 at the run's pixel size, seed 0) and prints the statistics shift
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("scenes", type=Path, nargs="+")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--card", type=Path, help="card to write run.adapt.min_shift into")
-    parser.add_argument("--margin", type=float, default=1.25)
+    parser.add_argument("--margin", type=float, default=1.0)
     args = parser.parse_args()
 
     from roadnet.model.card import read_model_card, write_json_atomic
