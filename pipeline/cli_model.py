@@ -350,7 +350,7 @@ def evaluate_model(
     if fitted is not None:
         scored = "the fitted model" if fitted["applied"] else "the model as trained"
         typer.echo(
-            f"adapted to the scene: statistics shift {fitted['shift']:.3f}, least "
+            f"fit to the scene: statistics shift {fitted['shift']:.3f}, least "
             f"{fitted['min_shift']:g}: {scored} scored"
         )
     for task, s in report["scores"].items():

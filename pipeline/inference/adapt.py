@@ -400,16 +400,8 @@ def adapt_for_run(
             "applied": applied,
         }
         write_json_atomic(card_path, card)
-        ref, card_ref = _join(store, name), _join(store, ADAPTED_CARD)
-        files = [(local, ref)] if applied else []
-        files.append((card_path, card_ref))
-        if is_url(store):
-            upload_files(files)
-        else:
-            for src, dst in files:
-                part = Path(dst).with_name(f".{Path(dst).name}.partial")
-                shutil.copyfile(src, part)
-                part.replace(dst)
+        ref = _join(store, name)
+        _put([(local, ref)] if applied else [], card_path, store)
     log.info("%s", summary.line().replace(str(local), ref if applied else "(not applied)"))
     if not applied:
         return RunFit(model, source_digest, summary.shift, applied=False)
@@ -432,8 +424,20 @@ def _unfitted_card(store: str, model: str, digest: str, *, scene: str, reason: s
                 },
             },
         )
-        card_ref = _join(store, ADAPTED_CARD)
-        if is_url(store):
-            upload_files([(card_path, card_ref)])
-        else:
-            shutil.copyfile(card_path, card_ref)
+        _put([], card_path, store)
+
+
+def _put(files: list[tuple[Path, str]], card: Path, store: str) -> None:
+    """Copy finished local files into the store, then the card: a card names whole files.
+
+    On an object store each is one PUT; on a directory each goes in under a hidden name and
+    is renamed into place.
+    """
+    files = [*files, (card, _join(store, ADAPTED_CARD))]
+    if is_url(store):
+        upload_files(files)
+        return
+    for src, dst in files:
+        part = Path(dst).with_name(f".{Path(dst).name}.partial")
+        shutil.copyfile(src, part)
+        part.replace(dst)
