@@ -17,6 +17,7 @@ from roadnet.pipeline.inference.store import (
     JOB_ATTR,
     create_store,
     finish_store,
+    open_result,
     staging_path,
     write_chunk,
 )
@@ -25,6 +26,18 @@ from roadnet.tasks import TASKS
 #: 0.3 m pixels in UTM 35N near Helsinki, like the fixture scenes.
 TRANSFORM = Affine(0.3, 0.0, 385_000.0, 0.0, -0.3, 6_672_000.0)
 CRS = "EPSG:32635"
+
+
+def dataset_codes(ds: xr.Dataset) -> np.ndarray:
+    """``(task, y, x)`` uint8 codes of float probabilities (NaN: 255), as the store keeps them."""
+    stacked = np.stack([ds[t].values for t in TASKS])
+    return np.where(np.isnan(stacked), 255, np.rint(stacked * 254)).astype(np.uint8)
+
+
+def stored_codes(path: str | Path) -> np.ndarray:
+    """``(task, y, x)`` uint8 codes of a complete result store, read raw."""
+    ds = open_result(path, mask_and_scale=False)
+    return np.stack([ds[t].values for t in TASKS])
 
 
 def road_codes(height: int, width: int, *, seed: int = 0, roads: int = 9) -> np.ndarray:

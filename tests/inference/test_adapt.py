@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 import rasterio
-import xarray as xr
 import zarr
 from _cli import run_in_one_process
 from _models import smooth_scene, write_scene
+from _results import dataset_codes, stored_codes
 from distributed import Client
 
 from roadnet.errors import ConfigError, InputError, OutputExistsError
@@ -174,11 +174,6 @@ def test_tiles_at_the_model_pixel_size_and_the_card_records_it(
     assert card_finest_gsd(tmp_path / "s.keras") == 1.2
 
 
-def _result_codes(path: str | Path) -> np.ndarray:
-    ds = open_result(path, mask_and_scale=False)
-    return np.stack([ds[t].values for t in TASKS])
-
-
 def _adapted_run(tmp_path: Path, source: Path, client: Client) -> tuple[Path, RunConfig, Path]:
     """`roadnet run --adapt` of a scene brighter and flatter than anything the source saw."""
     scene = write_scene(tmp_path / "s.tif", (0.4 * smooth_scene(260, 300) + 140).astype("uint8"))
@@ -206,24 +201,19 @@ def test_run_adapt_predicts_with_the_model_it_keeps_in_the_store(
     plain = RunConfig(chunk=128, overlap=32)
     with_adapted = run(scene, model=adapted, config=plain).compute(scheduler="threads")
     with_source = run(scene, model=source, config=plain).compute(scheduler="threads")
-    got = _result_codes(out)
-    assert np.array_equal(got, _codes_of(with_adapted))
-    assert not np.array_equal(got, _codes_of(with_source))
+    got = stored_codes(out)
+    assert np.array_equal(got, dataset_codes(with_adapted))
+    assert not np.array_equal(got, dataset_codes(with_source))
     # the lazy API has no store to keep the model in
     with pytest.raises(ConfigError, match="adapt writes the adapted model into the result"):
         run(scene, model=source, config=cfg)
-
-
-def _codes_of(ds: xr.Dataset) -> np.ndarray:
-    stacked = np.stack([ds[t].values for t in TASKS])
-    return np.where(np.isnan(stacked), 255, np.rint(stacked * 254)).astype(np.uint8)
 
 
 def test_a_resumed_adapted_run_reuses_the_stored_model_and_ignores_another_one(
     tmp_path: Path, source: Path, client: Client
 ) -> None:
     scene, cfg, out = _adapted_run(tmp_path, source, client)
-    expected = _result_codes(out)
+    expected = stored_codes(out)
     name = open_result(out).attrs[ADAPTED_MODEL_ATTR]
     # a run killed after the fit: two chunks unwritten, their data spoilt
     staging = staging_path(out)
@@ -237,7 +227,7 @@ def test_a_resumed_adapted_run_reuses_the_stored_model_and_ignores_another_one(
     resumed = run_to_zarr(scene, out, model=source, config=cfg, client=client, progress=False)
     assert resumed.computed == 2
     assert (out / name).stat().st_mtime_ns == stamp  # the fit was reused, not redone
-    assert np.array_equal(_result_codes(out), expected)
+    assert np.array_equal(stored_codes(out), expected)
     assert sorted(p.name for p in out.glob("roadnet-adapted*")) == sorted([name, ADAPTED_CARD])
     # a card of another source model, or one naming a damaged model, is not reused
     fit = _stored_fit(str(out), str(source), content_hash(source))
@@ -260,7 +250,7 @@ def test_run_adapt_to_an_object_store(
     )
     url = f"{s3_bucket}/r.zarr"
     run_to_zarr(scene, url, model=source, config=cfg, client=client, progress=False)
-    assert np.array_equal(_result_codes(url), _result_codes(local.out))
+    assert np.array_equal(stored_codes(url), stored_codes(local.out))
     name = open_result(url).attrs[ADAPTED_MODEL_ATTR]
     keys = {k.rsplit("/", 1)[-1] for k in s3_fs().ls(url.removeprefix("s3://"))}
     assert {name, ADAPTED_CARD} <= keys
@@ -302,19 +292,25 @@ def test_adapt_auto_follows_the_model_card(
     with caplog.at_level("WARNING", logger="roadnet.pipeline.inference.run"):
         lazy = run(scene, model=asking, config=auto).compute(scheduler="threads")
     assert "predicting with the model as it is" in caplog.text
-    assert np.array_equal(_codes_of(lazy), _result_codes(tmp_path / "refused.zarr"))
+    assert np.array_equal(dataset_codes(lazy), stored_codes(tmp_path / "refused.zarr"))
+
+
+def _labels_above(scene: Path, out: Path, *, cut: float | None) -> Path:
+    """Labels of every task where the scene's first band exceeds ``cut`` (None: its median)."""
+    out.mkdir()
+    with rasterio.open(scene) as src:
+        profile = {**src.profile, "count": 1}
+        band = src.read(1)
+    mask = (band > (np.median(band) if cut is None else cut)).astype("uint8")[None]
+    for task in TASKS:
+        with rasterio.open(out / f"{task}.tif", "w", **profile) as dst:
+            dst.write(mask)
+    return out
 
 
 def test_evaluate_model_adapts_as_the_run_does(tmp_path: Path, source: Path) -> None:
     scene = write_scene(tmp_path / "s.tif", (0.4 * smooth_scene(128, 128) + 140).astype("uint8"))
-    labels = tmp_path / "labels"
-    labels.mkdir()
-    with rasterio.open(scene) as src:
-        profile = {**src.profile, "count": 1}
-        band = src.read(1)
-    for name in TASKS:
-        with rasterio.open(labels / f"{name}.tif", "w", **profile) as dst:
-            dst.write((band > np.median(band)).astype("uint8")[None])
+    labels = _labels_above(scene, tmp_path / "labels", cut=None)
     kwargs = {"threshold": 0.5, "tile": 128}
     plain = evaluate_model_on_files(scene, labels, model_path=source, **kwargs)
     fitted = evaluate_model_on_files(scene, labels, model_path=source, adapt=True, **kwargs)
@@ -353,17 +349,11 @@ def test_a_card_with_a_least_shift_adapts_only_scenes_that_far_from_training(
     assert kept["model"] is None and kept["adapted"]["applied"] is False
     assert not list((tmp_path / "far.zarr").glob("roadnet-adapted-*.keras"))
     plain = run(scene, model=source, config=RunConfig(chunk=128, overlap=32))
-    assert np.array_equal(_result_codes(tmp_path / "far.zarr"), _codes_of(plain.compute()))
+    assert np.array_equal(stored_codes(tmp_path / "far.zarr"), dataset_codes(plain.compute()))
     fit = _stored_fit(str(tmp_path / "far.zarr"), str(models["far"]), content_hash(source))
     assert fit is not None and not fit.applied and fit.model == str(models["far"])
     # evaluate-model under auto follows the same gate
-    labels = tmp_path / "labels"
-    labels.mkdir()
-    with rasterio.open(scene) as src:
-        profile = {**src.profile, "count": 1}
-        for task in TASKS:
-            with rasterio.open(labels / f"{task}.tif", "w", **profile) as dst:
-                dst.write((src.read(1) > 180).astype("uint8")[None])
+    labels = _labels_above(scene, tmp_path / "labels", cut=180)
     kwargs = {"threshold": 0.5, "tile": 128}
     near = evaluate_model_on_files(scene, labels, model_path=models["near"], **kwargs)
     far = evaluate_model_on_files(scene, labels, model_path=models["far"], **kwargs)
@@ -395,7 +385,7 @@ def test_a_scene_without_a_whole_tile_runs_as_trained_unless_adapt_was_asked_for
     kept = json.loads((out / ADAPTED_CARD).read_text())["adapted"]
     assert kept["applied"] is False and "free of nodata" in kept["reason"]
     plain = run(scene, model=source, config=RunConfig(chunk=128, overlap=32))
-    assert np.array_equal(_result_codes(out), _codes_of(plain.compute()))
+    assert np.array_equal(stored_codes(out), dataset_codes(plain.compute()))
     with pytest.raises(InputError, match="free of nodata"):
         run_to_zarr(
             scene, tmp_path / "asked.zarr", model=asking, client=client, progress=False,

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import xarray as xr
 import zarr
 from _models import smooth_scene, test_model_path, write_scene
+from _results import dataset_codes
 from rasterio.enums import ColorInterp
 
 import roadnet
@@ -29,11 +29,6 @@ __all__ = ["test_model_path"]
 CFG = RunConfig(chunk=128, overlap=32)
 
 
-def _codes(ds: xr.Dataset) -> np.ndarray:
-    stacked = np.stack([ds[t].values for t in ("surface", "edge", "centerline")])
-    return np.where(np.isnan(stacked), 255, np.rint(stacked * 254)).astype(np.uint8)
-
-
 def test_run_returns_lazy_georeferenced_probabilities(
     tmp_path: Path, test_model_path: Path
 ) -> None:
@@ -48,7 +43,7 @@ def test_run_returns_lazy_georeferenced_probabilities(
     assert values.edge.std() > 0.01
     # Same numbers as the uint8 codes the Zarr writer stores.
     codes = predict_scene(scene, model=test_model_path, config=CFG).codes
-    assert np.array_equal(_codes(values), codes.compute(scheduler="threads"))
+    assert np.array_equal(dataset_codes(values), codes.compute(scheduler="threads"))
 
 
 def test_uint16_nodata_and_small_scene(tmp_path: Path, test_model_path: Path) -> None:
@@ -56,8 +51,8 @@ def test_uint16_nodata_and_small_scene(tmp_path: Path, test_model_path: Path) ->
     image[:, :20, :20] = 0
     u16 = write_scene(tmp_path / "u16.tif", image, nodata=0)
     as8 = write_scene(tmp_path / "u8.tif", (image // 257).astype(np.uint8), nodata=0)
-    a = _codes(run(u16, model=test_model_path, config=CFG).compute(scheduler="threads"))
-    b = _codes(run(as8, model=test_model_path, config=CFG).compute(scheduler="threads"))
+    a = dataset_codes(run(u16, model=test_model_path, config=CFG).compute(scheduler="threads"))
+    b = dataset_codes(run(as8, model=test_model_path, config=CFG).compute(scheduler="threads"))
     assert a.shape == (3, 90, 110)  # smaller than one chunk
     assert (a[:, :20, :20] == 255).all() and (a[:, 20:, 20:] < 255).all()
     assert np.abs(a.astype(int) - b).max() <= 1
@@ -77,12 +72,14 @@ def test_band_layouts(tmp_path: Path, test_model_path: Path) -> None:
         np.concatenate([rgb, alpha]),
         colorinterp=[ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha],
     )
-    plain = _codes(
+    plain = dataset_codes(
         run(write_scene(tmp_path / "rgb.tif", rgb), model=test_model_path, config=CFG).compute(
             scheduler="threads"
         )
     )
-    masked = _codes(run(rgba, model=test_model_path, config=CFG).compute(scheduler="threads"))
+    masked = dataset_codes(
+        run(rgba, model=test_model_path, config=CFG).compute(scheduler="threads")
+    )
     assert (masked[:, 50:] == 255).all()
     assert np.array_equal(masked[:, :50], plain[:, :50])
 
@@ -152,7 +149,7 @@ def test_run_to_zarr_round_trip_and_refusal(tmp_path: Path, test_model_path: Pat
     assert ds.attrs["roadnet_version"] == roadnet.__version__
     assert '"chunk": 128' in ds.attrs["roadnet_config"]
     lazy = run(scene, model=test_model_path, config=CFG).compute(scheduler="threads")
-    assert np.array_equal(_codes(ds.compute()), _codes(lazy))
+    assert np.array_equal(dataset_codes(ds.compute()), dataset_codes(lazy))
     with pytest.raises(OutputExistsError):
         run_to_zarr(scene, out, model=test_model_path, config=CFG, progress=False)
 
@@ -190,7 +187,9 @@ def test_banded_run_equals_lazy_result_computes_each_block_once_and_resumes(
     # 700 x 520 px: 6 x 5 chunks of 128 px; the last inference column is two halves of
     # 136 px, so output chunks and pass-1 blocks do not line up along x.
     scene = write_scene(tmp_path / "s.tif", smooth_scene(700, 520))
-    expected = _codes(run(scene, model=test_model_path, config=CFG).compute(scheduler="threads"))
+    expected = dataset_codes(
+        run(scene, model=test_model_path, config=CFG).compute(scheduler="threads")
+    )
     out = tmp_path / "r.zarr"
     with LocalCluster(
         n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
@@ -203,7 +202,7 @@ def test_banded_run_equals_lazy_result_computes_each_block_once_and_resumes(
         # In-process workers: this process's count is theirs. Every block predicted once,
         # besides the probe and the warm-up before the run.
         assert model_call_count() - calls_before == 6 * 5 + 2
-        assert np.array_equal(_codes(roadnet.open_result(out).compute()), expected)
+        assert np.array_equal(dataset_codes(roadnet.open_result(out).compute()), expected)
 
         # A run killed after some chunks: clear three flags (two in one row), spoil the data.
         staging = staging_path(out)
@@ -216,7 +215,7 @@ def test_banded_run_equals_lazy_result_computes_each_block_once_and_resumes(
                 group[task][region] = 7
         resumed = run_to_zarr(scene, out, batch_chunks=1, progress=False, **options)
     assert resumed.computed == 3 and resumed.chunks == 30
-    assert np.array_equal(_codes(roadnet.open_result(out).compute()), expected)
+    assert np.array_equal(dataset_codes(roadnet.open_result(out).compute()), expected)
 
 
 def test_predict_gsd_upsamples_a_coarse_scene_and_keeps_its_grid(
@@ -291,7 +290,7 @@ def test_tta_two_makes_the_run_of_a_mirrored_scene_the_mirrored_run(
         cfg = RunConfig(chunk=128, overlap=32, tta=tta)
         for name, path in (("s", scene), ("m", mirrored)):
             ds = run(path, model=test_model_path, config=cfg).compute(scheduler="threads")
-            codes[name, tta] = _codes(ds)
+            codes[name, tta] = dataset_codes(ds)
         assert f'"tta": {tta}' in ds.attrs["roadnet_config"]
     assert not np.array_equal(codes["m", 1], codes["s", 1][..., ::-1])
     assert np.array_equal(codes["m", 2], codes["s", 2][..., ::-1])

@@ -19,7 +19,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from _models import smooth_scene, test_model_path, write_scene
-from _results import road_codes, write_result
+from _results import road_codes, stored_codes, write_result
 from _s3 import s3_fs
 from distributed import Client
 from geopandas.testing import assert_geodataframe_equal
@@ -31,7 +31,6 @@ from roadnet.pipeline.inference.run import RunConfig, run_to_zarr
 from roadnet.pipeline.inference.store import COMPLETE_ATTR, done_chunks, open_result
 from roadnet.pipeline.vectorize.layers import CONFIG_NAME, LAYERS
 from roadnet.pipeline.vectorize.run import vectorize_result
-from roadnet.tasks import TASKS
 
 __all__ = ["test_model_path"]  # the session fixture, used below
 
@@ -55,11 +54,6 @@ def client() -> Iterator[Client]:
         Client(cluster) as client,
     ):
         yield client
-
-
-def _codes(path: str | Path) -> np.ndarray:
-    ds = open_result(path, mask_and_scale=False)
-    return np.stack([ds[t].values for t in TASKS])
 
 
 def _address(client: Client) -> str:
@@ -89,7 +83,7 @@ def test_cli_run_to_s3_equals_the_local_run(
     args = ["run", str(scene), "--out", url, "--model", str(test_model_path)]
     args += ["--chunk", "128", "--overlap", "32", "--scheduler", _address(client)]
     _cli(*args, "--no-progress")
-    assert np.array_equal(_codes(url), _codes(local.out))
+    assert np.array_equal(stored_codes(url), stored_codes(local.out))
     ds = open_result(url)
     assert ds.attrs[COMPLETE_ATTR] is True and ds.rio.crs.to_epsg() == 32635
     keys = s3_fs().ls(url.removeprefix("s3://"))
@@ -98,7 +92,7 @@ def test_cli_run_to_s3_equals_the_local_run(
     with pytest.raises(OutputExistsError, match="already exists"):
         _cli(*args, "--no-progress")
     _cli(*args, "--no-progress", "--overwrite")
-    assert np.array_equal(_codes(url), _codes(local.out))
+    assert np.array_equal(stored_codes(url), stored_codes(local.out))
 
 
 def test_cli_vectorize_from_and_to_s3_equals_the_local_layers(
@@ -207,7 +201,7 @@ def test_killed_run_on_s3_is_refused_then_resumed(
         scene, url, model=test_model_path, config=config, client=client, progress=False
     )
     assert resumed.chunks == 36 and resumed.computed == 36 - written
-    assert np.array_equal(_codes(url), _codes(clean.out))
+    assert np.array_equal(stored_codes(url), stored_codes(clean.out))
     assert not _left_outputs(tmp_path)
     with pytest.raises(InputError, match="evaluate reads local results only"):
         _cli("evaluate", "--pred", url, *truth)
