@@ -4,12 +4,12 @@
     python bench/bench_adapt.py runs/synth/bench-tta/scene.tif runs/synth/test-heldout/scene.tif
 
 One LocalCluster (2 workers x 1 thread) runs the shipped model on each scene with
-``adapt`` false and true back to back in each of ``--reps`` repetitions. The fit (64 tiles
-of 512 px through the model in training mode, on one worker, then the model written into
-the store) is a fixed cost per scene, so the wall-clock seconds of the whole
-``run_to_zarr`` call are compared (workers ready, store created and finished included);
-ratio to ``adapt=false`` within each repetition, medians kept. One run before the
-repetitions warms the workers up.
+``adapt`` false and true back to back in each of ``--reps`` repetitions. The fit (up to 64
+tiles of 512 px, fewer on a scene they would cover more than twice, through the model in
+training mode on one worker, then the model written into the store) is a cost per scene,
+so the wall-clock seconds of the whole ``run_to_zarr`` call are compared (workers ready,
+store created and finished included); ratio to ``adapt=false`` within each repetition,
+medians kept. One run before the repetitions warms the workers up.
 """
 
 from __future__ import annotations

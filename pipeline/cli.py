@@ -330,7 +330,17 @@ def adapt(
     model: Annotated[
         Path | None, typer.Option("--model", help="Source .keras model (default: shipped).")
     ] = None,
-    tiles: Annotated[int, typer.Option("--tiles", help="Tiles drawn from the scene.")] = 64,
+    tiles: Annotated[
+        int,
+        typer.Option("--tiles", help="Tiles drawn from the scene, at most: see --coverage."),
+    ] = 64,
+    coverage: Annotated[
+        float,
+        typer.Option(
+            "--coverage",
+            help="Draw no more tiles than cover the scene this many times (0: all --tiles).",
+        ),
+    ] = 2.0,
     tile_px: Annotated[int, typer.Option("--tile-px", help="Their side, px.")] = 512,
     strength: Annotated[
         float,
@@ -352,6 +362,8 @@ def adapt(
     check_scene(scene)
     check_model_output(out, overwrite=overwrite)
     gsd = parse_predict_gsd(predict_gsd or "auto")
+    if coverage < 0:
+        raise InputError(f"--coverage must be >= 0, got {coverage}")
 
     from roadnet.pipeline.inference.adapt import adapt_to_scene
 
@@ -372,6 +384,7 @@ def adapt(
         nodata=nodata,
         overwrite=overwrite,
         predict_gsd=gsd,
+        coverage=coverage or None,
     )
     typer.echo(summary.line())
 

@@ -127,7 +127,11 @@ class RunConfig(StrictModel):
         "(roadnet adapt) and keep the adapted model in the result store; auto: when the "
         "model card asks for it (run.adapt)",
     )
-    adapt_tiles: int = Field(default=64, ge=1, description="scene tiles the adapt step draws")
+    adapt_tiles: int = Field(
+        default=64,
+        ge=1,
+        description="scene tiles the adapt step draws, at most (a smaller scene: twice over)",
+    )
 
     @field_validator("tta")
     @classmethod

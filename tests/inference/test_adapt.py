@@ -24,6 +24,7 @@ from roadnet.model.io import content_hash, load_model
 from roadnet.model.roadnet import ModelConfig, build_roadnet
 from roadnet.pipeline.inference.adapt import (
     ADAPTED_CARD,
+    MIN_TILES,
     _stored_fit,
     adapt_to_scene,
     sample_tiles,
@@ -103,6 +104,20 @@ def test_tiles_skip_nodata_and_a_scene_without_data_is_refused(tmp_path: Path) -
     assert small.shape == (1, 144, 144, 3)
 
 
+def test_a_small_scene_gets_tiles_covering_it_twice_not_all_it_asked_for(
+    tmp_path: Path,
+) -> None:
+    scene = open_scene(str(write_scene(tmp_path / "s.tif", smooth_scene(256, 256))), chunk=64)
+    # 256 x 256 px is 16 tiles of 64 px: twice over is 32 of the 64 asked for
+    assert len(sample_tiles(scene, tiles=64, tile_px=64, seed=0, coverage=2.0)) == 32
+    assert len(sample_tiles(scene, tiles=20, tile_px=64, seed=0, coverage=2.0)) == 20
+    assert len(sample_tiles(scene, tiles=64, tile_px=64, seed=0)) == 64  # no cap asked
+    # at twice the model's pixels a tile covers a quarter of the scene px: 2 x 64 = 128 caps
+    # nothing, and a scene smaller than one tile still gets one batch
+    assert len(sample_tiles(scene, tiles=64, tile_px=64, seed=0, resample=2.0, coverage=2.0)) == 64
+    assert len(sample_tiles(scene, tiles=64, tile_px=512, seed=0, coverage=2.0)) == MIN_TILES
+
+
 def test_bad_input_is_refused_and_nothing_is_clobbered(tmp_path: Path, source: Path) -> None:
     scene = str(write_scene(tmp_path / "scene.tif", smooth_scene(96, 96)))
     existing = tmp_path / "kept.keras"
@@ -118,6 +133,7 @@ def test_bad_input_is_refused_and_nothing_is_clobbered(tmp_path: Path, source: P
         (["adapt", str(tmp_path / "none.tif"), "--out", str(tmp_path / "b.keras")], "none.tif"),
         (["adapt", scene, "--out", str(tmp_path / "b.h5")], "must end in .keras"),
         (["adapt", scene, "--out", str(existing)], "--overwrite"),
+        (["adapt", scene, "--out", str(tmp_path / "b.keras"), "--coverage", "-1"], "--coverage"),
     ]
     for (args, message), answer in zip(
         cases, run_in_one_process([a for a, _ in cases]), strict=True
@@ -318,7 +334,7 @@ def test_evaluate_model_adapts_as_the_run_does(tmp_path: Path, source: Path) -> 
     adapt_to_scene(str(scene), tmp_path / "a.keras", model=source)  # the same defaults
     by_hand = evaluate_model_on_files(scene, labels, model_path=tmp_path / "a.keras", **kwargs)
     assert fitted["scores"] == by_hand["scores"] != plain["scores"]
-    assert fitted["adapted"]["tiles"] == 64
+    assert fitted["adapted"]["tiles"] == MIN_TILES  # 128 x 128 px: one 128 px tile is all
 
 
 def test_a_card_with_a_least_shift_adapts_only_scenes_that_far_from_training(

@@ -260,7 +260,7 @@ def test_layout_mirror_rotate_scale() -> None:
 
 
 def test_presets_are_bundled_and_valid() -> None:
-    assert {"temperate", "arid", "countryside", "heldout"} <= set(bundled_styles())
+    assert {"temperate", "arid", "countryside", "heldout", "heldout-lush"} <= set(bundled_styles())
     for name in bundled_styles():
         style = load_style(name)
         assert set(style) - {"name"} <= set(STYLE_KEYS)
@@ -299,6 +299,22 @@ def test_training_presets_do_not_overlap_and_heldout_is_outside() -> None:
     assert held["roof_palette"] not in c["roof_palette"]
     assert _span(held, "layout_rotation_deg")[0] > _span(c, "layout_rotation_deg")[1]
     assert _span(c, "sidewalk_share")[1] < 0.5 and _span(c, "building_share")[1] <= 0.5
+
+
+def test_second_heldout_style_is_outside_every_training_style() -> None:
+    lush = load_style("heldout-lush")
+    trained = [load_style(name) for name in ("temperate", "arid", "countryside")]
+    above = ["gsd", "sun_elevation_deg", "cast_warmth", "tree_density"]
+    below = ["cover_hue_deg", "cover_brightness", "cast_tint", "noise_dn", "blur_px"]
+    for style in trained:
+        for key in above:
+            assert _span(lush, key)[0] > _span(style, key)[1], (style["name"], key)
+        for key in below:
+            assert _span(lush, key)[1] < _span(style, key)[0], (style["name"], key)
+        assert lush["roof_palette"] not in style["roof_palette"]
+        assert _span(lush, "layout_scale")[1] < _span(style, "layout_scale")[0]
+    # a green city: what separates it from `heldout` is not the season the training lacks
+    assert lush["season"] == "green" != load_style("heldout")["season"]
 
 
 def test_style_draw_is_seeded() -> None:
