@@ -3,8 +3,8 @@
     python bench/adapt_shift.py --model M.keras runs/synth/helsinki/scene.tif ... \\
         [--card M.json --margin 1]
 
-For each scene, fits the model to it as ``roadnet run --adapt`` does (64 tiles of 512 px
-at the run's pixel size, seed 0) and prints the statistics shift
+For each scene, fits the model to it as ``roadnet run --adapt`` does (up to 64 tiles of
+512 px at the run's pixel size, fewer on a small scene, seed 0) and prints the statistics shift
 (:func:`roadnet.model.adapt.statistics_shift`) as one JSON line. With ``--card``, writes
 ``run.adapt.min_shift = margin x the largest shift`` into the card: a run under ``adapt:
 auto`` then adapts only scenes further from the training looks than any of these scenes
