@@ -34,7 +34,7 @@ from roadnet.model.gsd import MAX_GSD_M, card_pixel_sizes, predict_grid
 from roadnet.model.io import content_hash, default_model_path
 from roadnet.paths import Location, is_url, location
 from roadnet.pipeline.inference.batches import run_stencil
-from roadnet.pipeline.inference.blend import FILL_VALUE, SCALE_FACTOR
+from roadnet.pipeline.inference.blend import CODE_MAX, FILL_VALUE, SCALE_FACTOR
 from roadnet.pipeline.inference.graph import blend_plan, model_shape_for, predict_array
 from roadnet.pipeline.inference.open import (
     MODEL_BANDS,
@@ -51,6 +51,7 @@ from roadnet.pipeline.inference.store import (
     done_chunks,
     finish_store,
     prepare_store,
+    road_chunks,
     write_chunk,
 )
 from roadnet.tasks import TASKS
@@ -67,6 +68,8 @@ ADAPTED_SHA_ATTR = "roadnet:adapted_sha256"
 ADAPT_SHIFT_ATTR = "roadnet:adapt_shift"
 #: Result attribute: the pixel size the model predicted at (``"native"`` or metres).
 PREDICT_GSD_ATTR = "roadnet:predict_gsd"
+#: Result attribute: how many chunks hold road above the surface cut-off (0 is warned).
+ROAD_CHUNKS_ATTR = "roadnet:road_chunks"
 
 
 def result_cutoffs(attrs: Mapping[str, Any]) -> dict[str, float]:
@@ -86,6 +89,7 @@ __all__ = [
     "ADAPT_SHIFT_ATTR",
     "CUTOFFS_ATTR",
     "PREDICT_GSD_ATTR",
+    "ROAD_CHUNKS_ATTR",
     "Prediction",
     "RunConfig",
     "RunSummary",
@@ -397,9 +401,10 @@ class RunSummary:
     chunks: int
     computed: int
     seconds: float
+    road_chunks: int | None = None
 
     def line(self) -> str:
-        """One line: pixels, chunks (computed / total), compute seconds, Mpx/s."""
+        """One line: pixels, chunks (computed / total), compute seconds, Mpx/s, road chunks."""
         mpx = self.pixels / 1e6
         rate = mpx * self.computed / max(self.chunks, 1) / max(self.seconds, 1e-9)
         resumed = (
@@ -407,9 +412,10 @@ class RunSummary:
             if self.computed == self.chunks
             else f" (resumed: {self.chunks - self.computed} already written)"
         )
+        road = "" if self.road_chunks is None else f", road in {self.road_chunks}"
         return (
             f"{self.out}: {mpx:.1f} Mpx, {self.computed}/{self.chunks} chunks computed{resumed}, "
-            f"{self.seconds:.1f} s computing, {rate:.2f} Mpx/s"
+            f"{self.seconds:.1f} s computing, {rate:.2f} Mpx/s{road}"
         )
 
 
@@ -504,10 +510,38 @@ def run_to_zarr(
                 batch_chunks=batch_chunks,
                 progress=progress,
             )
-        finish_store(staging, out, attrs={**attrs, "roadnet:seconds": round(seconds, 3)})
+        road = road_chunks(staging)
+        attrs |= {"roadnet:seconds": round(seconds, 3), ROAD_CHUNKS_ATTR: road}
+        finish_store(staging, out, attrs=attrs)
+    if road == 0:
+        log.warning("%s", _no_road_warning(out, prediction, attrs))
     h, w = prediction.scene.shape
     return RunSummary(
-        out=out, pixels=h * w, chunks=grid[0] * grid[1], computed=computed, seconds=seconds
+        out=out,
+        pixels=h * w,
+        chunks=grid[0] * grid[1],
+        computed=computed,
+        seconds=seconds,
+        road_chunks=road,
+    )
+
+
+def _road_code(attrs: Mapping[str, Any]) -> int:
+    """The highest surface code at or below the result's surface cut-off (0.5 without one)."""
+    return int(np.floor(result_cutoffs(attrs).get("surface", 0.5) * CODE_MAX))
+
+
+def _no_road_warning(out: Location, prediction: Prediction, attrs: Mapping[str, Any]) -> str:
+    """What to tell the user of a finished run that found no road anywhere."""
+    cut = result_cutoffs(prediction.attrs).get("surface", 0.5)
+    where = f"{out}: no road above the surface cut-off {cut:.2f} anywhere in the scene"
+    if ADAPTED_MODEL_ATTR in attrs:
+        return (
+            f"{where}, even with the model fitted to it: if it has roads, the model is lost on it"
+        )
+    return (
+        f"{where}: if it has roads, the scene may be unlike the imagery the model knows; "
+        "check --bands and --input-max, or fit the model to it with --adapt"
     )
 
 
@@ -559,7 +593,13 @@ def _compute_store(
         nodata=prediction.scene.nodata,
         alpha=prediction.scene.alpha,
         resample=prediction.resample,
-        consume=partial(write_chunk, path=str(staging), chunk=config.chunk, job=job),
+        consume=partial(
+            write_chunk,
+            path=str(staging),
+            chunk=config.chunk,
+            job=job,
+            road_code=_road_code(prediction.attrs),
+        ),
     )
     try:
         run_stencil(

@@ -64,12 +64,16 @@ __all__ = [
     "finish_store",
     "open_result",
     "prepare_store",
+    "road_chunks",
     "staging_path",
     "write_chunk",
 ]
 
 JOB_ATTR = "roadnet:job"
 PROGRESS = "progress/done"
+#: Values of a chunk's :data:`PROGRESS` flag: written; written with some road in it (a
+#: surface code above the run's cut-off, :func:`write_chunk`). 0 is not written yet.
+DONE, DONE_WITH_ROAD = 1, 2
 #: The group's ``Conventions`` attribute.
 CONVENTIONS = "CF-1.8"
 
@@ -261,6 +265,7 @@ def write_chunk(
     chunk: int,
     job: str = "",
     storage_options: StorageOptions | None = None,
+    road_code: int | None = None,
 ) -> None:
     """Write whole output chunks, then flag them done.
 
@@ -274,6 +279,9 @@ def write_chunk(
         job: the store's job fingerprint (:data:`JOB_ATTR`); with it the opened arrays are
             reused by later writes in this process.
         storage_options: fsspec options of a URL.
+        road_code: flag the chunks :data:`DONE_WITH_ROAD` when a surface code (the first
+            plane) lies above this one and is not nodata (255), so a finished run can tell
+            how many chunks hold road without reading them back (:func:`road_chunks`).
     """
     options = json.dumps(dict(storage_options or {}), sort_keys=True)
     opener = _open_arrays if job else _open_arrays.__wrapped__
@@ -284,7 +292,14 @@ def write_chunk(
     for array, plane in zip(planes, codes, strict=True):
         array[region] = plane
     rows, cols = -(-codes.shape[1] // chunk), -(-codes.shape[2] // chunk)
-    progress[row : row + rows, col : col + cols] = 1
+    flags = np.full((rows, cols), DONE, dtype="uint8")
+    if road_code is not None:
+        road = (codes[0] > road_code) & (codes[0] != FILL_VALUE)
+        for r in range(rows):  # a ragged edge writes a few chunks at once
+            for c in range(cols):
+                if road[r * chunk : (r + 1) * chunk, c * chunk : (c + 1) * chunk].any():
+                    flags[r, c] = DONE_WITH_ROAD
+    progress[row : row + rows, col : col + cols] = flags
 
 
 def done_chunks(path: Location, *, storage_options: StorageOptions | None = None) -> np.ndarray:
@@ -293,6 +308,14 @@ def done_chunks(path: Location, *, storage_options: StorageOptions | None = None
         _store(path, storage_options), path=PROGRESS, mode="r", zarr_format=ZARR_FORMAT
     )
     return np.asarray(done[...], dtype=bool)
+
+
+def road_chunks(path: Location, *, storage_options: StorageOptions | None = None) -> int:
+    """How many of a store's written chunks hold road (flagged :data:`DONE_WITH_ROAD`)."""
+    done = zarr.open_array(
+        _store(path, storage_options), path=PROGRESS, mode="r", zarr_format=ZARR_FORMAT
+    )
+    return int((np.asarray(done[...]) == DONE_WITH_ROAD).sum())
 
 
 def finish_store(

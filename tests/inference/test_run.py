@@ -154,6 +154,29 @@ def test_run_to_zarr_round_trip_and_refusal(tmp_path: Path, test_model_path: Pat
         run_to_zarr(scene, out, model=test_model_path, config=CFG, progress=False)
 
 
+def test_a_run_counts_its_road_chunks_and_warns_when_there_are_none(
+    tmp_path: Path, test_model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import shutil
+
+    model = Path(shutil.copy(test_model_path, tmp_path / "m.keras"))
+    scene = write_scene(tmp_path / "s.tif", smooth_scene(300, 260))
+    kwargs = {"model": model, "config": CFG, "workers": 1, "threads_per_worker": 1}
+    counts = {}
+    for cut in (0.0, 1.0):  # every chunk has a surface code above 0; none above 254
+        (tmp_path / "m.json").write_text(json.dumps({"cutoffs": {"surface": cut}}))
+        out = tmp_path / f"r{cut}.zarr"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="roadnet"):
+            summary = run_to_zarr(scene, out, progress=False, **kwargs)  # type: ignore[arg-type]
+        counts[cut] = (summary.road_chunks, roadnet.open_result(out).attrs["roadnet:road_chunks"])
+        assert f"road in {summary.road_chunks}" in summary.line()
+        assert ("no road above the surface cut-off" in caplog.text) == (cut == 1.0)
+    assert counts == {0.0: (9, 9), 1.0: (0, 0)}
+    assert "check --bands and --input-max, or fit the model to it with --adapt" in caplog.text
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     scene = write_scene(tmp_path / "s.tif", smooth_scene(64, 64))
     proc = subprocess.run(

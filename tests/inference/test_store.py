@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
+import zarr
 from affine import Affine
 
 from roadnet.errors import InputError, OutputExistsError
@@ -22,6 +23,7 @@ from roadnet.pipeline.inference.store import (
     finish_store,
     open_result,
     prepare_store,
+    road_chunks,
     staging_path,
     write_chunk,
 )
@@ -61,6 +63,30 @@ def _fill(
             if (r, c) not in skip:
                 block = full[:, r * CHUNK : (r + 1) * CHUNK, c * CHUNK : (c + 1) * CHUNK]
                 write_chunk(block, path=str(staging), row=r, col=c, chunk=CHUNK, job=job)
+
+
+def test_chunks_are_flagged_with_road_above_the_cut_and_nodata_is_not_road(
+    tmp_path: Path,
+) -> None:
+    staging, _ = prepare_store(tmp_path / "r.zarr", job="j", overwrite=False)
+    create_store(staging, _template(), chunk=CHUNK, grid=(3, 2), attrs={JOB_ATTR: "j"})
+    full = np.zeros((3, 150, 100), np.uint8)
+    full[0, 70, 10] = 178  # chunk (1, 0): one pixel above the cut 177 (p 0.7)
+    full[0, 140, 90] = 177  # chunk (2, 1): at the cut, not above it
+    full[0, 10, 80] = FILL_VALUE  # chunk (0, 1): nodata is not road
+    full[1:, 10, 10] = 254  # chunk (0, 0): edge and centerline do not count
+    # the last chunk row goes in as one write, as a ragged edge does
+    for r, c in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        block = full[:, r * CHUNK : (r + 1) * CHUNK, c * CHUNK : (c + 1) * CHUNK]
+        write_chunk(block, path=str(staging), row=r, col=c, chunk=CHUNK, job="j", road_code=177)
+    full[0, 130, 20] = 250  # chunk (2, 0)
+    write_chunk(full[:, 128:], path=str(staging), row=2, col=0, chunk=CHUNK, road_code=177)
+    assert done_chunks(staging).all() and road_chunks(staging) == 2
+    flags = zarr.open_array(str(staging), path="progress/done", mode="r")[...]
+    assert flags.tolist() == [[1, 1], [2, 1], [2, 1]]
+    # a write without road_code flags its chunk done only
+    write_chunk(full[:, 64:128, :64], path=str(staging), row=1, col=0, chunk=CHUNK)
+    assert done_chunks(staging).all() and road_chunks(staging) == 1
 
 
 def test_store_round_trip(tmp_path: Path) -> None:
