@@ -14,6 +14,12 @@ the training statistics: ``strength · scene + (1 − strength) · training``.
 How far a scene's statistics lie from the training ones (:func:`statistics_shift`) says how
 foreign its imagery is to the model: a model card can ask ``roadnet run`` to adapt only
 scenes further than its training renders are (``run.adapt.min_shift``).
+
+Before the statistics are refitted, the scene's colours can be matched to the training
+renders' (:func:`match_input`): each band's mean and spread moved onto the training
+imagery's, folded into the model's input normalization. A dark or colour-cast camera is
+then first brought into the training range, so the refit starts from imagery the first
+layers know (README, "Adapting the model to a scene").
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["adapt_batchnorm", "batchnorm_layers", "batchnorm_statistics", "statistics_shift"]
+__all__ = [
+    "adapt_batchnorm",
+    "band_statistics",
+    "batchnorm_layers",
+    "batchnorm_statistics",
+    "match_input",
+    "restore_batchnorm",
+    "statistics_shift",
+]
 
 Statistics = list[tuple[np.ndarray, np.ndarray]]
 
@@ -125,3 +139,67 @@ def adapt_batchnorm(
         bn.moving_mean.assign(strength * mean_sum / batches + (1.0 - strength) * mean0)
         bn.moving_variance.assign(strength * var_sum / batches + (1.0 - strength) * var0)
     return len(layers)
+
+
+def restore_batchnorm(model: Any, statistics: Statistics) -> None:
+    """Put back statistics taken with :func:`batchnorm_statistics`, in place."""
+    layers = batchnorm_layers(model)
+    if len(layers) != len(statistics):
+        raise ValueError("statistics of different batch-normalization layers")
+    for bn, (mean, var) in zip(layers, statistics, strict=True):
+        bn.moving_mean.assign(mean)
+        bn.moving_variance.assign(var)
+
+
+def band_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation of ``(n, H, W, bands)`` images."""
+    flat = np.asarray(images, dtype=np.float64).reshape(-1, images.shape[-1])
+    return flat.mean(axis=0).tolist(), flat.std(axis=0).tolist()
+
+
+def match_input(
+    model: Any,
+    *,
+    scene: tuple[list[float], list[float]],
+    training: tuple[list[float], list[float]],
+) -> tuple[list[float], list[float]]:
+    """Fold a per-band colour match into the model's input normalization, in place.
+
+    The model then sees a scene pixel ``x`` as it saw ``(x - m_s) / s_s · s_t + m_t`` before:
+    each band's scene mean ``m_s`` and standard deviation ``s_s`` moved onto the training
+    imagery's ``m_t`` and ``s_t``. With the normalization ``(x - mean) / std`` that is
+    ``mean' = m_s - (m_t - mean) · s_s / s_t`` and ``std' = std · s_s / s_t``.
+
+    Args:
+        model: a built RoadNet with one ``InputNormalization`` layer.
+        scene: ``(mean, std)`` per band of the scene, on the model's 0–255 input scale.
+        training: the same of the training imagery (a model card's ``input_statistics``).
+
+    Returns:
+        The new ``(mean, std)`` of the normalization.
+
+    Raises:
+        ValueError: no single input normalization, band counts differ, or a zero spread.
+    """
+    from roadnet.model.layers import InputNormalization
+
+    norms = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, InputNormalization)
+    ]
+    if len(norms) != 1:
+        raise ValueError(f"expected one InputNormalization layer, found {len(norms)}")
+    norm = norms[0]
+    (m_s, s_s), (m_t, s_t) = scene, training
+    if not len(m_s) == len(s_s) == len(m_t) == len(s_t) == len(norm.mean):
+        raise ValueError("band statistics of different band counts")
+    if min(*s_s, *s_t) <= 0:
+        raise ValueError("a band without spread cannot be matched")
+    mean = [
+        ms - (mt - m0) * ss / st
+        for ms, ss, mt, st, m0 in zip(m_s, s_s, m_t, s_t, norm.mean, strict=True)
+    ]
+    std = [s0 * ss / st for ss, st, s0 in zip(s_s, s_t, norm.std, strict=True)]
+    norm.mean, norm.std = mean, std
+    return mean, std

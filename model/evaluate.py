@@ -382,7 +382,9 @@ def _evaluate_adapted(
 
     with tempfile.TemporaryDirectory(prefix="roadnet-adapt-") as tmp:
         adapted = Path(tmp) / "adapted.keras"
-        summary = adapt_to_scene(str(scene), adapted, model=model_path, predict_gsd=predict_gsd)
+        summary = adapt_to_scene(
+            str(scene), adapted, model=model_path, predict_gsd=predict_gsd, min_shift=min_shift
+        )
         applied = summary.shift >= min_shift
         report = evaluate_model_on_files(
             scene, labels_dir, model_path=adapted if applied else model_path,
@@ -399,6 +401,7 @@ def _evaluate_adapted(
             "shift": round(summary.shift, 4),
             "min_shift": min_shift,
             "applied": applied,
+            "input_matched": summary.matched,
         },
     }
     if out is not None:

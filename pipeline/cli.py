@@ -347,6 +347,14 @@ def adapt(
         typer.Option("--strength", help="Weight of the scene's statistics in [0, 1]."),
     ] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Where the tiles are drawn.")] = 0,
+    match: Annotated[
+        bool,
+        typer.Option(
+            "--match/--no-match",
+            help="Match the scene's colours to the training imagery's first (card's "
+            "input_statistics).",
+        ),
+    ] = True,
     bands: BandsOpt = None,
     input_max: InputMaxOpt = None,
     nodata: NodataOpt = None,
@@ -385,6 +393,7 @@ def adapt(
         overwrite=overwrite,
         predict_gsd=gsd,
         coverage=coverage or None,
+        match=match,
     )
     typer.echo(summary.line())
 

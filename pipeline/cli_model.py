@@ -349,6 +349,8 @@ def evaluate_model(
     fitted = report.get("adapted")
     if fitted is not None:
         scored = "the fitted model" if fitted["applied"] else "the model as trained"
+        if fitted.get("input_matched"):
+            scored = "the fitted model, colours matched first,"
         typer.echo(
             f"fit to the scene: statistics shift {fitted['shift']:.3f}, least "
             f"{fitted['min_shift']:g}: {scored} scored"

@@ -81,12 +81,16 @@ class AdaptSummary:
     layers: int
     seconds: float
     shift: float = 0.0
+    band_mean: tuple[float, ...] = ()
+    band_std: tuple[float, ...] = ()
+    matched: bool = False
 
     def line(self) -> str:
         """One line for the command."""
+        matched = ", colours matched to the training imagery first" if self.matched else ""
         return (
             f"{self.out}: batch-normalization statistics of {self.layers} layers fitted on "
-            f"{self.tiles} tiles of {self.tile_px} px ({self.content_hash}), shift "
+            f"{self.tiles} tiles of {self.tile_px} px ({self.content_hash}){matched}, shift "
             f"{self.shift:.3f} from the training ones, {self.seconds:.1f} s"
         )
 
@@ -171,6 +175,8 @@ def adapt_to_scene(
     overwrite: bool = False,
     predict_gsd: PredictGsd = "auto",
     coverage: float | None = COVERAGE,
+    match: bool = True,
+    min_shift: float = 0.0,
 ) -> AdaptSummary:
     """Write a copy of ``model`` with batch-normalization statistics fitted to ``scene``.
 
@@ -192,6 +198,13 @@ def adapt_to_scene(
             as its own ``predict_gsd``, so ``roadnet run`` under ``auto`` feeds the scene at
             the pixel size the statistics were fitted at.
         coverage: see ``tiles``; None draws ``tiles`` from any scene.
+        match: when the source card records the training imagery's ``input_statistics``
+            and the scene's shift is at least ``min_shift``, match the scene's band means
+            and spreads to them (:func:`~roadnet.model.adapt.match_input`) and fit the
+            statistics again on top. The shift is always measured without it, so a card's
+            gate means the same either way.
+        min_shift: see ``match`` (a run passes its card's gate: a scene it will not adapt
+            is not fitted twice).
 
     Raises:
         InputError: bad scene or options; OutputExistsError: ``out`` exists;
@@ -199,7 +212,14 @@ def adapt_to_scene(
     """
     import time
 
-    from roadnet.model.adapt import adapt_batchnorm, batchnorm_statistics, statistics_shift
+    from roadnet.model.adapt import (
+        adapt_batchnorm,
+        band_statistics,
+        batchnorm_statistics,
+        match_input,
+        restore_batchnorm,
+        statistics_shift,
+    )
 
     out = Path(out)
     if tiles < 1:
@@ -221,17 +241,33 @@ def adapt_to_scene(
     images = sample_tiles(
         opened, tiles=tiles, tile_px=tile_px, seed=seed, resample=factor, coverage=coverage
     )
+    source_card = source.with_suffix(".json")
+    card = read_model_card(source_card) if source_card.is_file() else {}
     trained = batchnorm_statistics(net)
     layers = adapt_batchnorm(net, images, strength=strength)
     shift = statistics_shift(trained, batchnorm_statistics(net))
+    band_mean, band_std = band_statistics(images)
+    reference = _input_statistics(card)
+    matched: dict[str, Any] | None = None
+    if match and reference is not None and shift >= min_shift:
+        restore_batchnorm(net, trained)
+        try:
+            norm_mean, norm_std = match_input(net, scene=(band_mean, band_std), training=reference)
+        except ValueError as exc:
+            raise ModelError(f"{source}: cannot match the scene's colours: {exc}") from None
+        adapt_batchnorm(net, images, strength=strength)
+        matched = {
+            "scene_mean": _rounded(band_mean),
+            "scene_std": _rounded(band_std),
+            "normalization_mean": _rounded(norm_mean),
+            "normalization_std": _rounded(norm_std),
+        }
     tmp = out.with_name(f".{out.stem}.partial-{os.getpid()}.keras")
     try:
         net.save(tmp)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    source_card = source.with_suffix(".json")
-    card = read_model_card(source_card) if source_card.is_file() else {}
     source_gsd = card.get("predict_gsd")
     card.get("metrics", {}).pop("evaluations", None)  # they scored the source model
     digest = content_hash(out)
@@ -249,6 +285,7 @@ def adapt_to_scene(
             "seed": int(seed),
             "batchnorm_layers": layers,
             "shift": round(shift, 4),
+            "input_matched": matched if matched is not None else False,
             "predict_gsd": "native" if target is None else target,
             "note": "cut-offs are the source model's, chosen on its validation render",
         },
@@ -267,7 +304,25 @@ def adapt_to_scene(
         layers=layers,
         seconds=seconds,
         shift=shift,
+        band_mean=tuple(band_mean),
+        band_std=tuple(band_std),
+        matched=matched is not None,
     )
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [round(float(v), 3) for v in values]
+
+
+def _input_statistics(card: dict[str, Any]) -> tuple[list[float], list[float]] | None:
+    """The training imagery's band ``(mean, std)`` a card records, if it does."""
+    stats = card.get("input_statistics")
+    if not isinstance(stats, dict):
+        return None
+    mean, std = stats.get("mean"), stats.get("std")
+    if not isinstance(mean, list) or not isinstance(std, list):
+        return None
+    return [float(m) for m in mean], [float(s) for s in std]
 
 
 def _fitted_entry(fitted_at: float, factor: float, source: object) -> dict[str, Any]:
@@ -364,6 +419,7 @@ def adapt_for_run(
     input_max: float | None = None,
     nodata: float | None = None,
     predict_gsd: PredictGsd = "auto",
+    match: bool = True,
 ) -> RunFit:
     """On a worker: the model of ``roadnet run --adapt``, fitted to ``scene`` once per run.
 
@@ -387,6 +443,8 @@ def adapt_for_run(
         input_max: the scene value mapped to 255, as the run.
         nodata: the nodata value overriding the file's, as the run.
         predict_gsd: the pixel size the run feeds the model (:func:`adapt_to_scene`).
+        match: match the scene's colours to the training imagery's before the fit, when
+            the card records them (:func:`adapt_to_scene`).
     """
     found = _stored_fit(store, model, source_digest)
     if found is not None:
@@ -403,6 +461,8 @@ def adapt_for_run(
                 input_max=input_max,
                 nodata=nodata,
                 predict_gsd=predict_gsd,
+                match=match,
+                min_shift=min_shift,
             )
         except InputError as exc:
             if strict:

@@ -136,6 +136,11 @@ class RunConfig(StrictModel):
         ge=1,
         description="scene tiles the adapt step draws, at most (a smaller scene: twice over)",
     )
+    adapt_match: bool = Field(
+        default=True,
+        description="match the scene's band means and spreads to the training imagery's "
+        "before the fit (when the model card records them)",
+    )
 
     @field_validator("tta")
     @classmethod
@@ -640,6 +645,7 @@ def _adapted_runner(
         min_shift=min_shift,
         strict=config.adapt is True,  # asked for by the user, not only by the card
         tiles=config.adapt_tiles,
+        match=config.adapt_match,
         bands=config.bands,
         input_max=config.input_max,
         nodata=config.nodata,

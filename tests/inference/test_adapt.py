@@ -90,6 +90,38 @@ def test_adapted_model_and_card(tmp_path: Path, source: Path) -> None:
     np.testing.assert_array_equal(_stats(load_model(again.out)), _stats(after))
 
 
+def test_a_foreign_scene_is_matched_to_the_card_input_statistics_before_the_fit(
+    tmp_path: Path, source: Path
+) -> None:
+    import shutil
+
+    model = Path(shutil.copy(source, tmp_path / "m.keras"))
+    card = json.loads(source.with_suffix(".json").read_text())
+    training = {"mean": [100.0, 98.0, 90.0], "std": [35.0, 32.0, 30.0]}
+    model.with_suffix(".json").write_text(json.dumps({**card, "input_statistics": training}))
+    image = (0.3 * smooth_scene(200, 200) + np.array([60, 40, 20])[:, None, None]).astype("uint8")
+    scene = str(write_scene(tmp_path / "dark.tif", image))  # dark, warm and flat
+    kwargs = {"tiles": 6, "tile_px": 64, "seed": 3}
+    fitted = adapt_to_scene(scene, tmp_path / "a.keras", model=model, **kwargs)
+    assert fitted.matched and "colours matched to the training imagery" in fitted.line()
+    matched = json.loads((tmp_path / "a.json").read_text())["adapted"]["input_matched"]
+    norm = load_model(fitted.out).get_layer("normalize")
+    np.testing.assert_allclose(norm.mean, matched["normalization_mean"], atol=1e-3)
+    np.testing.assert_allclose(matched["scene_mean"], fitted.band_mean, atol=1e-3)
+    assert matched["scene_mean"][0] > matched["scene_mean"][2]  # the warm cast, measured
+    # the shift is measured before the match: the same as a plain fit's, the model not
+    plain = adapt_to_scene(scene, tmp_path / "p.keras", model=model, match=False, **kwargs)
+    assert not plain.matched and plain.shift == fitted.shift
+    assert json.loads((tmp_path / "p.json").read_text())["adapted"]["input_matched"] is False
+    assert load_model(plain.out).get_layer("normalize").mean == [127.5] * 3
+    assert not np.allclose(_stats(load_model(plain.out)), _stats(load_model(fitted.out)))
+    # below the gate a run keeps the model as trained: no second fit, nothing matched
+    gated = adapt_to_scene(scene, tmp_path / "g.keras", model=model, min_shift=9.0, **kwargs)
+    assert not gated.matched
+    # a card without the training statistics adapts as before
+    assert not adapt_to_scene(scene, tmp_path / "s.keras", model=source, **kwargs).matched
+
+
 def test_tiles_skip_nodata_and_a_scene_without_data_is_refused(tmp_path: Path) -> None:
     image = (0.5 * smooth_scene(160, 160) + 10).astype("uint8")  # values >= 10
     image[:, :, :80] = 0  # left half nodata

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from _models import smooth_scene
 
-from roadnet.model.adapt import adapt_batchnorm, batchnorm_layers, statistics_shift
+from roadnet.model.adapt import (
+    adapt_batchnorm,
+    band_statistics,
+    batchnorm_layers,
+    batchnorm_statistics,
+    match_input,
+    restore_batchnorm,
+    statistics_shift,
+)
 from roadnet.model.roadnet import ModelConfig, build_roadnet
 
 TINY = ModelConfig(name="tiny", width_multiplier=0.125)
@@ -92,3 +100,32 @@ def test_statistics_shift_measures_means_in_deviations_and_spreads_in_log_ratio(
     assert statistics_shift([], []) == 0.0  # no batch normalization: nothing to shift
     with pytest.raises(ValueError, match="different"):
         statistics_shift(trained, trained[:1])
+
+
+def test_matched_input_makes_the_model_see_the_recoloured_scene() -> None:
+    model = _model()
+    scene = _images(seed=3) * np.array([0.5, 0.8, 1.1], np.float32) + 20  # a cast camera
+    training = ([100.0, 98.0, 90.0], [35.0, 32.0, 30.0])
+    mean, std = band_statistics(scene)
+    recoloured = (scene - np.array(mean)) / np.array(std) * np.array(training[1]) + np.array(
+        training[0]
+    )
+    before = model(recoloured.astype(np.float32), training=False)["surface"]
+    match_input(model, scene=(mean, std), training=training)
+    after = model(scene.astype(np.float32), training=False)["surface"]
+    np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-4, atol=1e-4)
+    # the normalization is in the model's config, so a saved copy keeps it
+    assert keras.models.clone_model(model).get_layer("normalize").mean != [127.5] * 3
+    with pytest.raises(ValueError, match="band counts"):
+        match_input(model, scene=(mean[:2], std[:2]), training=training)
+    with pytest.raises(ValueError, match="spread"):
+        match_input(model, scene=(mean, [0.0, 1.0, 1.0]), training=training)
+
+
+def test_batchnorm_statistics_are_restored_exactly() -> None:
+    model = _model()
+    trained = batchnorm_statistics(model)
+    adapt_batchnorm(model, _images())
+    assert statistics_shift(trained, batchnorm_statistics(model)) > 0
+    restore_batchnorm(model, trained)
+    assert statistics_shift(trained, batchnorm_statistics(model)) == 0
