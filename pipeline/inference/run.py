@@ -417,7 +417,7 @@ class RunSummary:
             if self.computed == self.chunks
             else f" (resumed: {self.chunks - self.computed} already written)"
         )
-        road = "" if self.road_chunks is None else f", road in {self.road_chunks}"
+        road = "" if self.road_chunks is None else f", road in {self.road_chunks} chunks"
         return (
             f"{self.out}: {mpx:.1f} Mpx, {self.computed}/{self.chunks} chunks computed{resumed}, "
             f"{self.seconds:.1f} s computing, {rate:.2f} Mpx/s{road}"
