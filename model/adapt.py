@@ -5,7 +5,8 @@ variance were estimated on the training renders. A scene with another camera, ha
 season shifts those statistics; re-estimating them on unlabelled tiles of the scene itself
 (AdaBN: Li et al., 2016) moves the network's normalization to that imagery without any
 label and without changing a learned weight. Only the ``moving_mean`` and
-``moving_variance`` of the batch-normalization layers change.
+``moving_variance`` of the batch-normalization layers change (and, with
+:func:`match_input`, the input normalization's constants).
 
 The new statistics are the mean over batches of each layer's batch statistics, computed
 with the network in training mode (the way they were during training), then blended with

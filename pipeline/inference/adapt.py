@@ -3,14 +3,16 @@
 Random tiles of the scene (seeded; tiles with nodata or a transparent alpha are skipped)
 are fed through the model to re-estimate its batch-normalization statistics
 (:func:`roadnet.model.adapt.adapt_batchnorm`); no label is read and no learned weight
-changes. The adapted model is written with a card beside it (``NAME.json``): the source
-card's cut-offs and training facts, an ``adapted`` block saying on what and how, and no
-held-out evaluations (those were of the source model). ``roadnet run SCENE --model
-adapted.keras`` then uses it like any other model.
+changes. When the model's card records the training imagery's band statistics
+(``input_statistics``), a scene to be adapted has its colours matched to them first
+(:func:`roadnet.model.adapt.match_input`). The adapted model is written with a card beside
+it (``NAME.json``): the source card's cut-offs and training facts, an ``adapted`` block
+saying on what and how, and no held-out evaluations (those were of the source model).
+``roadnet run SCENE --model adapted.keras`` then uses it like any other model.
 
 It pays off on imagery far from the training looks and costs on imagery close to them
-(README, "Adapting the model to a scene"): an option for the user who sees the shipped
-model struggle on their scene, not a default.
+(README, "Adapting the model to a scene"), so a run adapts by default only the scenes its
+model card's gate calls foreign.
 
 ``roadnet run --adapt`` does the same on a worker before predicting
 (:func:`adapt_for_run`): the adapted model and its card go into the result store, so every
