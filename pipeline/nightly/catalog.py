@@ -66,6 +66,7 @@ COLUMNS: dict[str, str] = {
     "components": "Int64",
     "km": "Float64",
     "nodes": "Int64",
+    "road_chunks": "Int64",  # chunks of the result with road above the cut-off (0: empty)
     "error": "string",
     "result": "string",
     "roads": "string",

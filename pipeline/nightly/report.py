@@ -31,9 +31,9 @@ def render_report(
     out.append("")
     if rows:
         head = ["scene", "status", "attempts", "run s", "vectorize s", "components", "km",
-                "nodes", "error"]  # fmt: skip
+                "nodes", "road chunks", "error"]  # fmt: skip
         keys = ["scene_id", "status", "attempts", "run_seconds", "vectorize_seconds",
-                "components", "km", "nodes", "error"]  # fmt: skip
+                "components", "km", "nodes", "road_chunks", "error"]  # fmt: skip
         out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         out += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows]
         out.append("")

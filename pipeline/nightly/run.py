@@ -266,7 +266,7 @@ class _Night:
 
     def _one(self, client: Client, candidate: Candidate) -> dict[str, Any]:
         """Run and vectorize one scene; the catalog values of its outputs."""
-        from roadnet.pipeline.inference.run import run_to_zarr
+        from roadnet.pipeline.inference.run import ROAD_CHUNKS_ATTR, run_to_zarr
         from roadnet.pipeline.inference.store import open_result
         from roadnet.pipeline.vectorize.run import vectorize_result
 
@@ -293,7 +293,9 @@ class _Night:
             client=client,
         )
         vectorize_seconds = time.perf_counter() - start
-        model = str(open_result(result).attrs.get("model_sha256", ""))
+        attrs = open_result(result).attrs
+        model = str(attrs.get("model_sha256", ""))
+        road = attrs.get(ROAD_CHUNKS_ATTR)
         return {
             "run_seconds": round(run_seconds, 3),
             "vectorize_seconds": round(vectorize_seconds, 3),
@@ -301,6 +303,7 @@ class _Night:
             "components": summary.components,
             "km": round(summary.km, 4),
             "nodes": summary.nodes,
+            "road_chunks": None if road is None else int(road),
             "result": result,
             "roads": roads,
             "preview": self._preview(candidate, roads),

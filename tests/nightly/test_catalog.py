@@ -27,6 +27,19 @@ def test_round_trip_with_every_column(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.parquet"]  # no temp left
 
 
+def test_a_catalog_written_before_a_column_existed_reads_and_gains_it(tmp_path: Path) -> None:
+    row = {name: None for name in COLUMNS}
+    row.update(scene_id="a-1", status="done", road_chunks=7)
+    row["geometry"] = shapely.box(24.9, 60.1, 25.0, 60.2)
+    write_catalog(str(tmp_path), {"a-1": row})
+    path = tmp_path / "catalog.parquet"
+    gpd.read_parquet(path).drop(columns=["road_chunks"]).to_parquet(path)  # an older catalog
+    back = read_catalog(str(tmp_path))
+    assert back["a-1"]["road_chunks"] is None and back["a-1"]["status"] == "done"
+    write_catalog(str(tmp_path), back)
+    assert "road_chunks" in gpd.read_parquet(path).columns
+
+
 _UPDATE = """
 import sys
 from roadnet.pipeline.nightly.catalog import updating

@@ -107,7 +107,9 @@ def test_inbox_bad_scene_rerun_new_scene_and_growing_file(
     for name in ("west.tif", "east.TIFF"):
         row = rows[name]
         assert row["components"] > 0 and row["km"] > 0.1 and row["nodes"] > 0
-        assert open_result(row["result"]).attrs["model_sha256"] == row["model_sha256"]
+        attrs = open_result(row["result"]).attrs
+        assert attrs["model_sha256"] == row["model_sha256"]
+        assert row["road_chunks"] == attrs["roadnet:road_chunks"] > 0
         assert len(gpd.read_file(row["roads"], layer="road_surface")) == row["components"]
         assert (outbox / row["preview"]).is_file()
         assert row["checksum"].startswith("sha256:") and row["merged"] is True
