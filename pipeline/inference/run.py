@@ -531,14 +531,19 @@ def run_to_zarr(
     )
 
 
+def _surface_cut(attrs: Mapping[str, Any]) -> float:
+    """The result's surface cut-off (0.5 without one)."""
+    return result_cutoffs(attrs).get("surface", 0.5)
+
+
 def _road_code(attrs: Mapping[str, Any]) -> int:
-    """The highest surface code at or below the result's surface cut-off (0.5 without one)."""
-    return int(np.floor(result_cutoffs(attrs).get("surface", 0.5) * CODE_MAX))
+    """The highest surface code at or below the result's surface cut-off."""
+    return int(np.floor(_surface_cut(attrs) * CODE_MAX))
 
 
 def _no_road_warning(out: Location, prediction: Prediction, attrs: Mapping[str, Any]) -> str:
     """What to tell the user of a finished run that found no road anywhere."""
-    cut = result_cutoffs(prediction.attrs).get("surface", 0.5)
+    cut = _surface_cut(prediction.attrs)
     where = f"{out}: no road above the surface cut-off {cut:.2f} anywhere in the scene"
     if ADAPTED_MODEL_ATTR in attrs:
         return (

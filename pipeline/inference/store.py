@@ -302,20 +302,22 @@ def write_chunk(
     progress[row : row + rows, col : col + cols] = flags
 
 
-def done_chunks(path: Location, *, storage_options: StorageOptions | None = None) -> np.ndarray:
-    """``(rows, cols)`` bool: which chunks a store already holds."""
+def _progress_flags(path: Location, storage_options: StorageOptions | None) -> np.ndarray:
+    """The store's ``(rows, cols)`` :data:`PROGRESS` flags."""
     done = zarr.open_array(
         _store(path, storage_options), path=PROGRESS, mode="r", zarr_format=ZARR_FORMAT
     )
-    return np.asarray(done[...], dtype=bool)
+    return np.asarray(done[...])
+
+
+def done_chunks(path: Location, *, storage_options: StorageOptions | None = None) -> np.ndarray:
+    """``(rows, cols)`` bool: which chunks a store already holds."""
+    return _progress_flags(path, storage_options).astype(bool)
 
 
 def road_chunks(path: Location, *, storage_options: StorageOptions | None = None) -> int:
     """How many of a store's written chunks hold road (flagged :data:`DONE_WITH_ROAD`)."""
-    done = zarr.open_array(
-        _store(path, storage_options), path=PROGRESS, mode="r", zarr_format=ZARR_FORMAT
-    )
-    return int((np.asarray(done[...]) == DONE_WITH_ROAD).sum())
+    return int((_progress_flags(path, storage_options) == DONE_WITH_ROAD).sum())
 
 
 def finish_store(
