@@ -114,6 +114,10 @@ class TrainConfig(StrictModel):
     evaluate_validation_scene: bool = True  # score the whole validation window at the end
     # cuts tried on that window to choose each task's cut-off for the card (0.5 always added)
     cutoff_grid: list[float] = Field(default_factory=lambda: list(DEFAULT_GRID), min_length=1)
+    # measure the training and validation scenes' statistics shifts at the end: the card's
+    # adapt gate and input statistics (`roadnet calibrate-gate`), so a run adapts only
+    # imagery further from the training looks than any of them
+    calibrate_gate: bool = True
     seed: int = 0
     threads: int = Field(2, ge=1)
     jit_compile: bool = False  # XLA: slower to compile and to run on CPU; try on GPUs
@@ -466,6 +470,14 @@ def _finish(
     )
     card.update(cutoffs)  # per-task cut-offs chosen on the validation window, if scored
     card_path = write_json_atomic(out / "model.json", card)
+    if config.calibrate_gate:
+        from roadnet.pipeline.inference.adapt import calibrate_gate, write_gate
+
+        scenes = [str(pair.scene) for pair in (*config.train, config.validation)]
+        calibration = calibrate_gate(model_path, scenes)
+        write_gate(card_path, calibration)
+        card = read_card_beside(model_path) or card
+        log.info("adapt gate %.3f from %d scenes", calibration.min_shift, len(calibration.shifts))
     log.info("wrote %s (%s)", model_path, card["content_hash"])
     return TrainResult(model_path=model_path, card_path=card_path, card=card)
 

@@ -15,7 +15,7 @@ import typer
 
 from roadnet import __version__
 from roadnet.errors import RoadnetError
-from roadnet.pipeline.cli_model import evaluate_model, train
+from roadnet.pipeline.cli_model import calibrate_gate, evaluate_model, train
 from roadnet.pipeline.cli_options import (
     BandsOpt,
     ConfigOpt,
@@ -543,6 +543,7 @@ def nightly(
 
 app.command()(train)
 app.command("evaluate-model")(evaluate_model)
+app.command("calibrate-gate")(calibrate_gate)
 
 
 @app.command()

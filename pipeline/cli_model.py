@@ -1,4 +1,4 @@
-"""The model commands of ``roadnet``: ``train`` and ``evaluate-model``.
+"""The model commands of ``roadnet``: ``train``, ``evaluate-model`` and ``calibrate-gate``.
 
 :mod:`roadnet.pipeline.cli` registers them on its app. Heavy libraries are imported inside
 the commands, as in the rest of the command line.
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from roadnet.model.evaluate import CardOr
     from roadnet.model.gsd import PredictGsd
 
-__all__ = ["evaluate_model", "train"]
+__all__ = ["calibrate_gate", "evaluate_model", "train"]
 
 
 def train(
@@ -43,6 +43,47 @@ def train(
         f"{result.model_path}: best val_mean_f1 {metrics['best']:.4f} at epoch "
         f"{metrics['best_epoch']} ({result.card['content_hash']})"
     )
+
+
+def calibrate_gate(
+    scenes: Annotated[
+        list[str],
+        typer.Argument(
+            help="Scenes in the model's training looks (its training renders).", metavar="SCENE..."
+        ),
+    ],
+    model: Annotated[
+        Path, typer.Option("--model", help="The .keras model; its card is beside it.")
+    ],
+    margin: Annotated[
+        float, typer.Option("--margin", help="Gate = this x the largest shift of the scenes.")
+    ] = 1.0,
+    statistics_only: Annotated[
+        bool,
+        typer.Option(
+            "--statistics-only", help="Write the input statistics only; keep the card's gate."
+        ),
+    ] = False,
+) -> None:
+    """Set a model card's adapt gate and input statistics from scenes in its training looks."""
+    from roadnet.errors import InputError
+    from roadnet.pipeline.preflight import check_scene
+
+    for scene in scenes:
+        check_scene(scene)
+    card = model.with_suffix(".json")
+    if not model.is_file() or not card.is_file():
+        raise InputError(f"{model}: needs the model file and its card {card.name} beside it")
+
+    from roadnet.pipeline.inference.adapt import calibrate_gate as calibrate
+    from roadnet.pipeline.inference.adapt import write_gate
+
+    calibration = calibrate(str(model), scenes, margin=margin)
+    for scene, shift in calibration.shifts.items():
+        typer.echo(f"{scene}: shift {shift:.4f}")
+    write_gate(card, calibration, gate=not statistics_only)
+    gate = "kept" if statistics_only else f"{calibration.min_shift:.3f}"
+    typer.echo(f"{card}: input statistics of {len(calibration.shifts)} scenes, adapt gate {gate}")
 
 
 def _evaluate_gap(

@@ -59,6 +59,7 @@ STYLE_KEYS = (
     "layout_mirror",
     "layout_rotation_deg",
     "layout_scale",
+    "ramps_per_km2",
 )
 _META_KEYS = ("description",)
 

@@ -31,6 +31,7 @@ from rasterio.windows import Window
 from roadnet.config import StrictModel, write_resolved_config
 from roadnet.errors import InputError
 from roadnet.outputs import staged_output_dir
+from roadnet.pipeline.scenes._ramps import add_ramps
 from roadnet.pipeline.scenes._rasters import TILE, tiled_profile
 from roadnet.pipeline.scenes._render import RenderParams, halo_px, jpeg_roundtrip, render_window
 from roadnet.pipeline.scenes._scenery import Scenery, tile_scenery, window_layers
@@ -98,6 +99,9 @@ class SynthConfig(StrictModel):
     layout_mirror: bool = Field(default=False, description="Mirror the extract east-west.")
     layout_rotation_deg: float = Field(default=0.0, ge=0.0, lt=360.0)
     layout_scale: float = Field(default=1.0, ge=0.25, le=4.0, description="Street spacing.")
+    ramps_per_km2: float = Field(
+        default=0.0, ge=0.0, le=50.0, description="Curved loops and bends added per km²."
+    )
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
     @field_validator("size")
@@ -338,6 +342,9 @@ def plan_scene(osm: str | Path, *, config: SynthConfig) -> ScenePlan:
         [roads, layers.buildings.to_crs(crs), layers.areas.to_crs(crs), trees],
         extent,
         config=config,
+    )
+    roads, buildings = add_ramps(
+        roads, buildings, extent, per_km2=config.ramps_per_km2, seed=config.seed, widths=widths
     )
     width, height, box = _grid(extent, config.gsd, config.size)
     scenery = tile_scenery(

@@ -129,6 +129,11 @@ def test_run_directory_has_model_card_logs_and_curves(tiny_run: tuple[Path, Path
     assert card["variant"] == "tiny" and card["parameters"] > 10_000
     assert card["data"]["validation"]["window"] == [0, 160, 256, 256]
     assert card["created"].startswith("20")
+    # the adapt gate and input statistics, measured on the training and validation scene
+    gate = card["run"]
+    assert list(gate["shifts"]) == [card["data"]["validation"]["scene"]]  # one scene, once
+    assert gate["adapt"]["min_shift"] == round(max(gate["shifts"].values()), 3) > 0
+    assert len(card["input_statistics"]["mean"]) == 3 and card["input_statistics"]["scenes"] == 1
     with open(run / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from _colour_baseline import best_hsv_iou, best_interval_iou
 
 from roadnet.errors import ConfigError
+from roadnet.pipeline.scenes._ramps import RAMP_CLASSES
 from roadnet.pipeline.scenes._render import WindowLayers, halo_px, render_window
 from roadnet.pipeline.scenes._scenery import window_layers
 from roadnet.pipeline.scenes.styles import (
@@ -254,6 +256,35 @@ def test_layout_mirror_rotate_scale() -> None:
     wide = _surface(config.model_copy(update={"layout_scale": 2.0}))
     assert wide.shape[0] == pytest.approx(2 * plain.shape[0], abs=2)
     assert wide.mean() < 0.7 * plain.mean()  # same road widths, larger blocks
+
+
+def test_ramps_add_curved_roads_clear_of_buildings() -> None:
+    config = SynthConfig(gsd=2.0, seed=0, window_px=512)
+    plain = plan_scene("test", config=config)
+    ramped = plan_scene("test", config=config.model_copy(update={"ramps_per_km2": 10.0}))
+    before, after = plain.scenery.roads, ramped.scenery.roads
+    assert len(after) > len(before)
+    added = after[~after.geometry.isin(before.geometry)]
+    assert set(added["highway"]) <= set(RAMP_CLASSES) and "motorway_link" in set(added["highway"])
+    assert added["width_m"].notna().all()
+    # curved: each new line is longer than the straight line between its ends
+    ends = shapely.distance(
+        shapely.get_point(added.geometry.to_numpy(), 0),
+        shapely.get_point(added.geometry.to_numpy(), -1),
+    )
+    assert (added.geometry.length.to_numpy() > 1.05 * ends).mean() > 0.5
+    # no building is left under a new road, fewer buildings in all
+    footprint = shapely.union_all(
+        shapely.buffer(added.geometry.to_numpy(), added["width_m"].to_numpy() / 2)
+    )
+    assert not shapely.intersects(ramped.scenery.buildings.geometry.to_numpy(), footprint).any()
+    assert len(ramped.scenery.buildings) < len(plain.scenery.buildings)
+    # the labels come from the same lines: more road surface, and the same seed the same roads
+    ramped_config = config.model_copy(update={"ramps_per_km2": 10.0})
+    assert _surface(ramped_config).mean() > 1.05 * _surface(config).mean()
+    np.testing.assert_array_equal(_surface(ramped_config), _surface(ramped_config))
+    other = plan_scene("test", config=ramped_config.model_copy(update={"seed": 1}))
+    assert not other.scenery.roads.geometry.equals(after.geometry)
 
 
 # --- presets -----------------------------------------------------------------------------------
