@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -140,6 +141,18 @@ def test_first_error_is_raised(client: Client) -> None:
     units = [((i, i + 1), (j, j + 1)) for i in range(grid[0]) for j in range(grid[1])]
     with pytest.raises(ValueError, match="chunk 2 1 broke"):
         run_stencil(client, _stencil(), grid=grid, units=units, batch_chunks=3)
+    # the run's other tasks may still be computing (the error's traceback holds their
+    # futures): let them finish, so they cannot write into the next test's record
+    scheduler = client.cluster.scheduler  # type: ignore[union-attr]
+    busy = {"waiting", "queued", "processing", "no-worker"}
+
+    def running() -> bool:
+        return any(ts.state in busy for ts in list(scheduler.tasks.values()))
+
+    deadline = time.monotonic() + 60
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running()
 
 
 def _double(blocks: list[list[int]]) -> int:
