@@ -469,14 +469,15 @@ def _finish(
         },
     )
     card.update(cutoffs)  # per-task cut-offs chosen on the validation window, if scored
+    # written first: the fits below read this run's card, not one left from an earlier run
     card_path = write_json_atomic(out / "model.json", card)
     if config.calibrate_gate:
-        from roadnet.pipeline.inference.adapt import calibrate_gate, write_gate
+        from roadnet.pipeline.inference.adapt import calibrate_gate
 
         scenes = [str(pair.scene) for pair in (*config.train, config.validation)]
         calibration = calibrate_gate(model_path, scenes)
-        write_gate(card_path, calibration)
-        card = read_card_beside(model_path) or card
+        card.update(calibration.card_entries())
+        card_path = write_json_atomic(card_path, card)
         log.info("adapt gate %.3f from %d scenes", calibration.min_shift, len(calibration.shifts))
     log.info("wrote %s (%s)", model_path, card["content_hash"])
     return TrainResult(model_path=model_path, card_path=card_path, card=card)
