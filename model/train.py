@@ -472,7 +472,7 @@ def _finish(
     # written first: the fits below read this run's card, not one left from an earlier run
     card_path = write_json_atomic(out / "model.json", card)
     if config.calibrate_gate:
-        from roadnet.pipeline.inference.adapt import calibrate_gate
+        from roadnet.pipeline.inference.gate import calibrate_gate
 
         scenes = [str(pair.scene) for pair in (*config.train, config.validation)]
         calibration = calibrate_gate(model_path, scenes)

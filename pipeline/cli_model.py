@@ -75,8 +75,8 @@ def calibrate_gate(
     if not model.is_file() or not card.is_file():
         raise InputError(f"{model}: needs the model file and its card {card.name} beside it")
 
-    from roadnet.pipeline.inference.adapt import calibrate_gate as calibrate
-    from roadnet.pipeline.inference.adapt import write_gate
+    from roadnet.pipeline.inference.gate import calibrate_gate as calibrate
+    from roadnet.pipeline.inference.gate import write_gate
 
     calibration = calibrate(str(model), scenes, margin=margin)
     for scene, shift in calibration.shifts.items():
