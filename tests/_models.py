@@ -133,3 +133,18 @@ def write_scene(path: Path, image, *, nodata=None, gsd: float = 0.3, colorinterp
         if colorinterp is not None:
             dst.colorinterp = colorinterp
     return path
+
+
+def save_tiny_roadnet(directory: Path, card: dict) -> Path:  # type: ignore[type-arg]
+    """An untrained tiny RoadNet (seed 0) saved as ``directory/tiny.keras``, ``card`` beside it."""
+    import json
+
+    import keras
+
+    from roadnet.model.roadnet import ModelConfig, build_roadnet
+
+    keras.utils.set_random_seed(0)
+    path = directory / "tiny.keras"
+    build_roadnet(ModelConfig(name="tiny", width_multiplier=0.125)).save(path)
+    path.with_suffix(".json").write_text(json.dumps({"model": path.name, **card}))
+    return path

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import zarr
 from _cli import run_in_one_process
-from _models import smooth_scene, write_scene
+from _models import save_tiny_roadnet, smooth_scene, write_scene
 from _results import dataset_codes, stored_codes
 from distributed import Client
 
@@ -21,7 +21,6 @@ from roadnet.model.card import card_adapt_rule, card_adapts, card_cutoffs
 from roadnet.model.evaluate import evaluate_model_on_files
 from roadnet.model.gsd import card_finest_gsd
 from roadnet.model.io import content_hash, load_model
-from roadnet.model.roadnet import ModelConfig, build_roadnet
 from roadnet.pipeline.inference.adapt import (
     ADAPTED_CARD,
     MIN_TILES,
@@ -47,12 +46,8 @@ CUTOFFS = {"surface": 0.7, "edge": 0.45, "centerline": 0.4}
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny RoadNet with a card that has cut-offs and a held-out evaluation."""
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_roadnet(ModelConfig(name="tiny", width_multiplier=0.125)).save(path)
-    card = {"model": path.name, "cutoffs": CUTOFFS, "metrics": {"evaluations": {"held_out": {}}}}
-    path.with_suffix(".json").write_text(json.dumps(card))
-    return path
+    card = {"cutoffs": CUTOFFS, "metrics": {"evaluations": {"held_out": {}}}}
+    return save_tiny_roadnet(tmp_path_factory.mktemp("model"), card)
 
 
 def _stats(model: keras.Model) -> np.ndarray:

@@ -6,14 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
-import keras
 import pytest
 from _cli import run_in_one_process
-from _models import smooth_scene, write_scene
+from _models import save_tiny_roadnet, smooth_scene, write_scene
 
 from roadnet.errors import InputError
 from roadnet.model.card import card_adapt_rule
-from roadnet.model.roadnet import ModelConfig, build_roadnet
 from roadnet.pipeline.inference.adapt import adapt_to_scene
 from roadnet.pipeline.inference.gate import calibrate_gate, write_gate
 
@@ -23,11 +21,7 @@ CUTOFFS = {"surface": 0.7, "edge": 0.45, "centerline": 0.4}
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained RoadNet with a card that has cut-offs."""
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_roadnet(ModelConfig(name="tiny", width_multiplier=0.125)).save(path)
-    path.with_suffix(".json").write_text(json.dumps({"model": path.name, "cutoffs": CUTOFFS}))
-    return path
+    return save_tiny_roadnet(tmp_path_factory.mktemp("model"), {"cutoffs": CUTOFFS})
 
 
 def test_calibrate_gate_sets_the_gate_at_the_farthest_training_look(
