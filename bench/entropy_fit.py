@@ -85,9 +85,10 @@ def main() -> None:
                 p = tf.sigmoid(out[task])
                 entropy = -(p * tf.math.log(p + 1e-6) + (1 - p) * tf.math.log(1 - p + 1e-6))
                 fraction = tf.reduce_mean(p, axis=[1, 2, 3])
-                hold = tf.reduce_mean((tf.reduce_mean(fraction) - tf.reduce_mean(ref[:, j])) ** 2)
                 if args.fraction == "tile":
                     hold = tf.reduce_mean((fraction - ref[:, j]) ** 2)
+                else:  # every row of the reference is the scene's mean
+                    hold = (tf.reduce_mean(fraction) - ref[0, j]) ** 2
                 loss += tf.reduce_mean(entropy) + args.weight * hold
         grads = tape.gradient(loss, [v.value for v in params])
         optimizer.apply_gradients(zip(grads, params, strict=True))
