@@ -18,6 +18,10 @@ repetition, medians kept; these machines are noisy):
 
 On a CPU, ``mixed_precision=true`` means bfloat16 where the CPU has it natively (AMX or
 AVX-512 BF16, see :func:`roadnet.model.precision.cpu_has_bfloat16`).
+
+The ``model`` part runs on any Keras backend (``KERAS_BACKEND=jax`` or ``torch``; the
+other parts need TensorFlow): ``bench/device_check.sh`` uses that on GPU machines whose
+image has PyTorch and JAX but no TensorFlow.
 """
 
 from __future__ import annotations
@@ -44,9 +48,27 @@ def _best_of(fn: Any, n: int) -> float:
     return min(times)
 
 
+def _forward(model: Any) -> Any:
+    """The compiled forward pass, returning the outputs on the host.
+
+    A ``tf.function`` on TensorFlow (what ``roadnet run`` traces), Keras' own compiled
+    predict step on the other backends (jit on JAX). Both copy the outputs to the host, so
+    a GPU's work is finished when the call returns.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(
+            lambda x: [tf.cast(v, tf.float32) for v in model(x, training=False).values()]
+        )
+        return lambda x: [np.asarray(v) for v in fn(x)]
+    return model.predict_on_batch
+
+
 def _model_part(variants: list[str], precisions: list[str], reps: int) -> list[dict[str, Any]]:
     import keras
-    import tensorflow as tf
 
     from roadnet.model.losses import compile_losses
     from roadnet.model.precision import policy_scope
@@ -68,9 +90,7 @@ def _model_part(variants: list[str], precisions: list[str], reps: int) -> list[d
                 model = build_roadnet(load_variant(name))
             losses, weights = compile_losses()
             model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses, loss_weights=weights)
-            infer = tf.function(
-                lambda x, m=model: [tf.cast(v, tf.float32) for v in m(x, training=False).values()]
-            )
+            infer = _forward(model)
             infer(x_infer)
             model.train_on_batch(x_train, y_train)  # trace and build the optimizer
             built[precision] = (model, infer)
@@ -187,11 +207,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from roadnet.model.precision import cpu_has_bfloat16
-    from roadnet.model.runtime import configure_tensorflow
+    import keras
 
-    configure_tensorflow(threads=2)
-    report: dict[str, Any] = {"cpu_has_bfloat16": cpu_has_bfloat16()}
+    from roadnet.model.precision import cpu_has_bfloat16
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from roadnet.model.runtime import configure_tensorflow
+
+        configure_tensorflow(threads=2)
+    elif args.scene:
+        parser.error(f"--scene needs the TensorFlow backend (roadnet run); this is {backend}")
+    report: dict[str, Any] = {"backend": backend, "cpu_has_bfloat16": cpu_has_bfloat16()}
+    print(json.dumps(report), flush=True)
     precisions = args.precisions.split(",")
     report["model"] = _model_part(args.variants.split(","), precisions, args.reps)
     if args.scene:

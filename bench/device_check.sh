@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of one device session, in one go (a few minutes):
 #   bash bench/device_check.sh OUT_DIR [PYTHON]
+# With TensorFlow and roadnet installed for PYTHON (default .venv/bin/python):
 # 1. the machine: GPUs TensorFlow sees, CPU bfloat16 flags;
 # 2. bench/bench_precision.py: the raw model's forward pass and training steps of roadnet-lite
 #    and the full variant in float32 and mixed_float16, then `roadnet run` of a rendered
@@ -9,14 +10,43 @@
 # 3. bench/bench_tta.py: `roadnet run` of the same scene with 1 and 4 views per block on one
 #    worker (on a GPU the four views are one batch of the model).
 # Figures go to OUT_DIR/precision.json, OUT_DIR/tta.jsonl and OUT_DIR/log.txt (for BENCHMARKS.md).
+#
+# Without TensorFlow (the lent GPU machines' image: Python 3.12 with PyTorch and JAX, no
+# package index), only the raw model part runs, on Keras' JAX and PyTorch backends, from
+# the wheels `bash bench/device_wheels.sh` put in .device-wheels (carry that folder):
+# OUT_DIR/precision-jax.json and OUT_DIR/precision-torch.json. `roadnet run` needs
+# TensorFlow, rasterio and dask, which do not fit the 64 MiB a device call carries.
 set -uo pipefail
 out=${1:?give an output directory}
 py=${2:-.venv/bin/python}
 mkdir -p "$out"
 exec > >(tee "$out/log.txt") 2>&1
+
+keras_backends() {
+    local wheels=.device-wheels site=/tmp/roadnet-device/site src=/tmp/roadnet-device/src
+    if ! ls "$wheels"/keras-*.whl >/dev/null 2>&1; then
+        echo "device_check: no TensorFlow here and no $wheels: run bench/device_wheels.sh and carry it"
+        exit 3
+    fi
+    command -v nvidia-smi >/dev/null && nvidia-smi -L
+    rm -rf /tmp/roadnet-device
+    python3 -m pip install --quiet --no-index --no-deps --target "$site" "$wheels"/*.whl || exit 3
+    # the installed layout (roadnet.model is model/, roadnet.pipeline is pipeline/), as links
+    mkdir -p "$src/roadnet"
+    for f in roadnet/*.py roadnet/py.typed; do ln -s "$PWD/$f" "$src/roadnet/"; done
+    for d in pipeline model configs; do ln -s "$PWD/$d" "$src/roadnet/$d"; done
+    for backend in jax torch; do
+        echo "== Keras backend $backend"
+        PYTHONPATH="$src:$site" KERAS_BACKEND=$backend timeout 240 python3 \
+            bench/bench_precision.py --variants roadnet-lite,roadnet \
+            --precisions float32,mixed_float16 --reps 2 --json "$out/precision-$backend.json"
+    done
+}
+
 if ! "$py" -c "import tensorflow, roadnet" 2>/dev/null; then
-    echo "device_check: $("$py" -V 2>&1) here has no tensorflow or no roadnet: install them first"
-    exit 3
+    echo "device_check: $py has no tensorflow or no roadnet here: the model part only"
+    keras_backends
+    exit 0
 fi
 "$py" - <<'PY'
 import tensorflow as tf
