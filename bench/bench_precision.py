@@ -67,6 +67,21 @@ def _forward(model: Any) -> Any:
     return model.predict_on_batch
 
 
+def _devices(backend: str) -> list[str]:
+    """The devices the Keras backend computes on (a GPU's name, when it has one)."""
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"]
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_physical_devices()]
+
+
 def _model_part(variants: list[str], precisions: list[str], reps: int) -> list[dict[str, Any]]:
     import keras
 
@@ -218,7 +233,11 @@ def main() -> None:
         configure_tensorflow(threads=2)
     elif args.scene:
         parser.error(f"--scene needs the TensorFlow backend (roadnet run); this is {backend}")
-    report: dict[str, Any] = {"backend": backend, "cpu_has_bfloat16": cpu_has_bfloat16()}
+    report: dict[str, Any] = {
+        "backend": backend,
+        "devices": _devices(backend),
+        "cpu_has_bfloat16": cpu_has_bfloat16(),
+    }
     print(json.dumps(report), flush=True)
     precisions = args.precisions.split(",")
     report["model"] = _model_part(args.variants.split(","), precisions, args.reps)
