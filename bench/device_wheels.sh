@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels the GPU machines' image lacks for the model part of bench/device_check.sh:
 #   bash bench/device_wheels.sh [DIR] [PYTHON_VERSION]     # DIR default .device-wheels
-# The lent GPU machines (see BENCHMARKS.md, "GPU") have Python 3.12 with PyTorch and JAX
+# The lent GPU machines (BENCHMARKS.md, "GPU machines") have Python 3.12 with PyTorch and JAX
 # but no TensorFlow, Keras or pydantic, and reach no package index. This downloads, here,
 # the same Keras and pydantic versions as .venv, built for that Python (about 6 MB), into an
 # ignored folder the device call carries (`carry: [".device-wheels"]`).
