@@ -332,9 +332,29 @@ def test_training_presets_do_not_overlap_and_heldout_is_outside() -> None:
     assert _span(c, "sidewalk_share")[1] < 0.5 and _span(c, "building_share")[1] <= 0.5
 
 
+def test_oldtown_draws_the_heldout_roads_and_nothing_else_of_it() -> None:
+    town, held = load_style("oldtown"), load_style("heldout")
+    # the road materials the other training styles lack, and no asphalt or concrete
+    assert set(town["road_palette"]) == {"cobbles", "unpaved"} == set(held["road_palette"])
+    assert town["markings"] is False
+    # apart from the held-out style on the rest of its foreign axes
+    assert _span(town, "gsd")[1] < _span(held, "gsd")[0]
+    assert held["season"] not in town["season"]
+    assert held["roof_palette"] not in town["roof_palette"]
+    for key in ("haze", "noise_dn", "blur_px", "cast_tint"):
+        assert _span(town, key)[1] < _span(held, key)[0], key
+    for key in ("sun_elevation_deg", "cast_warmth", "layout_scale"):
+        assert _span(held, key)[1] < _span(town, key)[0], key
+    assert not town["jpeg_quality"]
+    # a drawn render uses one of the two materials, unmarked
+    for seed in range(6):
+        drawn = apply_style(SynthConfig(seed=seed), town)
+        assert drawn.road_palette in ("cobbles", "unpaved") and not drawn.markings
+
+
 def test_second_heldout_style_is_outside_every_training_style() -> None:
     lush = load_style("heldout-lush")
-    trained = [load_style(name) for name in ("temperate", "arid", "countryside")]
+    trained = [load_style(name) for name in ("temperate", "arid", "countryside", "oldtown")]
     above = ["gsd", "sun_elevation_deg", "cast_warmth", "tree_density"]
     below = ["cover_hue_deg", "cover_brightness", "cast_tint", "noise_dn", "blur_px"]
     for style in trained:
