@@ -123,9 +123,9 @@ def synth(
         str | None,
         typer.Option(
             "--style",
-            help="Appearance preset (configs/styles/: training temperate, arid, countryside, "
-            "oldtown; held out heldout, heldout-lush) or a style YAML; its ranges are drawn "
-            "from the seed. --gsd and --set keys win over it.",
+            help="Appearance preset (a name in configs/styles/, e.g. temperate or heldout; an "
+            "unknown name lists them) or a style YAML; its ranges are drawn from the seed. "
+            "--gsd and --set keys win over it.",
         ),
     ] = None,
     config: ConfigOpt = None,
